@@ -1,0 +1,32 @@
+# The README's two commands are `make demo` and `make test`; CI runs `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Public datasets are read from this mirror when it exists (CI provides it), else downloaded.
+export ROUTERLAB_MIRROR ?= $(abspath ../shared/datasets/github)
+
+.PHONY: install demo test lint lab clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/routerlab demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check routerlab tests benchmarks
+	$(VENV)/bin/mypy routerlab
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) .routerlab-data reports

@@ -1,0 +1,84 @@
+"""Heuristic complexity classifier: keyword patterns and length rules.
+
+The defaults are the seed article's: any complex pattern or more than 120
+words -> complex; otherwise a simple pattern and fewer than 50 words ->
+simple; otherwise medium. All of it is configurable through the policy's
+``classifier`` section (:class:`ClassifierSettings`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+
+class Complexity(StrEnum):
+    SIMPLE = "simple"
+    MEDIUM = "medium"
+    COMPLEX = "complex"
+
+
+COMPLEXITY_CLASSES: tuple[str, ...] = tuple(c.value for c in Complexity)
+
+DEFAULT_SIMPLE_PATTERNS: tuple[str, ...] = (
+    r"\b(summarize|classify|translate|extract|list|format|convert)\b",
+    r"\b(what is|define|who is|when did|spell)\b",
+)
+DEFAULT_COMPLEX_PATTERNS: tuple[str, ...] = (
+    r"\b(analyze|compare|evaluate|critique|synthesize|debate)\b",
+    r"\b(implement|write a function|refactor|design|architect)\b",
+    r"\b(why does|how would|what are the tradeoffs)\b",
+)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Patterns (case-insensitive regexes) and word-count limits."""
+
+    simple_patterns: tuple[str, ...] = DEFAULT_SIMPLE_PATTERNS
+    complex_patterns: tuple[str, ...] = DEFAULT_COMPLEX_PATTERNS
+    complex_min_words: int = 121  # more than 120 words is complex
+    simple_max_words: int = 49  # fewer than 50 words may be simple
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The class and the signals that decided it."""
+
+    complexity: Complexity
+    word_count: int
+    simple_hits: tuple[str, ...]
+    complex_hits: tuple[str, ...]
+    reason: str
+
+    @property
+    def value(self) -> str:
+        return self.complexity.value
+
+
+@lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
+def classify_complexity(query: str, settings: ClassifierSettings | None = None) -> Classification:
+    """Classify ``query`` as simple, medium or complex, with the deciding signals."""
+    s = settings or ClassifierSettings()
+    q = query.strip()
+    words = len(q.split())
+    complex_hits = tuple(p.pattern for p in _compiled(s.complex_patterns) if p.search(q))
+    simple_hits = tuple(p.pattern for p in _compiled(s.simple_patterns) if p.search(q))
+    if complex_hits:
+        c, why = Complexity.COMPLEX, f"matched complex pattern {complex_hits[0]!r}"
+    elif words >= s.complex_min_words:
+        c, why = Complexity.COMPLEX, f"{words} words >= {s.complex_min_words}"
+    elif simple_hits and words <= s.simple_max_words:
+        c, why = (
+            Complexity.SIMPLE,
+            f"matched simple pattern {simple_hits[0]!r} and {words} words <= {s.simple_max_words}",
+        )
+    else:
+        c, why = Complexity.MEDIUM, "no complex signal and no short simple match"
+    return Classification(c, words, simple_hits, complex_hits, why)

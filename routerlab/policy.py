@@ -1,0 +1,617 @@
+"""The versioned routing policy: the one reader and the one writer of policy JSON.
+
+A policy file looks like this (``schema_version`` 1)::
+
+    {"schema_version": 1, "name": "support-bot",
+     "tiers": [{"name": "cheap", "provider": "openai", "model": "gpt-4o-mini",
+                "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY",
+                "timeout_s": 8, "max_tokens": 1024, "temperature": 0.0}, ...],
+     "routing": {"simple": {"start_tier": 0, "max_tokens": 512},
+                 "medium": {"start_tier": 0}, "complex": {"start_tier": 1}},
+     "confidence": {"signal": "consistency", "classes": ["medium"], "k": 2,
+                    "similarity": "difflib", "temperature": 0.7,
+                    "thresholds": [0.75, 0.75]},
+     "cascade": true, "max_cost_per_query_usd": "0.05",
+     "breaker": {"failure_threshold": 5, "window_s": 60, "recovery_s": 60},
+     "classifier": {...}, "provenance": {...}}
+
+Every section but ``tiers`` may be left out (defaults below). Unknown keys
+and out-of-range values are errors that name the field and the valid range.
+``thresholds`` (and ``logprob_thresholds``) hold one value per non-final tier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from routerlab.breaker import BreakerSettings
+from routerlab.classifier import COMPLEXITY_CLASSES, ClassifierSettings
+from routerlab.consistency import DEFAULT_ANSWER_PATTERN, SIMILARITY_NAMES
+from routerlab.errors import ModelMismatchError, PolicyError
+from routerlab.pricing import PriceOverride
+
+SCHEMA_VERSION = 1
+PROVIDERS = ("anthropic", "openai")
+SIGNALS = ("consistency", "logprob")
+
+logger = logging.getLogger("routerlab.policy")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One rung of the ladder: a model behind a provider endpoint."""
+
+    name: str
+    provider: str
+    model: str
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: float = 15.0
+    max_tokens: int = 1024
+    temperature: float | None = 0.0
+    price: PriceOverride | None = None
+    price_provider: str | None = None
+    supports_n: bool | None = None  # None: the provider's default (openai yes, anthropic no)
+
+    @property
+    def accepts_n(self) -> bool:
+        if self.supports_n is not None:
+            return self.supports_n
+        return self.provider == "openai"
+
+    @property
+    def pricing_provider(self) -> str | None:
+        """genai-prices provider id used to look up this tier's prices."""
+        if self.price_provider is not None:
+            return self.price_provider
+        return "anthropic" if self.provider == "anthropic" else None
+
+
+@dataclass(frozen=True)
+class ClassRoute:
+    """Where a complexity class starts and how long its answers may be."""
+
+    start_tier: int = 0
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfidenceSettings:
+    """When and how a non-final tier's answer is trusted."""
+
+    signal: str = "consistency"
+    classes: tuple[str, ...] = COMPLEXITY_CLASSES
+    k: int = 2
+    similarity: str = "difflib"
+    temperature: float = 0.7
+    thresholds: tuple[float, ...] = ()
+    logprob_thresholds: tuple[float, ...] = ()
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN
+
+
+def _default_routing() -> Mapping[str, ClassRoute]:
+    return MappingProxyType({c: ClassRoute() for c in COMPLEXITY_CLASSES})
+
+
+@dataclass(frozen=True)
+class RouterPolicy:
+    """Everything that sets a router's behaviour; load and dump with this module."""
+
+    tiers: tuple[Tier, ...]
+    routing: Mapping[str, ClassRoute] = field(default_factory=_default_routing)
+    confidence: ConfidenceSettings = field(default_factory=ConfidenceSettings)
+    cascade: bool = True
+    max_cost_per_query_usd: Decimal | None = None
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    name: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # re-validate through the dict form so that objects built in code obey the same rules
+        validate_policy(self)
+
+    def tier_index(self, name: str) -> int:
+        for i, t in enumerate(self.tiers):
+            if t.name == name:
+                return i
+        raise KeyError(name)
+
+    def threshold(self, tier_index: int) -> float:
+        c = self.confidence
+        return (c.thresholds if c.signal == "consistency" else c.logprob_thresholds)[tier_index]
+
+    def with_changes(self, **changes: Any) -> RouterPolicy:
+        return replace(self, **changes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RouterPolicy) and policy_to_dict(self) == policy_to_dict(other)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(policy_to_dict(self), sort_keys=True))
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+class _Reader:
+    """Walks a JSON object, checking keys, types and ranges; errors name the field."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+    def fail(self, path: str, msg: str) -> PolicyError:
+        return PolicyError(msg, field=path, source=self.source)
+
+    def obj(self, v: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self.fail(path, f"must be a JSON object, got {type(v).__name__}")
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise self.fail(
+                f"{path}.{unknown[0]}" if path else unknown[0], f"unknown key; allowed keys are {', '.join(allowed)}"
+            )
+        for r in required:
+            if r not in v:
+                raise self.fail(f"{path}.{r}" if path else r, "is required")
+        return v
+
+    def integer(self, v: Any, path: str, lo: int, hi: int | None = None) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(path, f"must be an integer, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            raise self.fail(path, f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+        return v
+
+    def number(self, v: Any, path: str, lo: float, hi: float | None = None, *, lo_open: bool = False) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.fail(path, f"must be a number, got {v!r}")
+        x = float(v)
+        bad_lo = x <= lo if lo_open else x < lo
+        if bad_lo or (hi is not None and x > hi) or x != x:
+            rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
+            raise self.fail(path, f"must be in {rng}, got {v}")
+        return x
+
+    def string(self, v: Any, path: str, *, choices: tuple[str, ...] | None = None, empty_ok: bool = False) -> str:
+        if not isinstance(v, str) or (not empty_ok and not v):
+            raise self.fail(path, f"must be a non-empty string, got {v!r}")
+        if choices is not None and v not in choices:
+            raise self.fail(path, f"must be one of {', '.join(choices)}; got {v!r}")
+        return v
+
+    def boolean(self, v: Any, path: str) -> bool:
+        if not isinstance(v, bool):
+            raise self.fail(path, f"must be true or false, got {v!r}")
+        return v
+
+    def money(self, v: Any, path: str) -> Decimal:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise self.fail(path, f"must be a decimal number (string or number), got {v!r}")
+        try:
+            d = Decimal(str(v))
+        except InvalidOperation:
+            raise self.fail(path, f"must be a decimal number, got {v!r}") from None
+        if not d.is_finite() or d < 0:
+            raise self.fail(path, f"must be in [0, inf), got {v!r}")
+        return d
+
+    def strings(self, v: Any, path: str, *, choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        if not isinstance(v, list):
+            raise self.fail(path, f"must be a list of strings, got {type(v).__name__}")
+        return tuple(self.string(x, f"{path}[{i}]", choices=choices) for i, x in enumerate(v))
+
+
+_TIER_KEYS = (
+    "name",
+    "provider",
+    "model",
+    "base_url",
+    "api_key_env",
+    "timeout_s",
+    "max_tokens",
+    "temperature",
+    "price",
+    "price_provider",
+    "supports_n",
+)
+_PRICE_KEYS = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok")
+_CONF_KEYS = (
+    "signal",
+    "classes",
+    "k",
+    "similarity",
+    "temperature",
+    "thresholds",
+    "logprob_thresholds",
+    "answer_pattern",
+)
+_TOP_KEYS = (
+    "schema_version",
+    "name",
+    "tiers",
+    "routing",
+    "confidence",
+    "cascade",
+    "max_cost_per_query_usd",
+    "breaker",
+    "classifier",
+    "provenance",
+)
+
+
+def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
+    d = r.obj(v, path, _TIER_KEYS, ("name", "provider", "model", "base_url"))
+    price = None
+    if d.get("price") is not None:
+        p = r.obj(d["price"], f"{path}.price", _PRICE_KEYS, _PRICE_KEYS[:2])
+        opt = {k: r.money(p[k], f"{path}.price.{k}") for k in _PRICE_KEYS[2:] if p.get(k) is not None}
+        price = PriceOverride(
+            r.money(p["input_usd_per_mtok"], f"{path}.price.input_usd_per_mtok"),
+            r.money(p["output_usd_per_mtok"], f"{path}.price.output_usd_per_mtok"),
+            **opt,
+        )
+    provider = r.string(d["provider"], f"{path}.provider", choices=PROVIDERS)
+    supports_n = None if d.get("supports_n") is None else r.boolean(d["supports_n"], f"{path}.supports_n")
+    if provider == "anthropic" and supports_n:
+        raise r.fail(f"{path}.supports_n", "must be false for provider anthropic (the Messages API has no n)")
+    temp = d.get("temperature", 0.0)
+    base_url = r.string(d["base_url"], f"{path}.base_url")
+    if not base_url.startswith(("http://", "https://")):
+        raise r.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+    return Tier(
+        name=r.string(d["name"], f"{path}.name"),
+        provider=provider,
+        model=r.string(d["model"], f"{path}.model"),
+        base_url=base_url,
+        api_key_env=None if d.get("api_key_env") is None else r.string(d["api_key_env"], f"{path}.api_key_env"),
+        timeout_s=r.number(d.get("timeout_s", 15.0), f"{path}.timeout_s", 0.0, 3600.0, lo_open=True),
+        max_tokens=r.integer(d.get("max_tokens", 1024), f"{path}.max_tokens", 1, 1_000_000),
+        temperature=None if temp is None else r.number(temp, f"{path}.temperature", 0.0, 2.0),
+        price=price,
+        price_provider=None
+        if d.get("price_provider") is None
+        else r.string(d["price_provider"], f"{path}.price_provider"),
+        supports_n=supports_n,
+    )
+
+
+def _read_policy(data: Any, source: str | None) -> RouterPolicy:
+    r = _Reader(source)
+    d = r.obj(data, "", _TOP_KEYS, ("schema_version", "tiers"))
+    version = d["schema_version"]
+    if version != SCHEMA_VERSION:
+        raise r.fail(
+            "schema_version",
+            f"must be {SCHEMA_VERSION} (this routerlab reads version {SCHEMA_VERSION}), got {version!r}",
+        )
+    if not isinstance(d["tiers"], list) or not d["tiers"]:
+        raise r.fail("tiers", "must be a non-empty list of tier objects")
+    tiers = tuple(_read_tier(r, t, f"tiers[{i}]") for i, t in enumerate(d["tiers"]))
+    n = len(tiers)
+
+    routing: dict[str, ClassRoute] = {}
+    rd = r.obj(d.get("routing", {}), "routing", COMPLEXITY_CLASSES)
+    for c in COMPLEXITY_CLASSES:
+        cd = r.obj(rd.get(c, {}), f"routing.{c}", ("start_tier", "max_tokens"))
+        mt = cd.get("max_tokens")
+        routing[c] = ClassRoute(
+            start_tier=r.integer(cd.get("start_tier", 0), f"routing.{c}.start_tier", 0, n - 1),
+            max_tokens=None if mt is None else r.integer(mt, f"routing.{c}.max_tokens", 1, 1_000_000),
+        )
+
+    cf = r.obj(d.get("confidence", {}), "confidence", _CONF_KEYS)
+    signal = r.string(cf.get("signal", "consistency"), "confidence.signal", choices=SIGNALS)
+
+    def per_tier(key: str, default: float, lo: float, hi: float) -> tuple[float, ...]:
+        v = cf.get(key)
+        if v is None:
+            return tuple([default] * (n - 1))
+        if not isinstance(v, list) or len(v) != n - 1:
+            raise r.fail(f"confidence.{key}", f"must be a list of {n - 1} numbers, one per non-final tier")
+        return tuple(r.number(x, f"confidence.{key}[{i}]", lo, hi) for i, x in enumerate(v))
+
+    conf = ConfidenceSettings(
+        signal=signal,
+        classes=r.strings(
+            cf.get("classes", list(COMPLEXITY_CLASSES)), "confidence.classes", choices=COMPLEXITY_CLASSES
+        ),
+        k=r.integer(cf.get("k", 2), "confidence.k", 2, 16),
+        similarity=r.string(cf.get("similarity", "difflib"), "confidence.similarity", choices=SIMILARITY_NAMES),
+        temperature=r.number(cf.get("temperature", 0.7), "confidence.temperature", 0.0, 2.0),
+        thresholds=per_tier("thresholds", 0.75, 0.0, 1.0),
+        logprob_thresholds=per_tier("logprob_thresholds", -0.5, -1000.0, 0.0),
+        answer_pattern=r.string(cf.get("answer_pattern", DEFAULT_ANSWER_PATTERN), "confidence.answer_pattern"),
+    )
+    if signal == "logprob":
+        for i, t in enumerate(tiers[:-1]):
+            if t.provider == "anthropic":
+                raise r.fail(
+                    "confidence.signal",
+                    f"logprob needs token log-probabilities, which tier {i} "
+                    f"({t.name!r}, anthropic) cannot return; use consistency",
+                )
+    try:
+        import re
+
+        re.compile(conf.answer_pattern)
+    except re.error as e:
+        raise r.fail("confidence.answer_pattern", f"is not a valid regular expression: {e}") from None
+
+    bd = r.obj(d.get("breaker", {}), "breaker", ("failure_threshold", "window_s", "recovery_s"))
+    breaker = BreakerSettings(
+        failure_threshold=r.integer(bd.get("failure_threshold", 5), "breaker.failure_threshold", 1, 10_000),
+        window_s=r.number(bd.get("window_s", 60.0), "breaker.window_s", 0.0, 86_400.0, lo_open=True),
+        recovery_s=r.number(bd.get("recovery_s", 60.0), "breaker.recovery_s", 0.0, 86_400.0, lo_open=True),
+    )
+    kd = r.obj(
+        d.get("classifier", {}),
+        "classifier",
+        ("simple_patterns", "complex_patterns", "complex_min_words", "simple_max_words"),
+    )
+    defaults = ClassifierSettings()
+    classifier = ClassifierSettings(
+        simple_patterns=r.strings(
+            kd.get("simple_patterns", list(defaults.simple_patterns)), "classifier.simple_patterns"
+        ),
+        complex_patterns=r.strings(
+            kd.get("complex_patterns", list(defaults.complex_patterns)), "classifier.complex_patterns"
+        ),
+        complex_min_words=r.integer(
+            kd.get("complex_min_words", defaults.complex_min_words), "classifier.complex_min_words", 1
+        ),
+        simple_max_words=r.integer(
+            kd.get("simple_max_words", defaults.simple_max_words), "classifier.simple_max_words", 0
+        ),
+    )
+    for key in ("simple_patterns", "complex_patterns"):
+        for i, pat in enumerate(getattr(classifier, key)):
+            try:
+                import re
+
+                re.compile(pat)
+            except re.error as e:
+                raise r.fail(f"classifier.{key}[{i}]", f"is not a valid regular expression: {e}") from None
+
+    cap = d.get("max_cost_per_query_usd")
+    prov = d.get("provenance", {})
+    if not isinstance(prov, dict):
+        raise r.fail("provenance", "must be a JSON object")
+    return _build(
+        tiers=tiers,
+        routing=MappingProxyType(routing),
+        confidence=conf,
+        cascade=r.boolean(d.get("cascade", True), "cascade"),
+        max_cost_per_query_usd=None if cap is None else r.money(cap, "max_cost_per_query_usd"),
+        breaker=breaker,
+        classifier=classifier,
+        name=r.string(d.get("name", ""), "name", empty_ok=True),
+        provenance=MappingProxyType(dict(prov)),
+        schema_version=SCHEMA_VERSION,
+        source=source,
+    )
+
+
+_BUILDING = threading.local()
+
+
+def _build(source: str | None, **kw: Any) -> RouterPolicy:
+    _BUILDING.active = True
+    try:
+        p = RouterPolicy(**kw)
+    finally:
+        _BUILDING.active = False
+    _check_cross(p, source)
+    return p
+
+
+def _check_cross(p: RouterPolicy, source: str | None) -> None:
+    names = [t.name for t in p.tiers]
+    for i, nm in enumerate(names):
+        if nm in names[:i]:
+            raise PolicyError(
+                f"duplicate tier name {nm!r}; tier names must be unique", field=f"tiers[{i}].name", source=source
+            )
+
+
+def validate_policy(p: RouterPolicy) -> None:
+    """Check a policy built in code by the same rules as a file (round trip through JSON)."""
+    if getattr(_BUILDING, "active", False):
+        return
+    _read_policy(json.loads(json.dumps(policy_to_dict(p))), None)
+
+
+# ---------------------------------------------------------------- writer
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
+
+
+def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
+    """The JSON object for ``p`` (Decimals as strings, tuples as lists)."""
+
+    def tier(t: Tier) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": t.name,
+            "provider": t.provider,
+            "model": t.model,
+            "base_url": t.base_url,
+            "api_key_env": t.api_key_env,
+            "timeout_s": t.timeout_s,
+            "max_tokens": t.max_tokens,
+            "temperature": t.temperature,
+        }
+        if t.price is not None:
+            out["price"] = {k: str(getattr(t.price, k)) for k in _PRICE_KEYS if getattr(t.price, k) is not None}
+        if t.price_provider is not None:
+            out["price_provider"] = t.price_provider
+        if t.supports_n is not None:
+            out["supports_n"] = t.supports_n
+        return out
+
+    c = p.confidence
+    return {
+        "schema_version": p.schema_version,
+        "name": p.name,
+        "tiers": [tier(t) for t in p.tiers],
+        "routing": {
+            k: ({"start_tier": v.start_tier} | ({} if v.max_tokens is None else {"max_tokens": v.max_tokens}))
+            for k, v in p.routing.items()
+        },
+        "confidence": {
+            "signal": c.signal,
+            "classes": list(c.classes),
+            "k": c.k,
+            "similarity": c.similarity,
+            "temperature": c.temperature,
+            "thresholds": list(c.thresholds),
+            "logprob_thresholds": list(c.logprob_thresholds),
+            "answer_pattern": c.answer_pattern,
+        },
+        "cascade": p.cascade,
+        "max_cost_per_query_usd": None if p.max_cost_per_query_usd is None else str(p.max_cost_per_query_usd),
+        "breaker": {f.name: getattr(p.breaker, f.name) for f in fields(p.breaker)},
+        "classifier": {
+            "simple_patterns": list(p.classifier.simple_patterns),
+            "complex_patterns": list(p.classifier.complex_patterns),
+            "complex_min_words": p.classifier.complex_min_words,
+            "simple_max_words": p.classifier.simple_max_words,
+        },
+        "provenance": _plain(p.provenance),
+    }
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Decimal):
+        return str(v)
+    return v
+
+
+def policy_from_dict(data: Any, *, source: str | None = None) -> RouterPolicy:
+    """Validate a JSON object and build the policy (errors name the field)."""
+    return _read_policy(data, source)
+
+
+def load_policy(
+    path: str | os.PathLike[str], *, expect_models: tuple[str, ...] | None = None, force: bool = False
+) -> RouterPolicy:
+    """Read and validate a policy file.
+
+    With ``expect_models`` (the tier models of the router that will use it), a
+    policy whose provenance says it was tuned on other models is refused with
+    :class:`ModelMismatchError` unless ``force`` is true.
+    """
+    src = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise PolicyError(f"cannot read policy file: {e.strerror}", source=src) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PolicyError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=src) from None
+    policy = _read_policy(data, src)
+    tuned = policy.provenance.get("tier_models")
+    if tuned is not None:
+        tuned_t = tuple(tuned)
+        current = tuple(t.model for t in policy.tiers)
+        if tuned_t != current and not force:
+            raise ModelMismatchError(
+                f"{src}: this policy was tuned on tier models {list(tuned_t)} but its tiers now name "
+                f"{list(current)}; re-tune it, or pass force=True to use it anyway"
+            )
+    if expect_models is not None:
+        reference = tuple(tuned) if tuned is not None else tuple(t.model for t in policy.tiers)
+        if tuple(expect_models) != reference and not force:
+            raise ModelMismatchError(
+                f"{src}: this policy was tuned on tier models {list(reference)}, not {list(expect_models)}; "
+                f"re-tune it for these models, or pass force=True to use it anyway"
+            )
+    return policy
+
+
+def dump_policy(policy: RouterPolicy, path: str | os.PathLike[str]) -> None:
+    """Write ``policy`` as JSON atomically (temp file in the same folder, then rename)."""
+    text = json.dumps(policy_to_dict(policy), indent=2, ensure_ascii=False) + "\n"
+    atomic_write_text(Path(path), text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class PolicyHolder:
+    """Holds the policy of a file and reloads it when the file changes.
+
+    ``get()`` checks the file's mtime and size (cheap ``stat``); on a change it
+    reloads. An invalid new file is logged and the last good policy is kept.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._policy = load_policy(self.path)
+        self.last_error: str | None = None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self) -> RouterPolicy:
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return self._policy
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._policy = load_policy(self.path)
+                    self.last_error = None
+                    logger.info(json.dumps({"event": "policy_reloaded", "path": str(self.path)}))
+                except Exception as e:  # keep serving the last good policy
+                    self.last_error = str(e)
+                    logger.error(
+                        json.dumps(
+                            {
+                                "event": "policy_reload_failed",
+                                "path": str(self.path),
+                                "error": str(e),
+                                "kept": "last good policy",
+                            }
+                        )
+                    )
+            return self._policy

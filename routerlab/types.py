@@ -1,0 +1,136 @@
+"""Frozen value types shared by the router, the adapters and the workbench.
+
+Units live in the names: ``cost_usd`` (a ``Decimal``), ``latency_ms``,
+``*_tokens``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts one provider call reported, normalised across providers.
+
+    ``input_tokens`` is *all* input tokens of the call, cache reads and cache
+    writes included (OpenAI's ``prompt_tokens``; Anthropic's ``input_tokens +
+    cache_read_input_tokens + cache_creation_input_tokens``).
+    ``cache_read_tokens`` and ``cache_write_tokens`` are the parts of it read
+    from / written to the provider's prompt cache. ``output_tokens`` includes
+    reasoning tokens, of which ``reasoning_tokens`` says how many.
+    ``estimated`` marks counts that were computed locally (e.g. by a
+    tokenizer for imported public outputs), not reported by the provider.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A parsed successful provider response.
+
+    ``texts`` holds one text per returned sample/choice (``n`` > 1 gives
+    several), in the provider's order. ``finish_reasons`` is aligned with it.
+    ``mean_logprobs`` is aligned too where token log-probabilities came back,
+    else empty. ``usage`` covers the whole call (all choices).
+    """
+
+    texts: tuple[str, ...]
+    finish_reasons: tuple[str | None, ...]
+    usage: Usage
+    model: str = ""
+    response_id: str = ""
+    mean_logprobs: tuple[float, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One step of a route at one tier.
+
+    ``outcome`` is one of: ``accepted`` (this tier's answer was returned),
+    ``low_confidence`` (answer obtained but not trusted: escalated),
+    ``error`` (the call failed; ``error_kind`` says how),
+    ``skipped_breaker`` (the tier's circuit breaker was open),
+    ``skipped_cost_cap`` (the call could exceed the per-query cost cap),
+    ``fallback`` (an earlier answer returned after later tiers were blocked).
+    ``calls`` is the number of HTTP requests made (k for Anthropic samples).
+    """
+
+    tier: str
+    tier_index: int
+    model: str
+    outcome: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    calls: int = 0
+    texts: tuple[str, ...] = ()
+    similarity: float | None = None
+    confidence: float | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "tier_index": self.tier_index,
+            "model": self.model,
+            "outcome": self.outcome,
+            "calls": self.calls,
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cache_read_tokens": self.usage.cache_read_tokens,
+            "cache_write_tokens": self.usage.cache_write_tokens,
+            "cost_usd": str(self.cost_usd),
+            "latency_ms": round(self.latency_ms, 3),
+            "similarity": self.similarity,
+            "confidence": self.confidence,
+            "error_kind": self.error_kind,
+        }
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """What one route returns: the answer and everything it cost."""
+
+    text: str
+    tier: str
+    tier_index: int
+    model: str
+    complexity: str
+    usage: Usage
+    cost_usd: Decimal
+    escalations: int
+    escalation_reasons: tuple[str, ...]
+    latency_ms: float
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens

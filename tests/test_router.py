@@ -1,0 +1,447 @@
+"""The cascade router on httpx.MockTransport with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from routerlab import (
+    AsyncCascadeRouter,
+    AuthenticationError,
+    CascadeExhaustedError,
+    CascadeRouter,
+    CostCapError,
+    MissingApiKeyError,
+    RouteResult,
+    RouterPolicy,
+    dump_policy,
+    load_policy,
+)
+from routerlab.fakes import FakeClock, FakeProviders
+from routerlab.policy import policy_from_dict
+from routerlab.pricing import cost_usd
+from routerlab.types import Usage
+
+KEYS = {"OPENAI_API_KEY": "sk-test-openai-123", "ANTHROPIC_API_KEY": "sk-ant-test-456"}
+MINI, SONNET, GPT4O = "gpt-4o-mini-2024-07-18", "claude-3-5-sonnet-20240620", "gpt-4o-2024-05-13"
+# "what is" + short: simple; "compare": complex; anything else: medium
+MEDIUM_Q = "Tell me the capital city of France in one word"
+
+
+def policy_dict(**over: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "schema_version": 1,
+        "name": "test",
+        "tiers": [
+            {
+                "name": "cheap",
+                "provider": "openai",
+                "model": MINI,
+                "base_url": "https://api.openai.com/v1",
+                "api_key_env": "OPENAI_API_KEY",
+                "timeout_s": 5,
+                "max_tokens": 100,
+                "temperature": 0,
+            },
+            {
+                "name": "mid",
+                "provider": "anthropic",
+                "model": SONNET,
+                "base_url": "https://api.anthropic.com",
+                "api_key_env": "ANTHROPIC_API_KEY",
+                "timeout_s": 10,
+                "max_tokens": 100,
+                "temperature": 0,
+            },
+            {
+                "name": "premium",
+                "provider": "openai",
+                "model": GPT4O,
+                "base_url": "https://api.openai.com/v1",
+                "api_key_env": "OPENAI_API_KEY",
+                "timeout_s": 20,
+                "max_tokens": 100,
+                "temperature": 0,
+            },
+        ],
+        "routing": {"simple": {"start_tier": 0}, "medium": {"start_tier": 0}, "complex": {"start_tier": 0}},
+        "confidence": {
+            "signal": "consistency",
+            "classes": ["simple", "medium", "complex"],
+            "k": 2,
+            "similarity": "difflib",
+            "temperature": 0.7,
+            "thresholds": [0.8, 0.8],
+        },
+        "cascade": True,
+        "breaker": {"failure_threshold": 2, "window_s": 60, "recovery_s": 30},
+    }
+    d.update(over)
+    return d
+
+
+def make(policy: RouterPolicy | None = None, **over: Any) -> tuple[CascadeRouter, FakeProviders, FakeClock]:
+    clock = FakeClock()
+    fake = FakeProviders(clock=clock)
+    pol = policy or policy_from_dict(policy_dict(**over))
+    router = CascadeRouter.from_policy(pol, client=httpx.Client(transport=fake.transport()), clock=clock, api_keys=KEYS)
+    return router, fake, clock
+
+
+def test_accepts_tier0_when_samples_agree() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "Paris.", "Paris.")
+    r = router.route(MEDIUM_Q)
+    assert (r.tier, r.model, r.text, r.escalations) == ("cheap", MINI, "Paris.", 0)
+    assert len(fake.requests) == 1  # one request with n=2, not two calls (and not a third)
+    body = fake.requests[0]["body"]
+    assert body["n"] == 2 and body["temperature"] == 0.7
+    assert r.attempts[0].outcome == "accepted" and r.attempts[0].similarity == 1.0
+    assert r.cost_usd == cost_usd(r.usage, MINI) > 0
+    assert isinstance(r.cost_usd, Decimal)
+
+
+def test_escalates_when_samples_disagree_and_anthropic_gets_k_calls() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "Paris is the capital.", "I am not sure, maybe Lyon or Marseille?")
+    fake.enqueue(SONNET, "Paris", "Paris")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "mid" and r.text == "Paris"
+    assert [a.outcome for a in r.attempts] == ["low_confidence", "accepted"]
+    assert r.escalations == 1 and "similarity" in r.escalation_reasons[0]
+    sonnet_calls = fake.calls(SONNET)
+    assert len(sonnet_calls) == 2  # Anthropic has no n: k separate calls
+    for c in sonnet_calls:
+        assert c["url"] == "https://api.anthropic.com/v1/messages"
+        assert "n" not in c["body"] and c["body"]["temperature"] == 0.7
+        assert c["headers"]["x-api-key"] == KEYS["ANTHROPIC_API_KEY"]
+        assert c["headers"]["anthropic-version"] == "2023-06-01"
+        assert "authorization" not in c["headers"]
+    # the total cost is the sum of both tiers' calls, priced from the reported usage
+    assert r.cost_usd == sum((a.cost_usd for a in r.attempts), Decimal(0))
+    assert r.attempts[1].calls == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [{"status": 429}, {"status": 500}, {"status": 529}, {"timeout": True}, {"body": b"<html>bad gateway</html>"}],
+)
+def test_escalates_on_retryable_failures(failure: dict[str, Any]) -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, **failure)
+    fake.enqueue(SONNET, "Paris", "Paris")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "mid"
+    assert r.attempts[0].outcome == "error"
+    expected = {429: "rate_limit", 500: "server", 529: "overloaded"}.get(failure.get("status", 0))
+    if failure.get("timeout"):
+        expected = "timeout"
+    elif "body" in failure:
+        expected = "malformed"
+    assert r.attempts[0].error_kind == expected
+    assert r.escalations == 1
+
+
+def test_timeout_is_the_tiers_timeout() -> None:
+    fake = FakeProviders()
+    seen: list[Any] = []
+
+    def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return fake.handle(request)
+
+    router = CascadeRouter.from_policy(
+        policy_from_dict(policy_dict()), client=httpx.Client(transport=httpx.MockTransport(spy)), api_keys=KEYS
+    )
+    fake.enqueue(MINI, "a", "completely different")
+    fake.enqueue(SONNET, "b", "b")
+    router.route(MEDIUM_Q)
+    assert [t["read"] for t in seen] == [5, 10, 10]
+
+
+def test_fatal_error_stops_without_escalating() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, status=401)
+    with pytest.raises(AuthenticationError) as ei:
+        router.route(MEDIUM_Q)
+    assert fake.calls(SONNET) == []
+    assert KEYS["OPENAI_API_KEY"] not in str(ei.value)
+
+
+def test_breaker_opens_skips_and_probes_after_recovery() -> None:
+    router, fake, clock = make()
+    for _ in range(2):  # threshold 2
+        fake.enqueue(MINI, status=500)
+        fake.enqueue(SONNET, "ok", "ok")
+        assert router.route(MEDIUM_Q).tier == "mid"
+    assert router.breaker(router.policy.tiers[0]).state == "open"
+    n_mini = len(fake.calls(MINI))
+    fake.enqueue(SONNET, "ok", "ok")
+    r = router.route(MEDIUM_Q)
+    assert len(fake.calls(MINI)) == n_mini  # skipped: no request went out
+    assert r.attempts[0].outcome == "skipped_breaker" and r.tier == "mid"
+    clock.advance(29)
+    fake.enqueue(SONNET, "ok", "ok")
+    assert router.route(MEDIUM_Q).attempts[0].outcome == "skipped_breaker"
+    clock.advance(1)  # recovery period over: half-open, one probe
+    assert router.breaker(router.policy.tiers[0]).state == "half_open"
+    fake.enqueue(MINI, "fine", "fine")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "cheap" and len(fake.calls(MINI)) == n_mini + 1
+    assert router.breaker(router.policy.tiers[0]).state == "closed"
+
+
+def test_failed_probe_reopens_the_breaker() -> None:
+    router, fake, clock = make()
+    for _ in range(2):
+        fake.enqueue(MINI, status=503)
+        fake.enqueue(SONNET, "ok", "ok")
+        router.route(MEDIUM_Q)
+    clock.advance(30)
+    fake.enqueue(MINI, status=503)
+    fake.enqueue(SONNET, "ok", "ok")
+    router.route(MEDIUM_Q)
+    assert router.breaker(router.policy.tiers[0]).state == "open"
+
+
+def test_cost_cap_prevents_a_call_and_returns_the_best_answer() -> None:
+    # tier 0's worst case is tiny; sonnet at 100 output tokens x2 costs ~$0.003: a cap of $0.001 blocks it
+    router, fake, _ = make(max_cost_per_query_usd="0.001")
+    fake.enqueue(MINI, "Paris is the capital.", "Honestly I do not know at all.")
+    r = router.route(MEDIUM_Q)
+    assert fake.calls(SONNET) == [] and fake.calls(GPT4O) == []
+    assert r.text == "Paris is the capital." and r.tier == "cheap"
+    assert [a.outcome for a in r.attempts] == ["low_confidence", "skipped_cost_cap", "skipped_cost_cap", "fallback"]
+    assert r.cost_usd <= Decimal("0.001")
+
+
+def test_cost_cap_with_no_answer_is_a_clear_error() -> None:
+    router, fake, _ = make(max_cost_per_query_usd="0.0000001")
+    with pytest.raises(CostCapError, match="cost cap"):
+        router.route(MEDIUM_Q)
+    assert fake.requests == []
+
+
+def test_cost_cap_is_never_exceeded_by_worst_case() -> None:
+    router, fake, _ = make(max_cost_per_query_usd="0.004")
+    fake.enqueue(MINI, "a b c", "x y z w")
+    fake.enqueue(SONNET, "one", "two two two")
+    fake.enqueue(GPT4O, "three")
+    r = router.route(MEDIUM_Q)
+    assert r.cost_usd <= Decimal("0.004")
+
+
+def test_exhausted_cascade_raises_with_attempts() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, status=500)
+    fake.enqueue(SONNET, status=529)
+    fake.enqueue(SONNET, "one of the two samples came back")
+    fake.enqueue(GPT4O, timeout=True)
+    with pytest.raises(CascadeExhaustedError) as ei:
+        router.route(MEDIUM_Q)
+    assert [a.error_kind for a in ei.value.attempts] == ["server", "overloaded", "timeout"]
+    # the sample that did come back was paid for, and is counted
+    assert ei.value.attempts[1].cost_usd > 0 and ei.value.attempts[1].calls == 2
+
+
+def test_final_tier_makes_one_call_without_consistency() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "a", "completely different")
+    fake.enqueue(SONNET, "b", "also not the same at all")
+    fake.enqueue(GPT4O, "final")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "premium" and r.text == "final" and r.escalations == 2
+    body = fake.calls(GPT4O)[0]["body"]
+    assert "n" not in body and body["temperature"] == 0
+
+
+def test_start_tier_per_class_and_classes_without_check() -> None:
+    router, fake, _ = make(
+        routing={
+            "simple": {"start_tier": 0, "max_tokens": 20},
+            "medium": {"start_tier": 1},
+            "complex": {"start_tier": 2},
+        },
+        confidence={"classes": ["medium"], "thresholds": [0.8, 0.8]},
+    )
+    fake.enqueue(MINI, "Paris")
+    r = router.route("What is the capital of France?")
+    assert r.complexity == "simple" and r.tier == "cheap"
+    assert fake.requests[-1]["body"]["max_tokens"] == 20 and "n" not in fake.requests[-1]["body"]
+    fake.enqueue(GPT4O, "long analysis")
+    r = router.route("Compare the tradeoffs of Rust and Go for a web service")
+    assert r.complexity == "complex" and r.tier == "premium" and len(r.attempts) == 1
+
+
+def test_cascade_off_accepts_start_tier_but_still_falls_back_on_failure() -> None:
+    router, fake, _ = make(cascade=False)
+    fake.enqueue(MINI, "whatever")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "cheap" and "n" not in fake.requests[0]["body"]
+    fake.enqueue(MINI, status=429)
+    fake.enqueue(SONNET, "fallback")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "mid" and len(fake.calls(SONNET)) == 1
+
+
+def test_logprob_signal() -> None:
+    d = policy_dict(confidence={"signal": "logprob", "logprob_thresholds": [-0.3, -0.3]})
+    d["tiers"][1] = dict(d["tiers"][2], name="mid", model="gpt-3.5-turbo")
+    router, fake, _ = make(policy_from_dict(d))
+    fake.enqueue(MINI, "Paris", logprob=-0.9)
+    fake.enqueue("gpt-3.5-turbo", "Paris")  # no logprobs in the answer: not trusted, escalates again
+    fake.enqueue(GPT4O, "Paris")
+    r = router.route(MEDIUM_Q)
+    assert fake.calls(MINI)[0]["body"]["logprobs"] is True and "n" not in fake.calls(MINI)[0]["body"]
+    assert r.attempts[0].confidence == pytest.approx(-0.9)
+    assert r.attempts[1].outcome == "low_confidence" and "no log-probabilities" in r.escalation_reasons[1]
+    assert r.tier == "premium" and len(fake.requests) == 3
+    fake.enqueue(MINI, "Paris", logprob=-0.1)
+    assert router.route(MEDIUM_Q).tier == "cheap"
+
+
+def test_logprob_signal_needs_openai_compatible_tiers() -> None:
+    from routerlab import PolicyError
+
+    with pytest.raises(PolicyError, match="confidence.signal.*mid"):
+        policy_from_dict(policy_dict(confidence={"signal": "logprob"}))
+
+
+def test_missing_api_key_names_the_variable() -> None:
+    fake = FakeProviders()
+    router = CascadeRouter.from_policy(
+        policy_from_dict(policy_dict()), client=httpx.Client(transport=fake.transport()), environ={}
+    )
+    with pytest.raises(MissingApiKeyError, match="OPENAI_API_KEY"):
+        router.route(MEDIUM_Q)
+    assert fake.requests == []
+
+
+def test_one_json_log_line_per_route_without_prompt(caplog: pytest.LogCaptureFixture) -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "Paris", "Paris")
+    with caplog.at_level(logging.INFO, logger="routerlab.router"):
+        router.route(MEDIUM_Q, query_id="q-1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "routerlab.router"]
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["query_id"] == "q-1" and rec["tier"] == "cheap" and rec["model"] == MINI
+    assert Decimal(rec["cost_usd"]) > 0
+    assert "capital" not in lines[0] and KEYS["OPENAI_API_KEY"] not in lines[0]
+
+
+def test_debug_logs_one_line_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "a", "totally different")
+    fake.enqueue(SONNET, "b", "b")
+    with caplog.at_level(logging.DEBUG, logger="routerlab.router"):
+        router.route(MEDIUM_Q)
+    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "routerlab.router"]
+    assert events == ["attempt", "attempt", "route"]
+
+
+def _script(fake: FakeProviders) -> None:
+    fake.enqueue(MINI, "Paris is the capital.", "Maybe Lyon, I really cannot tell.")
+    fake.enqueue(SONNET, status=529)
+    fake.enqueue(SONNET, status=529)
+    fake.enqueue(GPT4O, "Paris")
+    fake.enqueue(MINI, "Rome", "Rome")
+
+
+def _summary(r: RouteResult) -> tuple[Any, ...]:
+    return (
+        r.text,
+        r.tier,
+        r.model,
+        r.cost_usd,
+        r.usage,
+        r.escalations,
+        r.escalation_reasons,
+        r.complexity,
+        tuple(
+            (a.tier, a.outcome, a.usage, a.cost_usd, a.calls, a.texts, a.similarity, a.error_kind) for a in r.attempts
+        ),
+    )
+
+
+def test_sync_and_async_give_identical_results() -> None:
+    pol = policy_from_dict(policy_dict())
+    fake_s, fake_a = FakeProviders(), FakeProviders()
+    _script(fake_s)
+    _script(fake_a)
+    sync = CascadeRouter.from_policy(
+        pol, client=httpx.Client(transport=fake_s.transport()), api_keys=KEYS, clock=FakeClock()
+    )
+    results_s = [sync.route(MEDIUM_Q), sync.route(MEDIUM_Q)]
+
+    async def run() -> list[RouteResult]:
+        async with httpx.AsyncClient(transport=fake_a.async_transport()) as client:
+            router = AsyncCascadeRouter.from_policy(pol, client=client, api_keys=KEYS, clock=FakeClock())
+            return [await router.route(MEDIUM_Q), await router.route(MEDIUM_Q)]
+
+    results_a = asyncio.run(run())
+    assert [_summary(r) for r in results_s] == [_summary(r) for r in results_a]
+    assert [r.latency_ms for r in results_s] == [r.latency_ms for r in results_a]
+    assert [(q["url"], q["body"]) for q in fake_s.requests] == [(q["url"], q["body"]) for q in fake_a.requests]
+    assert results_s[0].tier == "premium" and results_s[1].tier == "cheap"
+
+
+def test_latency_comes_from_the_injected_clock() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "a", "b c d e f", delay_s=0.25)
+    fake.enqueue(SONNET, "x", delay_s=1.0)
+    fake.enqueue(SONNET, "x", delay_s=1.0)
+    r = router.route(MEDIUM_Q)
+    assert r.attempts[0].latency_ms == pytest.approx(250.0)
+    assert r.attempts[1].latency_ms == pytest.approx(2000.0)
+    assert r.latency_ms == pytest.approx(2250.0)
+
+
+def test_reloading_policy_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "policy.json"
+    dump_policy(policy_from_dict(policy_dict()), path)
+    fake = FakeProviders()
+    router = CascadeRouter.from_policy_file(path, client=httpx.Client(transport=fake.transport()), api_keys=KEYS)
+    fake.enqueue(MINI, "a", "a")
+    assert router.route(MEDIUM_Q).tier == "cheap"
+    changed = policy_dict(routing={"medium": {"start_tier": 2}})
+    path.write_text(json.dumps(changed))
+    import os
+
+    os.utime(path, ns=(1, 1))  # make sure the stamp differs even on coarse clocks
+    fake.enqueue(GPT4O, "b")
+    assert router.route(MEDIUM_Q).tier == "premium"
+    path.write_text('{"schema_version": 1, "tiers": [], "oops": 1}')
+    os.utime(path, ns=(2, 2))
+    fake.enqueue(GPT4O, "c")
+    with caplog.at_level(logging.ERROR, logger="routerlab.policy"):
+        assert router.route(MEDIUM_Q).tier == "premium"  # the last good policy is kept
+    assert any("policy_reload_failed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(Exception, match="tiers"):
+        load_policy(path)
+
+
+def test_unpriced_model_is_refused_when_the_router_is_built() -> None:
+    d = policy_dict()
+    d["tiers"][0]["model"] = "claude-instant-1"
+    d["tiers"][0]["provider"] = "anthropic"
+    from routerlab import PricingError
+
+    with pytest.raises(PricingError, match="claude-instant-1"):
+        CascadeRouter.from_policy(policy_from_dict(d), client=httpx.Client(transport=FakeProviders().transport()))
+
+
+def test_usage_totals_add_up() -> None:
+    router, fake, _ = make()
+    fake.enqueue(MINI, "a", "zzzz qqqq", input_tokens=10, output_tokens=3)
+    fake.enqueue(SONNET, "b", input_tokens=20, output_tokens=4)
+    fake.enqueue(SONNET, "b", input_tokens=20, output_tokens=4)
+    r = router.route(MEDIUM_Q)
+    assert r.usage == Usage(input_tokens=10 + 40, output_tokens=6 + 8)
