@@ -581,6 +581,8 @@ def import_dataset(
     progress: bool = True,
 ) -> ImportResult:
     """``routerlab data import NAME``: rows -> eval set + ladder policy + cassettes."""
+    if name not in DEFAULT_LADDERS:
+        raise DatasetError(f"no importer for dataset {name!r}; choose one of {', '.join(DEFAULT_LADDERS)}")
     rungs = make_ladder(ladder or DEFAULT_LADDERS[name])
     rows = dataset_rows(name, mirror=mirror, progress=progress)
     if ks is None:
