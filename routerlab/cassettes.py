@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from routerlab.classifier import classify_complexity
-from routerlab.errors import DataError, ProviderError, ReplayMissError
+from routerlab.errors import DataError, ProviderError, ReplayMissError, RoutingError
 from routerlab.evalset import EvalItem
 from routerlab.policy import RouterPolicy, atomic_write_text
 from routerlab.pricing import PriceBook
@@ -174,6 +174,12 @@ def _json_body_matcher(r1: Any, r2: Any) -> None:
         raise AssertionError("JSON bodies differ")
 
 
+def _safe_uri_matcher(r1: Any, r2: Any) -> None:
+    # recorded URIs have their key-like query parameters stripped: compare live requests the same way
+    if _strip_secret_query(r1.uri) != _strip_secret_query(r2.uri):
+        raise AssertionError("URIs differ (key-like query parameters ignored)")
+
+
 def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), timer: _Timer | None = None) -> Any:
     """A vcrpy ``VCR`` set up for routerlab: JSON serializer, strict JSON-body matching, no secrets saved."""
     import vcr
@@ -208,12 +214,13 @@ def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), 
     v = vcr.VCR(
         serializer="json",
         record_mode=record_mode,
-        match_on=["method", "uri", "json_body"],
+        match_on=["method", "safe_uri", "json_body"],
         decode_compressed_response=True,
         before_record_response=before_record_response,
         before_save_interaction=before_save,
     )
     v.register_matcher("json_body", _json_body_matcher)
+    v.register_matcher("safe_uri", _safe_uri_matcher)
     v.register_persister(_AtomicPersister)
     return v
 
@@ -578,13 +585,24 @@ def replay_router(
 
 
 def replay_items(
-    policy: RouterPolicy, cassette_dir: str | os.PathLike[str], items: Sequence[EvalItem]
+    policy: RouterPolicy, cassette_dir: str | os.PathLike[str], items: Sequence[EvalItem], *, keep_errors: bool = False
 ) -> Iterator[tuple[EvalItem, Any]]:
-    """Route every item through the real router from its cassette; yields (item, RouteResult)."""
+    """Route every item through the real router from its cassette; yields (item, RouteResult).
+
+    With ``keep_errors`` a route that ends in a :class:`RoutingError` or a
+    provider error yields that error instead of raising it (a replay miss
+    always raises).
+    """
     router, transport = replay_router(policy, cassette_dir)
     for item in items:
         transport.select(item.id)
-        yield item, router.route(list(item.messages), query_id=item.id)
+        router.reset_breakers()  # items are independent samples, not a stream
+        try:
+            yield item, router.route(list(item.messages), query_id=item.id)
+        except (RoutingError, ProviderError) as e:
+            if not keep_errors:
+                raise
+            yield item, e
 
 
 def vcr_playback(cassette_path: str | os.PathLike[str], requests: Sequence[RequestSpec]) -> list[RecordedResponse]:

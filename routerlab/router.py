@@ -107,6 +107,21 @@ def effective_max_tokens(policy: RouterPolicy, tier_index: int, complexity: str)
     return tier.max_tokens if cap is None else min(tier.max_tokens, cap)
 
 
+def worst_case_cost_usd(
+    prices: PriceBook, tier: Tier, input_tokens: int, max_tokens: int, n_requests: int, samples: int
+) -> Decimal:
+    """The most a tier's call(s) can cost: full input per request, ``max_tokens`` per sample, no cache discount."""
+    out_per_request = max_tokens * (samples if n_requests == 1 else 1)
+    one = prices.worst_case_cost_usd(
+        input_tokens=input_tokens,
+        output_tokens=out_per_request,
+        model=tier.model,
+        provider=tier.pricing_provider,
+        override=tier.price,
+    )
+    return one * n_requests
+
+
 def tier_requests(
     policy: RouterPolicy,
     tier_index: int,
@@ -187,6 +202,11 @@ class _RouterCore:
         for t in policy.tiers:  # an unpriced model is an error now, not $0 later
             self._prices.price(t.model, provider=t.pricing_provider, override=t.price)
 
+    def reset_breakers(self) -> None:
+        """Forget every breaker's history (replays do this between items to keep items independent)."""
+        with self._lock:
+            self._breakers.clear()
+
     def breaker(self, tier: Tier) -> CircuitBreaker:
         key = (tier.provider, tier.base_url, tier.model)
         with self._lock:
@@ -210,15 +230,6 @@ class _RouterCore:
 
     def _cost(self, tier: Tier, usage: Usage) -> Decimal:
         return self._prices.cost_usd(usage, tier.model, provider=tier.pricing_provider, override=tier.price)
-
-    def _worst_case(self, tier: Tier, input_tokens: int, output_tokens: int) -> Decimal:
-        return self._prices.worst_case_cost_usd(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=tier.model,
-            provider=tier.pricing_provider,
-            override=tier.price,
-        )
 
     # ------------------------------------------------------------------ the decision logic
 
@@ -257,10 +268,7 @@ class _RouterCore:
 
             specs, samples = tier_requests(policy, i, messages, signal, max_tokens, self._api_key(tier))
             if cap is not None:
-                worst = sum(
-                    (self._worst_case(tier, est_in, max_tokens * (samples if len(specs) == 1 else 1)) for _ in specs),
-                    Decimal(0),
-                )
+                worst = worst_case_cost_usd(self._prices, tier, est_in, max_tokens, len(specs), samples)
                 if spent + worst > cap:
                     breaker.release_probe()
                     blocked_by_cap = True
@@ -561,4 +569,11 @@ class AsyncCascadeRouter(_RouterCore):
         return _Reply(resp.status_code, resp.headers, content, latency_ms=(self._clock() - t0) * 1000.0)
 
 
-__all__ = ["AsyncCascadeRouter", "CascadeRouter", "effective_max_tokens", "estimate_input_tokens", "tier_requests"]
+__all__ = [
+    "AsyncCascadeRouter",
+    "CascadeRouter",
+    "effective_max_tokens",
+    "estimate_input_tokens",
+    "tier_requests",
+    "worst_case_cost_usd",
+]

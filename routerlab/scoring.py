@@ -1,0 +1,89 @@
+"""Quality scorers: how good one answer is for one eval item, in [0, 1].
+
+A scorer is ``fn(item, text, model) -> float | None``; ``None`` means "not
+applicable to this item" (no reference, no gold answer, no label). Built in:
+
+- ``rougeL``: ROUGE-L F-measure against the item's ``reference``, exactly as
+  rouge-score computes it (``use_stemmer=True``), via the fast path in
+  :mod:`routerlab.rouge`.
+- ``exact``: 1.0 when the final answer extracted from the text equals the
+  item's gold ``answer`` after light normalisation, else 0.0.
+- ``label``: the item's external label for that model (e.g. a GPT-4 judge
+  score 1-10), scaled to [0, 1] as (score - 1) / 9.
+
+Register your own with :func:`register_scorer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from routerlab.consistency import DEFAULT_ANSWER_PATTERN, extract_answer, normalize_answer
+from routerlab.evalset import EvalItem
+
+Scorer = Callable[[EvalItem, str, str], float | None]
+
+LABEL_MIN, LABEL_MAX = 1.0, 10.0
+
+
+def rougel_scorer(item: EvalItem, text: str, model: str) -> float | None:
+    if item.reference is None:
+        return None
+    from routerlab.rouge import rouge_l_f
+
+    return rouge_l_f(item.reference, text)
+
+
+def exact_scorer(item: EvalItem, text: str, model: str) -> float | None:
+    if item.answer is None:
+        return None
+    return 1.0 if extract_answer(text, DEFAULT_ANSWER_PATTERN) == normalize_answer(item.answer) else 0.0
+
+
+def label_scorer(item: EvalItem, text: str, model: str) -> float | None:
+    score = item.labels.get(model)
+    if score is None:
+        return None
+    return (float(score) - LABEL_MIN) / (LABEL_MAX - LABEL_MIN)
+
+
+_SCORERS: dict[str, Scorer] = {"exact": exact_scorer, "label": label_scorer, "rougeL": rougel_scorer}
+
+
+def register_scorer(name: str, fn: Scorer, *, replace: bool = False) -> None:
+    """Make ``fn`` available as scorer ``name`` (for outcome tables, sweeps and reports)."""
+    if name in _SCORERS and not replace:
+        raise ValueError(f"a scorer named {name!r} exists; pass replace=True to replace it")
+    if not name.isidentifier():
+        raise ValueError(f"scorer names must be identifiers (they become column names), got {name!r}")
+    _SCORERS[name] = fn
+
+
+def get_scorer(name: str) -> Scorer:
+    try:
+        return _SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(_SCORERS))}") from None
+
+
+def scorer_names() -> list[str]:
+    return sorted(_SCORERS)
+
+
+def applicable_scorers(items: list[EvalItem], models: list[str], *, min_coverage: float = 0.9) -> list[str]:
+    """Scorers that give a value for at least ``min_coverage`` of the (item, model) pairs.
+
+    (arena-bench-v1's judge left a few answers unscored: those cells are NaN
+    and means skip them.)
+    """
+    out = []
+    pairs = [(it, m) for it in items for m in models]
+    for name in scorer_names():
+        fn = _SCORERS[name]
+        if name in ("rougeL", "exact"):  # depend on the item only
+            have = sum(fn(it, "", models[0]) is not None for it in items) * len(models)
+        else:
+            have = sum(fn(it, "", m) is not None for it, m in pairs)
+        if pairs and have >= min_coverage * len(pairs):
+            out.append(name)
+    return out

@@ -1,0 +1,522 @@
+"""Simulate thousands of routing policies on the outcome table, exactly as the router would route.
+
+A :class:`PolicyPoint` is what the sweep varies: the start tier of each
+complexity class, cascade on/off, the similarity function, k, the classes the
+confidence check applies to, the threshold of each non-final tier and the cost
+cap. Everything else (ladder, prompts, max_tokens, temperatures) is fixed by
+the recording, so the outcome table holds every answer any such policy can
+get.
+
+:func:`simulate` runs the router's decision procedure (see
+:mod:`routerlab.router`) vectorised over items and over a batch of policies
+with numpy. Costs are exact: integers in 1e-12 USD, so the cost-cap test
+``spent + worst_case > cap`` is decided exactly as the router decides it in
+``Decimal``. A test replays the real :class:`CascadeRouter` through the
+cassettes for random policies and checks identical tiers, costs and quality.
+
+Circuit breakers are not simulated: replays treat items as independent
+(``reset_breakers`` between items), and so does the sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.outcomes import PICO, Outcomes
+from routerlab.policy import RouterPolicy, policy_from_dict, policy_to_dict
+
+NO_CHECK = "none"
+
+
+@dataclass(frozen=True)
+class PolicyPoint:
+    """The knobs a sweep turns; :meth:`to_policy` makes a full policy from a base."""
+
+    start: tuple[int, ...]  # start tier for simple, medium, complex
+    cascade: bool = True
+    similarity: str = NO_CHECK  # answer | difflib | rougeL | none (no confidence check)
+    k: int = 2
+    classes: tuple[str, ...] = COMPLEXITY_CLASSES
+    thresholds: tuple[float, ...] = ()
+    cap_usd: Decimal | None = None
+
+    def to_policy(
+        self, base: RouterPolicy, *, name: str | None = None, provenance: dict[str, Any] | None = None
+    ) -> RouterPolicy:
+        d = policy_to_dict(base)
+        d["routing"] = {
+            c: {**d["routing"][c], "start_tier": s} for c, s in zip(COMPLEXITY_CLASSES, self.start, strict=True)
+        }
+        d["cascade"] = self.cascade
+        conf = d["confidence"]
+        conf["k"] = self.k
+        conf["signal"] = "consistency"
+        if self.similarity == NO_CHECK:
+            conf["classes"] = []
+        else:
+            conf["similarity"] = self.similarity
+            conf["classes"] = list(self.classes)
+            conf["thresholds"] = [float(x) for x in self.thresholds]
+        d["max_cost_per_query_usd"] = None if self.cap_usd is None else str(self.cap_usd)
+        if name is not None:
+            d["name"] = name
+        if provenance is not None:
+            d["provenance"] = provenance
+        return policy_from_dict(d)
+
+    def label(self) -> str:
+        start = "/".join(str(s) for s in self.start)
+        check = (
+            "no check"
+            if self.similarity == NO_CHECK or not self.cascade
+            else (
+                f"{self.similarity} k={self.k} thr={','.join(f'{t:.3g}' for t in self.thresholds)} "
+                f"on {'+'.join(c[0] for c in self.classes)}"
+            )
+        )
+        cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}"
+        return f"start {start}; {'cascade' if self.cascade else 'no cascade'}; {check}{cap}"
+
+
+# ---------------------------------------------------------------- arrays from the outcome table
+
+
+@dataclass
+class _Arrays:
+    n: int
+    t: int
+    cls: np.ndarray  # (N,)
+    s_cost: np.ndarray  # (N, T) int64 pico
+    s_worst: np.ndarray
+    s_err: np.ndarray  # 0 ok, 1 retryable, 2 fatal
+    s_lat: np.ndarray
+    s_q: dict[str, np.ndarray]
+    ks: list[int]
+    sims: list[str]
+    k_cost: np.ndarray  # (nk, N, T-1)
+    k_worst: np.ndarray
+    k_err: np.ndarray
+    k_lat: np.ndarray
+    k_q: dict[str, np.ndarray]
+    agree: np.ndarray  # (nsim, nk, N, T-1)
+    k_present: np.ndarray  # (nk,) bool: recorded for every item
+    item_ids: list[str] = field(default_factory=list)
+
+
+def _arrays(o: Outcomes) -> _Arrays:
+    calls = o.calls
+    pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
+    n, t = len(pos), len(o.tiers)
+    ii = calls["item_id"].map(pos).to_numpy()
+    ti = calls["tier_index"].to_numpy()
+    err = np.where(calls["error_kind"].isna(), 0, np.where(calls["fatal"], 2, 1))
+    single = (calls["variant"] == "single").to_numpy()
+
+    def grid(values: np.ndarray, mask: np.ndarray, shape: tuple[int, ...], fill: Any, dtype: Any) -> np.ndarray:
+        out = np.full(shape, fill, dtype=dtype)
+        out[ii[mask], ti[mask]] = values[mask]
+        return out
+
+    s_cost = grid(calls["cost_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_worst = grid(calls["worst_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_err = grid(err, single, (n, t), 0, np.int8)
+    s_lat = grid(calls["latency_ms"].to_numpy(), single, (n, t), 0.0, float)
+    s_q = {sc: grid(calls[f"q_{sc}"].to_numpy(dtype=float), single, (n, t), np.nan, float) for sc in o.scorers}
+    ks = list(o.ks)
+    sims = list(o.similarities)
+    tk = max(t - 1, 1)
+    nk = max(len(ks), 1)
+    k_cost = np.zeros((nk, n, tk), np.int64)
+    k_worst = np.zeros((nk, n, tk), np.int64)
+    k_err = np.zeros((nk, n, tk), np.int8)
+    k_lat = np.zeros((nk, n, tk))
+    k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
+    agree = np.full((len(sims), nk, n, tk), np.nan)
+    k_present = np.zeros(nk, bool)
+    for j, k in enumerate(ks):
+        m = (calls["variant"] == f"k{k}").to_numpy()
+        k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
+        k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
+        k_err[j][ii[m], ti[m]] = err[m]
+        k_lat[j][ii[m], ti[m]] = calls["latency_ms"].to_numpy()[m]
+        for sc in o.scorers:
+            k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
+        for si, sim in enumerate(sims):
+            agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
+        k_present[j] = m.sum() == n * (t - 1)
+    cls = o.items["class_index"].to_numpy()
+    return _Arrays(
+        n,
+        t,
+        cls,
+        s_cost,
+        s_worst,
+        s_err,
+        s_lat,
+        s_q,
+        ks,
+        sims,
+        k_cost,
+        k_worst,
+        k_err,
+        k_lat,
+        k_q,
+        agree,
+        k_present,
+        list(o.items["item_id"]),
+    )
+
+
+# ---------------------------------------------------------------- simulation
+
+
+@dataclass
+class SimResult:
+    """Per (policy, item) outcome of a batch of policies; arrays of shape (P, N)."""
+
+    tier: np.ndarray  # answering tier, -1 when the route failed
+    variant: np.ndarray  # 0 single, 1 k-sample
+    cost_pico: np.ndarray
+    escalations: np.ndarray
+    premium_call: np.ndarray
+    latency_ms: np.ndarray
+    quality: dict[str, np.ndarray]
+
+
+def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
+    p = len(points)
+    start = np.array([pt.start for pt in points], dtype=np.int64).reshape(p, 3)
+    cascade = np.array([pt.cascade for pt in points], bool)
+    check_on = np.array([pt.similarity != NO_CHECK for pt in points], bool)
+    inclass = np.array([[c in pt.classes for c in COMPLEXITY_CLASSES] for pt in points], bool).reshape(p, 3)
+    sim_idx = np.array([a.sims.index(pt.similarity) if pt.similarity != NO_CHECK else 0 for pt in points])
+    k_idx = np.array([a.ks.index(pt.k) if (pt.similarity != NO_CHECK and pt.k in a.ks) else 0 for pt in points])
+    for pt in points:
+        if pt.similarity != NO_CHECK and pt.k not in a.ks:
+            raise ValueError(f"k={pt.k} was not recorded; recorded: {a.ks}")
+    thr = np.zeros((p, max(a.t - 1, 1)))
+    for i, pt in enumerate(points):
+        if pt.similarity != NO_CHECK:
+            thr[i, : a.t - 1] = pt.thresholds
+    cap = np.array([-1 if pt.cap_usd is None else int(pt.cap_usd * PICO) for pt in points], np.int64)
+    for pt in points:
+        if pt.cap_usd is not None and pt.cap_usd * PICO != int(pt.cap_usd * PICO):
+            raise ValueError(f"cap {pt.cap_usd} is finer than 1e-12 USD")
+    return {
+        "start": start,
+        "cascade": cascade,
+        "check_on": check_on,
+        "inclass": inclass,
+        "sim": sim_idx,
+        "k": k_idx,
+        "thr": thr,
+        "cap": cap,
+    }
+
+
+def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: _Arrays | None = None) -> SimResult:
+    """Route every item under every policy in ``points`` (the router's logic, vectorised)."""
+    a = arrays or _arrays(o)
+    e = _encode(points, a)
+    p, n, t = len(points), a.n, a.t
+    start = e["start"][:, a.cls]  # (P, N)
+    check_cls = (e["cascade"] & e["check_on"])[:, None] & e["inclass"][:, a.cls]
+    has_cap = (e["cap"] >= 0)[:, None]
+    cap = e["cap"][:, None]
+    done = np.zeros((p, n), bool)
+    tier = np.full((p, n), -1, np.int64)
+    variant = np.zeros((p, n), np.int8)
+    best_t = np.full((p, n), -1, np.int64)
+    spent = np.zeros((p, n), np.int64)
+    esc = np.zeros((p, n), np.int64)
+    lat = np.zeros((p, n))
+    premium = np.zeros((p, n), bool)
+    for ti in range(t):
+        active = ~done & (ti >= start)
+        if ti < t - 1:
+            check = check_cls & active
+            kc = a.k_cost[e["k"], :, ti]
+            kw = a.k_worst[e["k"], :, ti]
+            ke = a.k_err[e["k"], :, ti]
+            kl = a.k_lat[e["k"], :, ti]
+            agree = a.agree[e["sim"], e["k"], :, ti]
+            cost = np.where(check, kc, a.s_cost[None, :, ti])
+            worst = np.where(check, kw, a.s_worst[None, :, ti])
+            err = np.where(check, ke, a.s_err[None, :, ti])
+            late = np.where(check, kl, a.s_lat[None, :, ti])
+        else:
+            check = np.zeros((p, n), bool)
+            cost = np.broadcast_to(a.s_cost[None, :, ti], (p, n))
+            worst = np.broadcast_to(a.s_worst[None, :, ti], (p, n))
+            err = np.broadcast_to(a.s_err[None, :, ti], (p, n))
+            late = np.broadcast_to(a.s_lat[None, :, ti], (p, n))
+            agree = np.zeros((p, n))
+        blocked = active & has_cap & (spent + worst > cap)
+        esc += blocked
+        active &= ~blocked
+        spent += np.where(active, cost, 0)
+        lat += np.where(active, late, 0.0)
+        if ti == t - 1:
+            premium |= active
+        retry = active & (err == 1)
+        esc += retry
+        fatal = active & (err == 2)
+        esc += fatal
+        fall = fatal & (best_t >= 0)
+        tier = np.where(fall, best_t, tier)
+        variant = np.where(fall, 1, variant)
+        done |= fatal
+        ok = active & (err == 0)
+        thr = e["thr"][:, min(ti, e["thr"].shape[1] - 1)][:, None]
+        acc_k = ok & check & (agree >= thr)
+        low = ok & check & ~acc_k
+        best_t = np.where(low, ti, best_t)
+        esc += low
+        accepted = acc_k | (ok & ~check)
+        tier = np.where(accepted, ti, tier)
+        variant = np.where(accepted, np.where(check, 1, 0), variant)
+        done |= accepted
+    fallback = ~done & (best_t >= 0)
+    tier = np.where(fallback, best_t, tier)
+    variant = np.where(fallback, 1, variant)
+    quality = {}
+    rows = np.arange(n)[None, :]
+    tt = np.clip(tier, 0, t - 1)
+    tk = np.clip(tier, 0, max(t - 2, 0))
+    for sc in a.s_q:
+        qs = a.s_q[sc][rows, tt]
+        qk = a.k_q[sc][e["k"][:, None], rows, tk]
+        q = np.where(variant == 1, qk, qs)
+        quality[sc] = np.where(tier >= 0, q, 0.0)
+    return SimResult(tier, variant, spent, esc, premium, lat, quality)
+
+
+# ---------------------------------------------------------------- grids and sweeps
+
+
+def monotone_starts(n_tiers: int) -> list[tuple[int, int, int]]:
+    """Every start-tier mapping with simple <= medium <= complex."""
+    return [(a, b, c) for a, b, c in itertools.product(range(n_tiers), repeat=3) if a <= b <= c]
+
+
+def threshold_grid(o: Outcomes, similarity: str, k: int, *, n: int = 8) -> list[list[float]]:
+    """Per non-final tier: thresholds at the quantiles of the observed agreement (plus 1.0)."""
+    out = []
+    for ti in range(len(o.tiers) - 1):
+        sel = o.calls[(o.calls["tier_index"] == ti) & (o.calls["variant"] == f"k{k}")][f"agree_{similarity}"]
+        vals = sel.dropna().to_numpy()
+        if len(vals) == 0:
+            out.append([1.0])
+            continue
+        qs = np.quantile(vals, np.linspace(0, 1, n))
+        grid = sorted({float(round(min(max(v, 0.0), 1.0), 6)) for v in qs} | {1.0})
+        out.append(grid)
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What to sweep over. :func:`default_grid` fills it from the outcome table."""
+
+    starts: tuple[tuple[int, int, int], ...]
+    similarities: tuple[str, ...]
+    ks: tuple[int, ...]
+    class_sets: tuple[tuple[str, ...], ...] = (COMPLEXITY_CLASSES, ("medium",))
+    cascade: tuple[bool, ...] = (True, False)
+    caps: tuple[Decimal | None, ...] = (None,)
+    n_thresholds: int = 8
+
+    def points(self, o: Outcomes) -> list[PolicyPoint]:
+        pts: list[PolicyPoint] = []
+        seen: set[PolicyPoint] = set()
+        for start, cap in itertools.product(self.starts, self.caps):
+            for cascade in self.cascade:
+                checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...]]] = []
+                if cascade:
+                    for sim, k in itertools.product(self.similarities, self.ks):
+                        per_tier = threshold_grid(o, sim, k, n=self.n_thresholds)
+                        for cs in self.class_sets:
+                            checks += [(sim, k, cs, thr) for thr in itertools.product(*per_tier)]
+                checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, ()))
+                for sim, k, cs, thr in checks:
+                    pt = PolicyPoint(start, cascade, sim, k, cs, tuple(thr), cap)
+                    if pt not in seen:
+                        seen.add(pt)
+                        pts.append(pt)
+        return pts
+
+
+def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] = (None,), n_thresholds: int = 8) -> Grid:
+    """All monotone start mappings; every similarity with recorded samples; the recorded ks."""
+    a = _arrays(o)
+    ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
+    sims = tuple(o.similarities) if ks else ()
+    return Grid(tuple(monotone_starts(len(o.tiers))), sims, ks, caps=tuple(caps), n_thresholds=n_thresholds)
+
+
+def split_items(o: Outcomes, *, dev_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded dev/test split stratified by complexity class; boolean masks over items."""
+    rng = np.random.default_rng(seed)
+    dev = np.zeros(o.n_items, bool)
+    for c in range(len(COMPLEXITY_CLASSES)):
+        idx = np.flatnonzero(o.items["class_index"].to_numpy() == c)
+        rng.shuffle(idx)
+        dev[idx[: int(round(len(idx) * dev_fraction))]] = True
+    return dev, ~dev
+
+
+def _bootstrap_weights(n: int, b: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(b, n))
+    w = np.zeros((n, b))
+    for j in range(b):
+        w[:, j] = np.bincount(idx[j], minlength=n)
+    return w
+
+
+def summarize(
+    o: Outcomes,
+    points: Sequence[PolicyPoint],
+    sim: SimResult,
+    *,
+    mask: np.ndarray | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per policy: cost, quality with bootstrap 95% CIs, escalation, tier mix, latency."""
+    sel = np.ones(o.n_items, bool) if mask is None else mask
+    n = int(sel.sum())
+    if n == 0:
+        raise ValueError("no items selected")
+    t = len(o.tiers)
+    cost_usd = sim.cost_pico[:, sel].astype(float) / float(PICO)
+    out: dict[str, Any] = {
+        "policy_id": np.arange(len(points)),
+        "label": [pt.label() for pt in points],
+        "start_simple": [pt.start[0] for pt in points],
+        "start_medium": [pt.start[1] for pt in points],
+        "start_complex": [pt.start[2] for pt in points],
+        "cascade": [pt.cascade for pt in points],
+        "similarity": [pt.similarity for pt in points],
+        "k": [pt.k for pt in points],
+        "classes": ["+".join(pt.classes) for pt in points],
+        "cap_usd": [np.nan if pt.cap_usd is None else float(pt.cap_usd) for pt in points],
+        "n_items": n,
+        "cost_usd_total": cost_usd.sum(axis=1),
+        "cost_usd_mean": cost_usd.mean(axis=1),
+    }
+    for ti in range(t - 1):
+        out[f"threshold_{ti}"] = [pt.thresholds[ti] if pt.thresholds else np.nan for pt in points]
+    out["cost_per_1k_usd"] = out["cost_usd_mean"] * 1000.0
+    w = _bootstrap_weights(n, bootstrap, seed) if bootstrap else None
+    for sc, q in sim.quality.items():
+        qq = q[:, sel]
+        valid = ~np.isnan(qq)
+        qz = np.where(valid, qq, 0.0)
+        out[f"quality_{sc}"] = qz.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        if w is not None:
+            means = (qz @ w) / np.maximum(valid.astype(float) @ w, 1)
+            out[f"quality_{sc}_lo"] = np.percentile(means, 2.5, axis=1)
+            out[f"quality_{sc}_hi"] = np.percentile(means, 97.5, axis=1)
+    tiers = sim.tier[:, sel]
+    out["escalation_rate"] = (sim.escalations[:, sel] > 0).mean(axis=1)
+    out["failure_rate"] = (tiers < 0).mean(axis=1)
+    for ti in range(t):
+        out[f"share_tier_{ti}"] = (tiers == ti).mean(axis=1)
+    out["premium_call_share"] = sim.premium_call[:, sel].mean(axis=1)
+    out["latency_p50_ms"] = np.percentile(sim.latency_ms[:, sel], 50, axis=1)
+    out["latency_p95_ms"] = np.percentile(sim.latency_ms[:, sel], 95, axis=1)
+    return pd.DataFrame(out)
+
+
+def sweep(
+    o: Outcomes,
+    points: Sequence[PolicyPoint] | Grid | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+    batch: int = 1024,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table."""
+    if points is None:
+        points = default_grid(o)
+    pts = points.points(o) if isinstance(points, Grid) else list(points)
+    a = _arrays(o)
+    frames = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pts), desc="sweep", unit="policy")
+    for i in range(0, len(pts), batch):
+        chunk = pts[i : i + batch]
+        frames.append(summarize(o, chunk, simulate(o, chunk, arrays=a), mask=mask, bootstrap=bootstrap, seed=seed))
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    df = pd.concat(frames, ignore_index=True)
+    df["policy_id"] = np.arange(len(df))
+    df.attrs["points"] = pts
+    return df
+
+
+def evaluate(
+    o: Outcomes, point: PolicyPoint, *, mask: np.ndarray | None = None, bootstrap: int = 200, seed: int = 0
+) -> pd.Series:
+    """The summary row of one policy (fast: for interactive explorers)."""
+    row: pd.Series = summarize(o, [point], simulate(o, [point]), mask=mask, bootstrap=bootstrap, seed=seed).iloc[0]
+    return row
+
+
+def per_item(o: Outcomes, point: PolicyPoint) -> pd.DataFrame:
+    """Where each item is answered under ``point``: tier, model, exact cost (Decimal), quality, escalations."""
+    sim = simulate(o, [point])
+    t = sim.tier[0]
+    df = pd.DataFrame(
+        {
+            "item_id": o.items["item_id"].to_numpy(),
+            "complexity": o.items["complexity"].to_numpy(),
+            "tier_index": t,
+            "tier": [o.tiers[x] if x >= 0 else None for x in t],
+            "model": [o.models[x] if x >= 0 else None for x in t],
+            "variant": np.where(sim.variant[0] == 1, "k", "single"),
+            "cost_usd": [Decimal(int(c)) / PICO for c in sim.cost_pico[0]],
+            "escalations": sim.escalations[0],
+            "latency_ms": sim.latency_ms[0],
+        }
+    )
+    for sc, q in sim.quality.items():
+        df[f"q_{sc}"] = q[0]
+    return df
+
+
+def points_of(df: pd.DataFrame) -> list[PolicyPoint]:
+    """The :class:`PolicyPoint` behind each row of a sweep table."""
+    pts: list[PolicyPoint] = df.attrs["points"]
+    return pts
+
+
+def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
+    """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`)."""
+    c = policy.confidence
+    check = bool(c.classes) and c.signal == "consistency"
+    return PolicyPoint(
+        start=tuple(policy.routing[cl].start_tier for cl in COMPLEXITY_CLASSES),
+        cascade=policy.cascade,
+        similarity=c.similarity if check else NO_CHECK,
+        k=c.k,
+        classes=tuple(c.classes) if check else COMPLEXITY_CLASSES,
+        thresholds=tuple(c.thresholds) if check else (),
+        cap_usd=policy.max_cost_per_query_usd,
+    )
