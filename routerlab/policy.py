@@ -28,7 +28,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
@@ -119,6 +119,10 @@ class RouterPolicy:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        # a class left out of ``routing`` starts at tier 0, as in a file (the router looks up every class)
+        if isinstance(self.routing, Mapping) and any(c not in self.routing for c in COMPLEXITY_CLASSES):
+            filled = {c: ClassRoute() for c in COMPLEXITY_CLASSES} | dict(self.routing)
+            object.__setattr__(self, "routing", MappingProxyType(filled))
         # re-validate through the dict form so that objects built in code obey the same rules
         validate_policy(self)
 
@@ -139,7 +143,21 @@ class RouterPolicy:
         return isinstance(other, RouterPolicy) and policy_to_dict(self) == policy_to_dict(other)
 
     def __hash__(self) -> int:
-        return hash(json.dumps(policy_to_dict(self), sort_keys=True))
+        # numbers hashed as floats: equal policies (timeout_s 8 in code, 8.0 from JSON) must hash alike
+        return hash(json.dumps(_hash_form(policy_to_dict(self)), sort_keys=True))
+
+
+def _hash_form(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _hash_form(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_hash_form(x) for x in v]
+    if isinstance(v, (int, float)):
+        try:
+            return float(v)
+        except OverflowError:
+            return v
+    return v
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -291,7 +309,7 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
     r = _Reader(source)
     d = r.obj(data, "", _TOP_KEYS, ("schema_version", "tiers"))
     version = d["schema_version"]
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
         raise r.fail(
             "schema_version",
             f"must be {SCHEMA_VERSION} (this routerlab reads version {SCHEMA_VERSION}), got {version!r}",
@@ -439,6 +457,17 @@ def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
 
 
+def _real(x: Any) -> Any:
+    """A float field as the reader returns it (8 set in code is written 8.0, like a loaded 8);
+    anything else (bool, None, junk) unchanged so validation still sees it."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        try:
+            return float(x)
+        except OverflowError:
+            return x
+    return x
+
+
 def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
     """The JSON object for ``p`` (Decimals as strings, tuples as lists)."""
 
@@ -449,9 +478,9 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "model": t.model,
             "base_url": t.base_url,
             "api_key_env": t.api_key_env,
-            "timeout_s": t.timeout_s,
+            "timeout_s": _real(t.timeout_s),
             "max_tokens": t.max_tokens,
-            "temperature": t.temperature,
+            "temperature": _real(t.temperature),
         }
         if t.price is not None:
             out["price"] = {k: str(getattr(t.price, k)) for k in _PRICE_KEYS if getattr(t.price, k) is not None}
@@ -475,14 +504,18 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "classes": list(c.classes),
             "k": c.k,
             "similarity": c.similarity,
-            "temperature": c.temperature,
-            "thresholds": list(c.thresholds),
-            "logprob_thresholds": list(c.logprob_thresholds),
+            "temperature": _real(c.temperature),
+            "thresholds": [_real(x) for x in c.thresholds],
+            "logprob_thresholds": [_real(x) for x in c.logprob_thresholds],
             "answer_pattern": c.answer_pattern,
         },
         "cascade": p.cascade,
         "max_cost_per_query_usd": None if p.max_cost_per_query_usd is None else str(p.max_cost_per_query_usd),
-        "breaker": {f.name: getattr(p.breaker, f.name) for f in fields(p.breaker)},
+        "breaker": {
+            "failure_threshold": p.breaker.failure_threshold,
+            "window_s": _real(p.breaker.window_s),
+            "recovery_s": _real(p.breaker.recovery_s),
+        },
         "classifier": {
             "simple_patterns": list(p.classifier.simple_patterns),
             "complex_patterns": list(p.classifier.complex_patterns),
