@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
     mirror = SHARED / "datasets" / "github"
     if mirror.is_dir():
         os.environ.setdefault("ROUTERLAB_MIRROR", str(mirror))
+    # downloaded/copied data and outcome caches go to a per-run folder, not the checkout
+    os.environ["ROUTERLAB_DATA_DIR"] = tempfile.mkdtemp(prefix="routerlab-test-data-")
     # keep HOME caches (matplotlib, jupyter) out of the way and proxies out of httpx
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         os.environ.pop(var, None)
@@ -92,3 +96,56 @@ def _no_network() -> Iterator[None]:
 def network_attempts() -> list[str]:
     """The list the guard appends to (for the test that checks the guard itself)."""
     return _attempts
+
+
+def require_mirror() -> Path:
+    """The dataset mirror; skipped with a reason where there is none (CI must have it: there it fails)."""
+    m = os.environ.get("ROUTERLAB_MIRROR")
+    if m and Path(m).is_dir():
+        return Path(m)
+    msg = (
+        f"no dataset mirror: set ROUTERLAB_MIRROR or provide {SHARED / 'datasets' / 'github'} "
+        "(tests that need the public datasets are skipped)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(msg + "; CI must provide it")
+    pytest.skip(msg)
+
+
+@dataclass
+class ImportedSet:
+    name: str
+    root: Path
+    policy: Any
+    items: list[Any]
+    cassettes: Path
+    outcomes: Any
+
+
+SCORERS = {"alpaca_eval": ["rougeL"], "arena_bench_v1": ["label", "rougeL"], "mot_date": ["exact", "rougeL"]}
+
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ImportedSet]:
+    """Import a public dataset once per test session (into a temp workspace) and build its outcome table."""
+    from routerlab.evalset import load_evalset
+    from routerlab.importers import import_dataset
+    from routerlab.outcomes import build_outcomes
+    from routerlab.policy import load_policy
+
+    root = tmp_path_factory.mktemp("workspace")
+    done: dict[str, ImportedSet] = {}
+
+    def get(name: str) -> ImportedSet:
+        require_mirror()
+        if name not in done:
+            r = import_dataset(name, root=root, progress=False)
+            policy = load_policy(r.policy)
+            items = load_evalset(r.evalset)
+            o = build_outcomes(
+                items, policy, r.cassettes, scorers=SCORERS[name], cache_dir=root / "outcomes", progress=False
+            )
+            done[name] = ImportedSet(name, root, policy, items, r.cassettes, o)
+        return done[name]
+
+    return get
