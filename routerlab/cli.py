@@ -7,6 +7,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from routerlab.errors import RouterlabError
 
@@ -87,10 +89,97 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> Any:
+    from routerlab.workbench import run_study
+
+    return run_study(
+        args.name,
+        root=args.root,
+        mirror=args.mirror,
+        scorer=args.scorer,
+        floor=args.floor,
+        n_thresholds=args.thresholds,
+        progress=not args.quiet,
+    )
+
+
+def _reports_dir(args: argparse.Namespace) -> Path:
+    from routerlab.importers import workspace_root
+
+    base = Path(args.root) if args.root else workspace_root()
+    return Path(base / "reports" / str(args.name))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from routerlab.policy import atomic_write_text
+
+    st = _study(args)
+    out = Path(args.out) if args.out else _reports_dir(args) / "sweep.csv"
+    df = st.sweep_dev.drop(columns=[], errors="ignore")
+    atomic_write_text(out, df.to_csv(index=False))
+    q = f"quality_{st.scorer}"
+    print(f"{args.name}: swept {len(df)} policies on the dev split ({int(st.dev.sum())} queries) -> {out}")
+    print(
+        f"  {st.scorer}: {df[q].min():.4f} .. {df[q].max():.4f}; cost per 1k queries "
+        f"${df['cost_per_1k_usd'].min():.4f} .. ${df['cost_per_1k_usd'].max():.4f}"
+    )
+    return 0
+
+
+def _frontier(args: argparse.Namespace) -> int:
+    from routerlab.policy import atomic_write_text
+    from routerlab.workbench import write_outputs
+
+    st = _study(args)
+    rdir = _reports_dir(args)
+    paths = write_outputs(st, reports_dir=rdir, policies_dir=Path(args.root or ".") / "policies" if args.root else None)
+    atomic_write_text(rdir / "frontier.csv", st.frontier.to_csv(index=False))
+    print(f"{args.name}: {len(st.frontier)} frontier policies -> {rdir / 'frontier.csv'}; plot -> {paths['frontier']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from routerlab.evalset import evalset_sha256
+    from routerlab.export import export_policy
+    from routerlab.importers import workspace_root
+    from routerlab.workbench import SPLIT_SEED
+
+    st = _study(args)
+    base = Path(args.root) if args.root else workspace_root()
+    out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
+    export_policy(
+        st.outcomes,
+        st.choice,
+        out,
+        evalset_sha256=evalset_sha256(st.evalset_path),
+        dataset=args.name,
+        split_seed=SPLIT_SEED,
+    )
+    m = st.choice.metrics()
+    print(f"{args.name}: chose '{st.choice.point.label()}' -> {out}")
+    for split in ("dev", "test"):
+        d = m[split]
+        print(
+            f"  {split}: quality {d['quality']:.4f} {d['quality_ci95']} = {d['quality_share_of_premium']:.1%} of "
+            f"premium, ${d['cost_per_1k_usd']:.4f}/1k ({d['cost_reduction_vs_premium']:.1%} cheaper)"
+        )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from routerlab.workbench import write_outputs
+
+    st = _study(args)
+    base = Path(args.root) if args.root else None
+    paths = write_outputs(st, reports_dir=_reports_dir(args), policies_dir=(base / "policies") if base else None)
+    print(f"{args.name}: report -> {paths['report']}; plot -> {paths['frontier']}; policy -> {paths['policy']}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from routerlab.demo import run_demo
 
-    return run_demo(out=sys.stdout)
+    return run_demo(out=sys.stdout, datasets=args.datasets.split(","), root=args.root, progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +190,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="run the main job end to end on the default data (no API keys needed)")
+    d = sub.add_parser(
+        "demo",
+        help="run the main job end to end on the default data (no API keys needed)",
+        description="For each dataset: fetch (or read the mirror) and import it, build the outcome "
+        "table, sweep policies on the dev split, and write reports/<name>/frontier.png, "
+        "reports/<name>/report.md and policies/<name>.json.",
+    )
+    d.add_argument("--datasets", default="alpaca_eval,arena_bench_v1,mot_date", help="comma-separated names")
+    d.add_argument("--root", help="where data/imported, cassettes, reports and policies go (default: the checkout)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
+
+    def study_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "name", help="an imported eval set: alpaca_eval, arena_bench_v1, mot_date (imported if missing)"
+        )
+        sp.add_argument("--scorer", help="quality scorer: rougeL, exact, label (default per dataset)")
+        sp.add_argument("--floor", type=float, default=0.95, help="quality floor as a share of all-premium (0.95)")
+        sp.add_argument("--thresholds", type=int, default=8, help="threshold grid points per non-final tier (8)")
+        sp.add_argument("--root", help="workspace with data/imported and cassettes (default: the checkout)")
+        sp.add_argument("--mirror", help="dataset mirror folder, if an import is needed")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sw = sub.add_parser("sweep", help="simulate every policy of the grid on the dev split; write the sweep table CSV")
+    study_args(sw)
+    sw.add_argument("--out", help="CSV path (default reports/<name>/sweep.csv)")
+    sw.set_defaults(func=_sweep)
+    fr = sub.add_parser("frontier", help="the cost/quality Pareto frontier with baselines: CSV and PNG")
+    study_args(fr)
+    fr.set_defaults(func=_frontier)
+    ex = sub.add_parser("export", help="choose the cheapest policy above the floor on dev; write it with provenance")
+    study_args(ex)
+    ex.add_argument("--out", help="policy JSON path (default policies/<name>.json)")
+    ex.set_defaults(func=_export)
+    rpt = sub.add_parser("report", help="the Markdown report (baselines, frontier, chosen policy, dev/test metrics)")
+    study_args(rpt)
+    rpt.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="public model outputs: list, fetch, import")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")

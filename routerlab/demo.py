@@ -1,53 +1,56 @@
 """The main job, end to end, on the default data with no API keys.
 
-For now (before the evaluation engine lands): route the shipped example eval
-set through the real CascadeRouter against a scripted local provider (an
-``httpx.MockTransport``: no network, no keys) and print what each query cost
-and where it was answered.
+For each public dataset: fetch it (or read the mirror), import it as an eval
+set plus cassettes, build the outcome table by replaying every recorded call
+through the real adapters, sweep policies on the dev split, choose the
+cheapest one at 95% of all-premium quality, and write
+``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and
+``policies/<name>.json``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import httpx
-
-from routerlab.evalset import load_evalset
-from routerlab.fakes import FakeProviders
 from routerlab.policy import load_policy
-from routerlab.router import CascadeRouter
-
-REPO = Path(__file__).resolve().parent.parent
+from routerlab.workbench import run_study, write_outputs
 
 
-def run_demo(out: TextIO) -> int:
-    policy = load_policy(REPO / "policies" / "example.json")
-    items = load_evalset(REPO / "data" / "example.jsonl")
-    fake = FakeProviders()
-    for it in items:  # cheap tier agrees with itself on short tasks only: long ones escalate
-        cheap = policy.tiers[0].model
-        if len(it.prompt.split()) < 60:
-            fake.enqueue(cheap, it.reference or "ok", it.reference or "ok")
-        else:
-            fake.enqueue(cheap, "A first draft answer.", "Something else entirely, with other words.")
-        for t in policy.tiers[1:]:
-            fake.enqueue(t.model, *([it.reference or "ok"] * 4))
-    keys = {t.api_key_env: "demo-no-key" for t in policy.tiers if t.api_key_env}
-    router = CascadeRouter.from_policy(policy, client=httpx.Client(transport=fake.transport()), api_keys=keys)
-    total = 0
-    by_tier: dict[str, int] = {}
-    for it in items:
-        r = router.route(list(it.messages), query_id=it.id)
-        total += 0
-        by_tier[r.tier] = by_tier.get(r.tier, 0) + 1
+def run_demo(
+    out: TextIO,
+    *,
+    datasets: Sequence[str] = ("alpaca_eval", "arena_bench_v1", "mot_date"),
+    root: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> int:
+    base = Path(root) if root is not None else None
+    for name in datasets:
+        print(f"== {name}", file=out, flush=True)
+        study = run_study(name, root=base, progress=progress)
+        paths = write_outputs(
+            study,
+            reports_dir=(base / "reports" / name) if base else None,
+            policies_dir=(base / "policies") if base else None,
+        )
+        load_policy(paths["policy"])  # the production loader accepts what we wrote
+        m = study.choice.metrics()
         print(
-            f"{it.id:10s} {r.complexity:8s} -> {r.tier:8s} {r.model:28s} ${r.cost_usd:.6f} escalations={r.escalations}",
+            f"   {study.outcomes.n_items} queries, {len(study.sweep_dev)} policies swept on dev, "
+            f"{len(study.frontier)} on the frontier; scorer {study.scorer}",
             file=out,
         )
-    print(
-        f"\nrouted {len(items)} queries of data/example.jsonl through policies/example.json "
-        f"against a scripted local provider (no network); answered by tier: {by_tier}",
-        file=out,
-    )
+        print(f"   chosen: {study.choice.point.label()}", file=out)
+        for split in ("dev", "test"):
+            d = m[split]
+            print(
+                f"   {split:4s}: {d['quality_share_of_premium']:.1%} of premium quality at "
+                f"${d['cost_per_1k_usd']:.4f} per 1k queries ({d['cost_reduction_vs_premium']:.1%} cheaper than "
+                f"all-premium at ${d['premium_cost_per_1k_usd']:.4f})",
+                file=out,
+            )
+        for kind, p in paths.items():
+            print(f"   {kind}: {p}", file=out)
     return 0

@@ -347,6 +347,10 @@ class Grid:
                             checks += [(sim, k, cs, thr) for thr in itertools.product(*per_tier)]
                 checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, ()))
                 for sim, k, cs, thr in checks:
+                    if sim != NO_CHECK and not any(
+                        s < len(o.tiers) - 1 for c, s in zip(COMPLEXITY_CLASSES, start, strict=True) if c in cs
+                    ):
+                        continue  # no checked class starts below the final tier: same as no check
                     pt = PolicyPoint(start, cascade, sim, k, cs, tuple(thr), cap)
                     if pt not in seen:
                         seen.add(pt)

@@ -1,0 +1,122 @@
+"""Plots of the cost/quality trade-off. Each function takes an ``ax`` and returns it; nothing is shown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.axes import Axes
+
+COST = "cost_per_1k_usd"
+TIER_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e")
+
+
+def plot_frontier(
+    ax: Axes,
+    sweep: pd.DataFrame,
+    frontier: pd.DataFrame,
+    *,
+    quality: str,
+    baselines: pd.DataFrame | None = None,
+    mix: pd.DataFrame | None = None,
+    oracle: dict[str, float] | None = None,
+    chosen: pd.Series | None = None,
+    highlight: pd.Series | None = None,
+    title: str = "",
+    quality_label: str | None = None,
+    log_x: bool = True,
+) -> Axes:
+    """Every swept policy, the Pareto frontier with its CIs, and the honest baselines on the same axes."""
+    q = f"quality_{quality}"
+    ax.scatter(
+        sweep[COST],
+        sweep[q],
+        s=6,
+        color="#bbbbbb",
+        alpha=0.5,
+        label=f"swept policies ({len(sweep)})",
+        zorder=1,
+        linewidths=0,
+    )
+    if f"{q}_lo" in frontier:
+        ax.fill_between(
+            frontier[COST],
+            frontier[f"{q}_lo"],
+            frontier[f"{q}_hi"],
+            step="post",
+            color="#1f77b4",
+            alpha=0.15,
+            zorder=2,
+            label="frontier 95% CI",
+        )
+    ax.step(frontier[COST], frontier[q], where="post", color="#1f77b4", lw=2, zorder=3, label="Pareto frontier")
+    ax.scatter(frontier[COST], frontier[q], s=14, color="#1f77b4", zorder=4)
+    if mix is not None and len(mix):
+        ax.plot(mix[COST], mix["quality"], ls="--", color="#555555", lw=1.2, zorder=2, label="random mix of tiers")
+    if baselines is not None:
+        for i, (_, b) in enumerate(baselines.iterrows()):
+            ax.scatter(
+                [b[COST]],
+                [b["quality"]],
+                marker="s",
+                s=60,
+                color=TIER_COLORS[i % len(TIER_COLORS)],
+                edgecolor="black",
+                zorder=5,
+                label=f"only {b['tier']}",
+            )
+    if oracle is not None:
+        ax.scatter(
+            [oracle[COST]],
+            [oracle["quality"]],
+            marker="*",
+            s=180,
+            color="gold",
+            edgecolor="black",
+            zorder=6,
+            label="oracle",
+        )
+    if chosen is not None:
+        _mark(ax, chosen, q, "chosen", "#d62728")
+    if highlight is not None:
+        _mark(ax, highlight, q, "current", "#9467bd")
+    if log_x:
+        positive = pd.concat([sweep[COST], frontier[COST]])
+        if (positive > 0).all():
+            ax.set_xscale("log")
+    ax.set_xlabel("cost (USD per 1,000 queries)")
+    ax.set_ylabel(quality_label or f"mean quality ({quality})")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    return ax
+
+
+def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
+    x, y = float(row[COST]), float(row[q])
+    kw: dict[str, Any] = {}
+    if f"{q}_lo" in row and f"{q}_hi" in row:
+        kw["yerr"] = [[y - float(row[f"{q}_lo"])], [float(row[f"{q}_hi"]) - y]]
+    ax.errorbar([x], [y], fmt="o", ms=9, color=color, mec="black", capsize=4, zorder=7, **kw)
+    ax.annotate(
+        f"{name}: ${x:.3g}/1k, {y:.3f}",
+        (x, y),
+        xytext=(10, -18),
+        textcoords="offset points",
+        fontsize=9,
+        color=color,
+        fontweight="bold",
+        arrowprops={"arrowstyle": "-", "color": color},
+    )
+
+
+def plot_tier_mix(ax: Axes, row: pd.Series, tiers: list[str], *, title: str = "answered by tier") -> Axes:
+    """A bar per tier: the share of queries it answered under one policy."""
+    shares = [float(row[f"share_tier_{i}"]) for i in range(len(tiers))]
+    ax.bar(tiers, shares, color=TIER_COLORS[: len(tiers)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of queries")
+    ax.set_title(title)
+    for i, s in enumerate(shares):
+        ax.text(i, s + 0.02, f"{s:.0%}", ha="center", fontsize=9)
+    return ax

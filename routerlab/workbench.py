@@ -1,0 +1,254 @@
+"""The workbench pipeline, one function per arrow: import -> outcomes -> sweep -> frontier -> choice -> files.
+
+Notebooks and ``routerlab sweep/frontier/export/report/demo`` all call these,
+so what a notebook shows is what the command line writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from routerlab.evalset import EvalItem, evalset_sha256, load_evalset
+from routerlab.export import Choice, choose, export_policy, single_tier_point
+from routerlab.frontier import (
+    metrics_table,
+    oracle_point,
+    pareto_frontier,
+    random_mix,
+    rank_agreement,
+    single_tier_baselines,
+)
+from routerlab.importers import DEFAULT_LADDERS, import_dataset, workspace_root
+from routerlab.outcomes import Outcomes, build_outcomes
+from routerlab.policy import RouterPolicy, load_policy
+from routerlab.scoring import applicable_scorers
+from routerlab.sweep import default_grid, evaluate, sweep
+
+DEFAULT_SCORER = {"alpaca_eval": "rougeL", "arena_bench_v1": "label", "mot_date": "exact"}
+SCORER_LABELS = {
+    "rougeL": "ROUGE-L F vs reference",
+    "exact": "exact-match accuracy",
+    "label": "GPT-4 judge score, scaled to 0-1",
+}
+SPLIT_SEED = 0
+
+
+@dataclass
+class Study:
+    """Everything known about one eval set's routing trade-off."""
+
+    name: str
+    policy: RouterPolicy
+    items: list[EvalItem]
+    evalset_path: Path
+    cassettes: Path
+    outcomes: Outcomes
+    scorer: str
+    dev: np.ndarray
+    test: np.ndarray
+    sweep_dev: pd.DataFrame
+    frontier: pd.DataFrame
+    baselines: pd.DataFrame
+    mix: pd.DataFrame
+    oracle: dict[str, float]
+    choice: Choice
+    metrics: pd.DataFrame
+
+    @property
+    def quality_label(self) -> str:
+        return SCORER_LABELS.get(self.scorer, self.scorer)
+
+
+def open_dataset(
+    name: str, *, root: str | os.PathLike[str] | None = None, mirror: str | Path | None = None, progress: bool = True
+) -> tuple[RouterPolicy, list[EvalItem], Path, Path]:
+    """The imported eval set, ladder policy and cassettes of ``name``; imports it first when missing."""
+    base = Path(root) if root is not None else workspace_root()
+    data = base / "data" / "imported" / name
+    cassettes = base / "cassettes" / name
+    evalset, policy = data / "evalset.jsonl", data / "ladder-policy.json"
+    if not (evalset.exists() and policy.exists() and (cassettes / "manifest.json").exists()):
+        if name not in DEFAULT_LADDERS:
+            raise FileNotFoundError(f"{data}: no imported eval set; run `routerlab data import {name}` first")
+        import_dataset(name, root=base, mirror=mirror, progress=progress)
+    return load_policy(policy), load_evalset(evalset), evalset, cassettes
+
+
+def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Each tier's single answer per item: item_id, tier_index, cost_usd, quality (for baselines)."""
+    c = o.calls[o.calls["variant"] == "single"]
+    if mask is not None:
+        keep = set(o.items["item_id"][mask])
+        c = c[c["item_id"].isin(keep)]
+    return c[["item_id", "tier_index", "cost_usd"]].assign(quality=c[f"q_{scorer}"].to_numpy())
+
+
+def run_study(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    mirror: str | Path | None = None,
+    scorer: str | None = None,
+    floor: float = 0.95,
+    n_thresholds: int = 8,
+    bootstrap: int = 1000,
+    progress: bool = True,
+) -> Study:
+    """Import (if needed), build the outcome table, sweep on dev, choose, evaluate on test."""
+    policy, items, evalset, cassettes = open_dataset(name, root=root, mirror=mirror, progress=progress)
+    models = [t.model for t in policy.tiers]
+    scorers = applicable_scorers(items, models)
+    scorer = scorer or DEFAULT_SCORER.get(name) or scorers[0]
+    if scorer not in scorers:
+        raise ValueError(f"scorer {scorer!r} does not apply to {name}; applicable: {', '.join(scorers)}")
+    o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
+    dev, test = split_masks(o)
+    grid = default_grid(o, n_thresholds=n_thresholds)
+    sweep_dev = sweep(o, grid, mask=dev, bootstrap=200, progress=progress)
+    q = f"quality_{scorer}"
+    frontier = pareto_frontier(sweep_dev, quality=q)
+    per_dev = per_item_single(o, scorer, dev)
+    baselines = single_tier_baselines(per_dev, tier_names=o.tiers)
+    choice = choose(o, sweep_dev, scorer=scorer, floor=floor, dev=dev, test=test, bootstrap=bootstrap)
+    return Study(
+        name=name,
+        policy=policy,
+        items=items,
+        evalset_path=evalset,
+        cassettes=cassettes,
+        outcomes=o,
+        scorer=scorer,
+        dev=dev,
+        test=test,
+        sweep_dev=sweep_dev,
+        frontier=frontier,
+        baselines=baselines,
+        mix=random_mix(baselines),
+        oracle=oracle_point(per_dev),
+        choice=choice,
+        metrics=metrics_table(sweep_dev, per_dev, quality=q, tier_names=o.tiers),
+    )
+
+
+def split_masks(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
+    from routerlab.sweep import split_items
+
+    return split_items(o, seed=SPLIT_SEED)
+
+
+def scorer_agreement(study: Study, other: str = "label") -> dict[str, float] | None:
+    """How the study's scorer agrees with another (e.g. the judge): Spearman at item and policy level."""
+    o = study.outcomes
+    if other == study.scorer or other not in o.scorers:
+        return None
+    single = o.calls[o.calls["variant"] == "single"]
+    item_level = rank_agreement(single[f"q_{study.scorer}"].tolist(), single[f"q_{other}"].tolist())
+    pol = study.sweep_dev
+    policy_level = rank_agreement(pol[f"quality_{study.scorer}"].tolist(), pol[f"quality_{other}"].tolist())
+    return {"item_level": float(item_level), "policy_level": float(policy_level)}
+
+
+def tier_table(study: Study) -> pd.DataFrame:
+    """The ladder with prices, and each tier alone on the dev split."""
+    from routerlab.pricing import PriceBook
+
+    book = PriceBook()
+    rows = []
+    for i, t in enumerate(study.policy.tiers):
+        p = book.price(t.model, provider=t.pricing_provider, override=t.price)
+        b = study.baselines.iloc[i]
+        rows.append(
+            {
+                "tier": t.name,
+                "model": t.model,
+                "provider": t.provider,
+                "usd_per_mtok_in": float(p.input_usd_per_mtok),
+                "usd_per_mtok_out": float(p.output_usd_per_mtok),
+                "cost_per_1k_usd": float(b["cost_per_1k_usd"]),
+                "quality": float(b["quality"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def single_tier_rows(study: Study, mask: np.ndarray) -> list[pd.Series]:
+    return [
+        evaluate(study.outcomes, single_tier_point(study.outcomes, i), mask=mask, bootstrap=1000)
+        for i in range(len(study.outcomes.tiers))
+    ]
+
+
+def write_outputs(
+    study: Study,
+    *,
+    reports_dir: str | os.PathLike[str] | None = None,
+    policies_dir: str | os.PathLike[str] | None = None,
+    date: str | None = None,
+) -> dict[str, Path]:
+    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from routerlab.plots import plot_frontier
+    from routerlab.report import render_report
+
+    base = workspace_root()
+    rdir = Path(reports_dir) if reports_dir is not None else base / "reports" / study.name
+    pdir = Path(policies_dir) if policies_dir is not None else base / "policies"
+    rdir.mkdir(parents=True, exist_ok=True)
+    pdir.mkdir(parents=True, exist_ok=True)
+    policy_path = pdir / f"{study.name}.json"
+    export_policy(
+        study.outcomes,
+        study.choice,
+        policy_path,
+        evalset_sha256=evalset_sha256(study.evalset_path),
+        dataset=study.name,
+        split_seed=SPLIT_SEED,
+        date=date,
+    )
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    plot_frontier(
+        ax,
+        study.sweep_dev,
+        study.frontier,
+        quality=study.scorer,
+        baselines=study.baselines,
+        mix=study.mix,
+        oracle=study.oracle,
+        chosen=study.choice.dev,
+        quality_label=study.quality_label,
+        title=f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
+    )
+    fig.tight_layout()
+    png = rdir / "frontier.png"
+    tmp = png.with_name(".frontier.png.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, png)
+    md = rdir / "report.md"
+    from routerlab.policy import atomic_write_text
+
+    atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
+    return {"report": md, "frontier": png, "policy": policy_path}
+
+
+def study_summary(study: Study) -> dict[str, Any]:
+    """A few headline numbers (for the demo's console output)."""
+    m = study.choice.metrics()
+    return {
+        "dataset": study.name,
+        "scorer": study.scorer,
+        "chosen": study.choice.point.label(),
+        "dev_quality_share": m["dev"]["quality_share_of_premium"],
+        "test_quality_share": m["test"]["quality_share_of_premium"],
+        "test_cost_reduction": m["test"]["cost_reduction_vs_premium"],
+    }
