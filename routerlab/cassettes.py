@@ -339,6 +339,7 @@ def _record_item(
             spec = need.spec
             for _ in range(need.count):
                 played_before = cassette.play_count
+                stored_before = len(cassette.data)
                 if timer is not None:
                     timer.started = time.perf_counter()
                 req = http.build_request(
@@ -360,6 +361,10 @@ def _record_item(
                 if cassette.play_count > played_before:
                     report.requests_replayed += 1
                     continue
+                # A resumed cassette is "rewound", and vcrpy would then play this new recording to the next
+                # identical request (Anthropic's k samples): mark it played so each one is recorded.
+                for idx in range(stored_before, len(cassette.data)):
+                    cassette.play_counts[idx] += 1
                 report.requests_recorded += 1
                 adapter = get_adapter(tier.provider)
                 try:
@@ -386,11 +391,14 @@ def write_manifest(out: Path, policy: RouterPolicy, ks: Sequence[int], **extra: 
     """Write ``manifest.json``: the ladder and settings the cassettes were recorded with."""
     from routerlab.policy import policy_to_dict
 
+    policy_data = policy_to_dict(policy)
+    for t in policy_data["tiers"]:  # a key in a base_url's query string must not reach the file either
+        t["base_url"] = _strip_secret_query(t["base_url"])
     data = {
         "format": "routerlab-cassettes/1",
         "layout": "one vcrpy JSON cassette per item: <item id>.json",
         "ks": list(ks),
-        "policy": policy_to_dict(policy),
+        "policy": policy_data,
         **{k: v for k, v in extra.items() if v is not None},
     }
     atomic_write_text(out / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -113,7 +113,9 @@ def make_ladder(source_models: Sequence[str]) -> list[Rung]:
     return rungs
 
 
-def ladder_policy(rungs: Sequence[Rung], *, name: str, k: int = 2, consistency: bool = True) -> RouterPolicy:
+def ladder_policy(
+    rungs: Sequence[Rung], *, name: str, k: int = 2, consistency: bool = True, similarity: str = "difflib"
+) -> RouterPolicy:
     """The recording policy for a ladder: single calls at temperature 0, k samples at 0.7.
 
     Without ``consistency`` (a dataset with one answer per model) no class
@@ -138,7 +140,12 @@ def ladder_policy(rungs: Sequence[Rung], *, name: str, k: int = 2, consistency: 
             "schema_version": 1,
             "name": name,
             "tiers": tiers,
-            "confidence": {"k": k, "temperature": SAMPLE_TEMPERATURE, **({} if consistency else {"classes": []})},
+            "confidence": {
+                "k": k,
+                "temperature": SAMPLE_TEMPERATURE,
+                "similarity": similarity,
+                **({} if consistency else {"classes": []}),
+            },
             "provenance": {"ladder_source_models": [r.source_model for r in rungs]},
         }
     )
@@ -349,7 +356,14 @@ class ImportResult:
 
 
 def workspace_root() -> Path:
-    """The checkout's root when running from one, else the current directory."""
+    """Where data/imported, cassettes, reports and policies live.
+
+    ``$ROUTERLAB_WORKSPACE`` when set; else the checkout's root when running
+    from one; else the current directory.
+    """
+    env = os.environ.get("ROUTERLAB_WORKSPACE")
+    if env:
+        return Path(env)
     here = Path(__file__).resolve().parent.parent
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
@@ -363,6 +377,7 @@ def import_outputs(
     ks: Sequence[int] = (2,),
     force: bool = False,
     progress: bool = True,
+    similarity: str = "difflib",
 ) -> ImportResult:
     """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
     ``cassettes/<name>/`` (one vcrpy cassette per item)."""
@@ -399,7 +414,7 @@ def import_outputs(
         raise DataError(f"no rows for the ladder models {sorted(wanted)}")
     limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
     sampled = all(limits[i] >= min(ks) for i in range(len(ladder) - 1))
-    policy = ladder_policy(ladder, name=name, k=min(ks), consistency=sampled)
+    policy = ladder_policy(ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity)
     out_data = base / "data" / "imported" / name
     cassettes = base / "cassettes" / name
     evalset_path = out_data / "evalset.jsonl"
@@ -587,4 +602,7 @@ def import_dataset(
     rows = dataset_rows(name, mirror=mirror, progress=progress)
     if ks is None:
         ks = (2,)
-    return import_outputs(rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress)
+    similarity = "answer" if name == "mot_date" else "difflib"  # short final answers: compare those
+    return import_outputs(
+        rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress, similarity=similarity
+    )
