@@ -252,3 +252,93 @@ def study_summary(study: Study) -> dict[str, Any]:
         "test_quality_share": m["test"]["quality_share_of_premium"],
         "test_cost_reduction": m["test"]["cost_reduction_vs_premium"],
     }
+
+
+def capture_summary(o: Outcomes) -> pd.DataFrame:
+    """What the cassettes hold, per tier and call kind: items, requests, samples, tokens, spend, errors."""
+    c = o.calls.assign(samples=o.calls["k"], errors=o.calls["error_kind"].notna())
+    g = c.groupby(["tier_index", "tier", "model", "variant"], sort=True)
+    out = g.agg(
+        items=("item_id", "nunique"),
+        requests=("n_requests", "sum"),
+        samples=("samples", "sum"),
+        input_tokens=("input_tokens", "sum"),
+        output_tokens=("output_tokens", "sum"),
+        spend_usd=("cost_usd", "sum"),
+        errors=("errors", "sum"),
+        usage_estimated=("usage_estimated", "mean"),
+    ).reset_index()
+    return out
+
+
+def route_examples(policy: RouterPolicy, cassettes: Path, items: list[EvalItem], n: int = 5) -> pd.DataFrame:
+    """Route the first ``n`` items through the production router from the cassettes; one row per attempt."""
+    from routerlab.cassettes import replay_items
+
+    rows: list[dict[str, Any]] = []
+    for item, res in replay_items(policy, cassettes, items[:n], keep_errors=True):
+        if isinstance(res, Exception):
+            rows.append({"item_id": item.id, "tier": None, "outcome": f"error: {res}"})
+            continue
+        for a in res.attempts:
+            rows.append(
+                {
+                    "item_id": item.id,
+                    "complexity": res.complexity,
+                    "tier": a.tier,
+                    "model": a.model,
+                    "outcome": a.outcome,
+                    "calls": a.calls,
+                    "similarity": a.similarity,
+                    "input_tokens": a.usage.input_tokens,
+                    "output_tokens": a.usage.output_tokens,
+                    "cost_usd": float(a.cost_usd),
+                    "route_cost_usd": float(res.cost_usd),
+                    "answer": res.text[:80],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def missing_keys(policy: RouterPolicy) -> list[str]:
+    """The API-key environment variables a policy needs that are not set (recording needs none missing)."""
+    return sorted({t.api_key_env for t in policy.tiers if t.api_key_env and not os.environ.get(t.api_key_env)})
+
+
+def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) -> Any:
+    """The frontier plot of a study as a matplotlib Figure (for notebooks)."""
+    import matplotlib.pyplot as plt
+
+    from routerlab.plots import plot_frontier
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    plot_frontier(
+        ax,
+        study.sweep_dev,
+        study.frontier,
+        quality=study.scorer,
+        baselines=study.baselines,
+        mix=study.mix,
+        oracle=study.oracle,
+        chosen=study.choice.dev,
+        quality_label=study.quality_label,
+        title=f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def choice_table(study: Study) -> pd.DataFrame:
+    """The chosen policy's numbers on the dev and test splits, side by side."""
+    m = study.choice.metrics()
+    return pd.DataFrame(
+        {split: {k: (str(v) if isinstance(v, list) else v) for k, v in m[split].items()} for split in ("dev", "test")}
+    )
+
+
+def frontier_table(study: Study) -> pd.DataFrame:
+    """The frontier policies with their cost, quality (and CI), escalation rate and tier mix."""
+    q = f"quality_{study.scorer}"
+    cols = ["label", "cost_per_1k_usd", q, f"{q}_lo", f"{q}_hi", "escalation_rate", "premium_call_share"]
+    cols += [c for c in study.frontier.columns if c.startswith("share_tier_")]
+    return study.frontier[cols].reset_index(drop=True)

@@ -1,0 +1,172 @@
+"""The interactive policy explorer (ipywidgets) for JupyterLab.
+
+Sliders for each non-final tier's consistency threshold, a similarity
+selector, a start-tier selector per complexity class, a cascade toggle and a
+cost cap. Every change re-evaluates that one policy on the outcome table
+(:func:`routerlab.sweep.evaluate`, milliseconds; not a re-sweep), moves the
+highlighted point on the frontier plot and refreshes the numbers table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import pandas as pd
+
+from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.sweep import NO_CHECK, PolicyPoint, evaluate
+
+if TYPE_CHECKING:
+    from routerlab.workbench import Study
+
+
+class Explorer:
+    """Build with a :class:`~routerlab.workbench.Study`; display ``explorer.widget``."""
+
+    def __init__(self, study: Study, *, start: PolicyPoint | None = None, plot: bool = True) -> None:
+        self.study = study
+        o = study.outcomes
+        pt = start or study.choice.point
+        has_samples = bool(o.ks)
+        sims = [*o.similarities, NO_CHECK] if has_samples else [NO_CHECK]
+        self.similarity = w.Dropdown(
+            options=sims, value=pt.similarity if pt.similarity in sims else sims[0], description="similarity"
+        )
+        self.thresholds = [
+            w.FloatSlider(
+                value=pt.thresholds[i] if pt.thresholds else 0.75,
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                description=f"threshold {o.tiers[i]}",
+                continuous_update=False,
+                readout_format=".2f",
+                style={"description_width": "initial"},
+                disabled=not has_samples,
+            )
+            for i in range(len(o.tiers) - 1)
+        ]
+        tier_opts = [(name, i) for i, name in enumerate(o.tiers)]
+        self.starts = [
+            w.Dropdown(options=tier_opts, value=pt.start[i], description=f"{c} starts at")
+            for i, c in enumerate(COMPLEXITY_CLASSES)
+        ]
+        for d in self.starts:
+            d.style = {"description_width": "initial"}
+        self.cascade = w.Checkbox(value=pt.cascade, description="cascade (escalate on doubt)")
+        self.cap = w.Text(
+            value="" if pt.cap_usd is None else str(pt.cap_usd),
+            description="cost cap USD",
+            placeholder="none",
+            continuous_update=False,
+        )
+        self.k = pt.k if pt.k in o.ks else (o.ks[0] if o.ks else 2)
+        self.classes = pt.classes
+        self.table = w.HTML()
+        self.table.add_class("routerlab-explorer-table")
+        self.status = w.HTML()
+        self.plot_out = w.Output()
+        self.current: pd.Series | None = None
+        self._fig: Any = None
+        self._marker: Any = None
+        controls = [self.similarity, *self.thresholds, *self.starts, self.cascade, self.cap]
+        for c in controls:
+            c.observe(self._changed, names="value")
+        self.widget = w.HBox(
+            [w.VBox([*controls, self.status, self.table], layout=w.Layout(min_width="380px")), self.plot_out]
+        )
+        if plot:
+            self._draw()
+        self.update()
+
+    def point(self) -> PolicyPoint:
+        """The policy the controls describe."""
+        cap_text = self.cap.value.strip()
+        try:
+            cap = Decimal(cap_text) if cap_text else None
+        except InvalidOperation:
+            cap = None
+        sim = self.similarity.value
+        return PolicyPoint(
+            start=tuple(int(d.value) for d in self.starts),
+            cascade=bool(self.cascade.value),
+            similarity=sim,
+            k=self.k,
+            classes=self.classes,
+            thresholds=tuple(round(float(s.value), 4) for s in self.thresholds) if sim != NO_CHECK else (),
+            cap_usd=cap if cap is None or cap > 0 else None,
+        )
+
+    def _changed(self, change: dict[str, Any]) -> None:
+        self.update()
+
+    def update(self) -> pd.Series:
+        """Evaluate the policy the controls describe on the dev split; refresh table and plot."""
+        pt = self.point()
+        starts = [int(d.value) for d in self.starts]
+        if starts != sorted(starts):
+            self.status.value = "<i>note: start tiers are not monotone (simple &le; medium &le; complex)</i>"
+        else:
+            self.status.value = ""
+        row = evaluate(self.study.outcomes, pt, mask=self.study.dev, bootstrap=200)
+        self.current = row
+        self.table.value = self._table_html(row)
+        self._move_marker(row)
+        return row
+
+    def _table_html(self, row: pd.Series) -> str:
+        q = f"quality_{self.study.scorer}"
+        prem = self.study.choice.premium_dev
+        mix = ", ".join(f"{t} {row[f'share_tier_{i}']:.0%}" for i, t in enumerate(self.study.outcomes.tiers))
+        cells = [
+            ("cost (USD per 1k queries)", f"{row['cost_per_1k_usd']:.4f}"),
+            (f"quality ({self.study.scorer})", f"{row[q]:.4f} [{row[q + '_lo']:.4f}, {row[q + '_hi']:.4f}]"),
+            ("share of premium quality", f"{row[q] / prem[q]:.1%}"),
+            ("cost vs all-premium", f"{row['cost_per_1k_usd'] / prem['cost_per_1k_usd']:.1%}"),
+            ("escalation rate", f"{row['escalation_rate']:.1%}"),
+            ("tier mix", mix),
+            ("failed routes", f"{row['failure_rate']:.1%}"),
+        ]
+        body = "".join(f"<tr><td>{k}</td><td class='v' data-metric='{k}'>{v}</td></tr>" for k, v in cells)
+        return f"<table class='routerlab-numbers'>{body}</table>"
+
+    def _draw(self) -> None:
+        import matplotlib.pyplot as plt
+
+        from routerlab.plots import plot_frontier
+
+        st = self.study
+        with plt.ioff():
+            fig, ax = plt.subplots(figsize=(7.5, 5), dpi=90)
+        plot_frontier(
+            ax,
+            st.sweep_dev,
+            st.frontier,
+            quality=st.scorer,
+            baselines=st.baselines,
+            mix=st.mix,
+            oracle=st.oracle,
+            chosen=st.choice.dev,
+            quality_label=st.quality_label,
+            title=f"{st.name}: dev split; purple = the explorer's policy",
+        )
+        (self._marker,) = ax.plot([], [], "o", ms=13, mfc="none", mec="#9467bd", mew=3, zorder=9)
+        fig.tight_layout()
+        self._fig = fig
+
+    def _move_marker(self, row: pd.Series) -> None:
+        if self._fig is None:
+            return
+        from IPython.display import display
+
+        self._marker.set_data([row["cost_per_1k_usd"]], [row[f"quality_{self.study.scorer}"]])
+        with self.plot_out:
+            self.plot_out.clear_output(wait=True)
+            display(self._fig)  # type: ignore[no-untyped-call]
+
+
+def explorer(study: Study, **kwargs: Any) -> Explorer:
+    """An :class:`Explorer` for ``study``; display ``.widget`` in a notebook."""
+    return Explorer(study, **kwargs)
