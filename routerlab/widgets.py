@@ -28,7 +28,7 @@ class Explorer:
     def __init__(self, study: Study, *, start: PolicyPoint | None = None, plot: bool = True) -> None:
         self.study = study
         o = study.outcomes
-        pt = start or study.choice.point
+        pt = start or default_start(study)
         has_samples = bool(o.ks)
         sims = [*o.similarities, NO_CHECK] if has_samples else [NO_CHECK]
         self.similarity = w.Dropdown(
@@ -165,6 +165,17 @@ class Explorer:
         with self.plot_out:
             self.plot_out.clear_output(wait=True)
             display(self._fig)  # type: ignore[no-untyped-call]
+
+
+def default_start(study: Study) -> PolicyPoint:
+    """The chosen policy, or (when it checks nothing, e.g. all-premium) the best frontier policy that does."""
+    from routerlab.sweep import points_of
+
+    if study.choice.point.similarity != NO_CHECK:
+        return study.choice.point
+    points = points_of(study.sweep_dev)
+    checked = [points[int(i)] for i in study.frontier["policy_id"] if points[int(i)].similarity != NO_CHECK]
+    return checked[-1] if checked else study.choice.point
 
 
 def explorer(study: Study, **kwargs: Any) -> Explorer:

@@ -132,8 +132,17 @@ def run_study(
         mix=random_mix(baselines),
         oracle=oracle_point(per_dev),
         choice=choice,
-        metrics=metrics_table(sweep_dev, per_dev, quality=q, tier_names=o.tiers),
+        metrics=_rounded(metrics_table(sweep_dev, per_dev, quality=q, tier_names=o.tiers)),
     )
+
+
+def _rounded(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
+    """Round float columns (and turn -0.0 into 0.0) so float noise like -2.2e-16 reads as 0."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(digits) + 0.0
+    return out
 
 
 def split_masks(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
