@@ -230,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="public model outputs: list, fetch, import")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    ls = dsub.add_parser("list", help="the registered datasets, with sources, sizes and licenses")
+    ls = dsub.add_parser(
+        "list",
+        help="the registered datasets, with sources, sizes and licenses",
+        description="Print each registered public dataset: its pinned source (repository and "
+        "commit), files with sizes and sha256, and license notes.",
+    )
     ls.set_defaults(func=_data_list)
     mirror_help = (
         "a folder laid out like raw.githubusercontent.com (default: $ROUTERLAB_MIRROR, else "

@@ -1,0 +1,103 @@
+"""Choosing, exporting and reporting: provenance round trip, model-mismatch refusal, reproducible reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_mirror
+
+from routerlab import ModelMismatchError, dump_policy, load_policy
+from routerlab.export import choose, export_policy, premium_point
+from routerlab.sweep import evaluate, point_from_policy
+from routerlab.workbench import SPLIT_SEED, run_study, write_outputs
+
+
+@pytest.fixture(scope="module")
+def study(imported: Any) -> Any:
+    require_mirror()
+    ws = imported("mot_date").root
+    return run_study("mot_date", root=ws, progress=False, bootstrap=300)
+
+
+def test_choice_is_the_cheapest_policy_above_the_floor(study: Any) -> None:
+    q = "quality_exact"
+    for floor in (0.8, 0.9):
+        c = choose(
+            study.outcomes, study.sweep_dev, scorer="exact", floor=floor, dev=study.dev, test=study.test, bootstrap=100
+        )
+        prem = c.premium_dev[q]
+        assert c.dev[q] >= floor * prem
+        ok = study.sweep_dev[(study.sweep_dev[q] >= floor * prem) & (study.sweep_dev["failure_rate"] == 0)]
+        assert c.dev["cost_per_1k_usd"] == pytest.approx(ok["cost_per_1k_usd"].min())
+        assert c.test["n_items"] == int(study.test.sum())  # test numbers are on the held-out split
+
+
+def test_export_round_trip_with_provenance_and_model_mismatch(study: Any, tmp_path: Path) -> None:
+    path = tmp_path / "tuned.json"
+    policy = export_policy(
+        study.outcomes,
+        study.choice,
+        path,
+        evalset_sha256="abc",
+        dataset="mot_date",
+        split_seed=SPLIT_SEED,
+        date="2026-11-28",
+    )
+    loaded = load_policy(path)
+    assert loaded == policy
+    prov = loaded.provenance
+    assert prov["tier_models"] == ["meta-llama/Llama-2-13b-chat-hf", "gpt-3.5-turbo", "gpt-4"]
+    assert prov["price_source"].startswith("genai-prices")
+    assert prov["scorer"] == "exact" and prov["evalset_sha256"] == "abc" and prov["date"] == "2026-11-28"
+    assert set(prov["metrics"]) == {"dev", "test"} and len(prov["metrics"]["test"]["quality_ci95"]) == 2
+    assert point_from_policy(loaded) == study.choice.point
+    # the loaded policy evaluates to the numbers its provenance claims
+    dev = evaluate(study.outcomes, point_from_policy(loaded), mask=study.dev, bootstrap=0)
+    assert dev["quality_exact"] == pytest.approx(prov["metrics"]["dev"]["quality"], abs=1e-6)
+    # a router for other models must not silently load it
+    with pytest.raises(ModelMismatchError, match="tuned on"):
+        load_policy(path, expect_models=("gpt-4o-mini", "gpt-4o", "claude-3-opus-20240229"))
+    assert load_policy(path, expect_models=("gpt-4o-mini", "gpt-4o", "x"), force=True) == policy
+    # editing the tiers of a tuned file is refused too
+    data = json.loads(path.read_text())
+    data["tiers"][0]["model"] = "gpt-4o-mini"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelMismatchError):
+        load_policy(path)
+    assert load_policy(path, force=True).tiers[0].model == "gpt-4o-mini"
+
+
+def test_premium_point_is_all_premium(study: Any) -> None:
+    row = evaluate(study.outcomes, premium_point(study.outcomes), mask=study.dev, bootstrap=0)
+    assert row["share_tier_2"] == 1.0 and row["premium_call_share"] == 1.0
+
+
+def test_reports_are_reproduced_exactly(study: Any, imported: Any, tmp_path: Path) -> None:
+    ws = imported("mot_date").root
+    a = write_outputs(study, reports_dir=tmp_path / "a", policies_dir=tmp_path / "pa", date="2026-11-28")
+    again = run_study("mot_date", root=ws, progress=False, bootstrap=300)
+    b = write_outputs(again, reports_dir=tmp_path / "b", policies_dir=tmp_path / "pb", date="2026-11-28")
+    assert a["report"].read_text() == b["report"].read_text()
+    assert a["policy"].read_bytes() == b["policy"].read_bytes()
+    text = a["report"].read_text()
+    for needle in (
+        "All-premium",
+        "Oracle",
+        "Random mix",
+        "Chosen policy",
+        "| dev |",
+        "| test |",
+        "apgr_calls",
+        "frontier.png",
+    ):
+        assert needle in text
+    assert a["frontier"].stat().st_size > 20_000
+
+
+def test_dump_policy_of_a_point_loads_in_production(study: Any, tmp_path: Path) -> None:
+    p = study.choice.point.to_policy(study.policy)
+    dump_policy(p, tmp_path / "p.json")
+    assert load_policy(tmp_path / "p.json") == p
