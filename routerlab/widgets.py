@@ -135,23 +135,12 @@ class Explorer:
     def _draw(self) -> None:
         import matplotlib.pyplot as plt
 
-        from routerlab.plots import plot_frontier
+        from routerlab.workbench import plot_study
 
         st = self.study
         with plt.ioff():
             fig, ax = plt.subplots(figsize=(7.5, 5), dpi=90)
-        plot_frontier(
-            ax,
-            st.sweep_dev,
-            st.frontier,
-            quality=st.scorer,
-            baselines=st.baselines,
-            mix=st.mix,
-            oracle=st.oracle,
-            chosen=st.choice.dev,
-            quality_label=st.quality_label,
-            title=f"{st.name}: dev split; purple = the explorer's policy",
-        )
+        plot_study(ax, st, title=f"{st.name}: dev split; purple = the explorer's policy")
         (self._marker,) = ax.plot([], [], "o", ms=13, mfc="none", mec="#9467bd", mew=3, zorder=9)
         fig.tight_layout()
         self._fig = fig

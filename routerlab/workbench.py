@@ -206,7 +206,6 @@ def write_outputs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from routerlab.plots import plot_frontier
     from routerlab.report import render_report
 
     base = workspace_root()
@@ -224,20 +223,7 @@ def write_outputs(
         split_seed=SPLIT_SEED,
         date=date,
     )
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
-    plot_frontier(
-        ax,
-        study.sweep_dev,
-        study.frontier,
-        quality=study.scorer,
-        baselines=study.baselines,
-        mix=study.mix,
-        oracle=study.oracle,
-        chosen=study.choice.dev,
-        quality_label=study.quality_label,
-        title=f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
-    )
-    fig.tight_layout()
+    fig = frontier_figure(study)
     png = rdir / "frontier.png"
     tmp = png.with_name(".frontier.png.tmp")
     fig.savefig(tmp, format="png")
@@ -314,14 +300,11 @@ def missing_keys(policy: RouterPolicy) -> list[str]:
     return sorted({t.api_key_env for t in policy.tiers if t.api_key_env and not os.environ.get(t.api_key_env)})
 
 
-def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) -> Any:
-    """The frontier plot of a study as a matplotlib Figure (for notebooks)."""
-    import matplotlib.pyplot as plt
-
+def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
+    """The study's frontier, baselines and chosen policy on ``ax`` (see :func:`routerlab.plots.plot_frontier`)."""
     from routerlab.plots import plot_frontier
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    plot_frontier(
+    return plot_frontier(
         ax,
         study.sweep_dev,
         study.frontier,
@@ -331,8 +314,16 @@ def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) ->
         oracle=study.oracle,
         chosen=study.choice.dev,
         quality_label=study.quality_label,
-        title=f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
+        title=title or f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
     )
+
+
+def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) -> Any:
+    """The frontier plot of a study as a matplotlib Figure (for notebooks)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    plot_study(ax, study)
     fig.tight_layout()
     return fig
 
