@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Public datasets are read from this mirror when it exists (CI provides it), else downloaded.
 export ROUTERLAB_MIRROR ?= $(abspath ../shared/datasets/github)
 
-.PHONY: install demo test lint lab clean
+.PHONY: install demo test lint lab bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check routerlab tests benchmarks
 	$(VENV)/bin/mypy routerlab
+
+bench: install
+	cd benchmarks && for b in bench_replay bench_sweep bench_rouge bench_overhead; do ../$(PY) $$b.py || exit 1; done
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
