@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Public datasets are read from this mirror when it exists (CI provides it), else downloaded.
-export ROUTERLAB_MIRROR ?= $(abspath ../shared/datasets/github)
+# Public datasets are read from the mirror beside the repo when it exists (CI provides it), else downloaded
+# from their pinned public URLs. An explicit ROUTERLAB_MIRROR in the environment wins.
+MIRROR_BESIDE := $(abspath ../shared/datasets/github)
+ifneq ($(wildcard $(MIRROR_BESIDE)),)
+export ROUTERLAB_MIRROR ?= $(MIRROR_BESIDE)
+endif
 
 .PHONY: install demo test lint lab bench clean
 

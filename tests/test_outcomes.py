@@ -1,0 +1,140 @@
+"""The outcome table: schema, exact costs, Parquet cache keyed by cassettes and settings, custom scorers."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from routerlab.cassettes import cassette_name, record
+from routerlab.evalset import EvalItem
+from routerlab.fakes import FakeProviders
+from routerlab.outcomes import PICO, build_outcomes
+from routerlab.policy import policy_from_dict
+from routerlab.pricing import cost_usd
+from routerlab.scoring import register_scorer
+from routerlab.types import Usage
+
+POLICY = {
+    "schema_version": 1,
+    "tiers": [
+        {
+            "name": "cheap",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": "https://api.openai.com/v1",
+            "api_key_env": "OPENAI_API_KEY",
+            "max_tokens": 50,
+        },
+        {
+            "name": "mid",
+            "provider": "anthropic",
+            "model": "claude-3-5-sonnet-20240620",
+            "base_url": "https://api.anthropic.com",
+            "api_key_env": "ANTHROPIC_API_KEY",
+            "max_tokens": 50,
+        },
+    ],
+    "confidence": {"k": 2, "temperature": 0.7},
+}
+ITEMS = [
+    EvalItem.from_prompt(f"q{i}", f"What is {i} plus {i}?", reference=f"{2 * i}", answer=f"{2 * i}") for i in range(4)
+]
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> tuple[Any, Path]:
+    policy = policy_from_dict(POLICY)
+    fake = FakeProviders()
+    for i in range(4):
+        fake.enqueue(
+            "gpt-4o-mini", f"A: {2 * i}", f"A: {2 * i}", f"A: {2 * i + (i % 2)}", input_tokens=12, output_tokens=4
+        )
+        fake.enqueue("claude-3-5-sonnet-20240620", f"A: {2 * i}", input_tokens=15, output_tokens=5)
+    out = tmp_path / "cassettes"
+    record(
+        ITEMS,
+        policy,
+        out,
+        client=httpx.Client(transport=fake.transport()),
+        progress=False,
+        api_keys={"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"},
+    )
+    return policy, out
+
+
+def test_schema_and_exact_costs(recorded: tuple[Any, Path], tmp_path: Path) -> None:
+    policy, cdir = recorded
+    o = build_outcomes(ITEMS, policy, cdir, scorers=["exact", "rougeL"], cache_dir=tmp_path / "cache", progress=False)
+    calls = o.calls
+    for col in (
+        "item_id",
+        "complexity",
+        "tier_index",
+        "tier",
+        "model",
+        "variant",
+        "k",
+        "n_requests",
+        "error_kind",
+        "cost_usd",
+        "cost_pico",
+        "worst_pico",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "latency_ms",
+        "latency_estimated",
+        "usage_estimated",
+        "agree_difflib",
+        "agree_rougeL",
+        "agree_answer",
+        "q_exact",
+        "q_rougeL",
+        "text",
+    ):
+        assert col in calls.columns, col
+    assert sorted(calls["variant"].unique()) == ["k2", "single"]
+    assert len(calls) == 4 * 3  # single on both tiers + k2 on the non-final one
+    single0 = calls[(calls["variant"] == "single") & (calls["tier_index"] == 0)].iloc[0]
+    want = cost_usd(Usage(input_tokens=12, output_tokens=4), "gpt-4o-mini")
+    assert Decimal(int(single0["cost_pico"])) / PICO == want
+    k2 = calls[calls["variant"] == "k2"].set_index("item_id")
+    assert k2.loc["q0", "agree_answer"] == 1.0 and k2.loc["q1", "agree_answer"] == 0.0
+    assert not calls["latency_estimated"].any()  # recorded latencies came with the cassettes
+    assert set(o.samples.columns) >= {"item_id", "tier_index", "variant", "sample", "text", "q_exact"}
+    assert len(o.samples) == 4 * (1 + 2 + 1)
+
+
+def test_cached_and_rebuilt_when_a_cassette_changes(recorded: tuple[Any, Path], tmp_path: Path) -> None:
+    policy, cdir = recorded
+    cache = tmp_path / "cache"
+    a = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and all(f.startswith(a.key) for f in files)
+    b = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
+    assert b.key == a.key and b.calls.equals(a.calls)
+    path = cdir / cassette_name("q0")
+    data = json.loads(path.read_text())
+    data["interactions"][0]["response"]["body"]["string"] = data["interactions"][0]["response"]["body"][
+        "string"
+    ].replace("A: 0", "A: 7")
+    path.write_text(json.dumps(data))
+    c = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
+    assert c.key != a.key
+    assert "A: 7" in c.calls["text"].tolist()
+    d = build_outcomes(ITEMS, policy, cdir, scorers=["exact", "rougeL"], cache_dir=cache, progress=False)
+    assert d.key != c.key  # settings are part of the key too
+
+
+def test_custom_scorer(recorded: tuple[Any, Path], tmp_path: Path) -> None:
+    policy, cdir = recorded
+    register_scorer("short", lambda item, text, model: 1.0 if len(text) < 5 else 0.0, replace=True)
+    o = build_outcomes(ITEMS, policy, cdir, scorers=["short"], cache_dir=tmp_path / "c", progress=False)
+    assert set(o.calls["q_short"].unique()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="identifier"):
+        register_scorer("not a name", lambda i, t, m: 0.0)
