@@ -101,8 +101,9 @@ def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
     ax.annotate(
         f"{name}: ${x:.3g}/1k, {y:.3f}",
         (x, y),
-        xytext=(10, -18),
+        xytext=(-14, -26),
         textcoords="offset points",
+        ha="right",
         fontsize=9,
         color=color,
         fontweight="bold",
