@@ -58,7 +58,7 @@ from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
 from routerlab.providers import get_adapter
 from routerlab.router import effective_max_tokens, estimate_input_tokens, tier_requests, worst_case_cost_usd
-from routerlab.scoring import get_scorer
+from routerlab.scoring import get_scorer, scorer_fingerprint
 from routerlab.types import Completion, Usage
 
 PICO = Decimal(10) ** 12
@@ -193,8 +193,9 @@ def outcome_key(
         pd_.pop(k, None)  # the sweep varies these; the tables do not depend on them...
     pd_["max_tokens_by_class"] = {c: r.max_tokens for c, r in policy.routing.items()}  # ...except max_tokens
     pd_["confidence_temperature"] = policy.confidence.temperature
+    pd_["confidence_answer_pattern"] = policy.confidence.answer_pattern  # the "answer" similarity uses it
     h.update(json.dumps(pd_, sort_keys=True).encode())
-    h.update(json.dumps([list(ks), list(scorers)]).encode())
+    h.update(json.dumps([list(ks), [scorer_fingerprint(s) for s in scorers]]).encode())
     for it in items:
         h.update(json.dumps(it.to_json(), sort_keys=True, ensure_ascii=False).encode())
         p = cassette_dir / cassette_name(it.id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -293,7 +294,7 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
         provider=provider,
         model=r.string(d["model"], f"{path}.model"),
         base_url=base_url,
-        api_key_env=None if d.get("api_key_env") is None else r.string(d["api_key_env"], f"{path}.api_key_env"),
+        api_key_env=_env_name(r, d.get("api_key_env"), f"{path}.api_key_env"),
         timeout_s=r.number(d.get("timeout_s", 15.0), f"{path}.timeout_s", 0.0, 3600.0, lo_open=True),
         max_tokens=r.integer(d.get("max_tokens", 1024), f"{path}.max_tokens", 1, 1_000_000),
         temperature=None if temp is None else r.number(temp, f"{path}.temperature", 0.0, 2.0),
@@ -303,6 +304,19 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
         else r.string(d["price_provider"], f"{path}.price_provider"),
         supports_n=supports_n,
     )
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _env_name(r: _Reader, v: Any, path: str) -> str | None:
+    if v is None:
+        return None
+    name = r.string(v, path)
+    if not _ENV_NAME.fullmatch(name):
+        # Say what is wrong without echoing the value: a pasted key must not land in an error or a log.
+        raise r.fail(path, "must name an environment variable (A-Z, 0-9, _; e.g. OPENAI_API_KEY), not hold a key")
+    return name
 
 
 def _read_policy(data: Any, source: str | None) -> RouterPolicy:
@@ -361,7 +375,6 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
                     f"({t.name!r}, anthropic) cannot return; use consistency",
                 )
     try:
-        import re
 
         re.compile(conf.answer_pattern)
     except re.error as e:
@@ -396,7 +409,6 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
     for key in ("simple_patterns", "complex_patterns"):
         for i, pat in enumerate(getattr(classifier, key)):
             try:
-                import re
 
                 re.compile(pat)
             except re.error as e:
@@ -440,6 +452,16 @@ def _check_cross(p: RouterPolicy, source: str | None) -> None:
         if nm in names[:i]:
             raise PolicyError(
                 f"duplicate tier name {nm!r}; tier names must be unique", field=f"tiers[{i}].name", source=source
+            )
+    endpoints = [(t.provider, t.base_url.rstrip("/"), t.model) for t in p.tiers]
+    for i, ep in enumerate(endpoints):
+        if ep in endpoints[:i]:
+            j = endpoints.index(ep)
+            raise PolicyError(
+                f"tiers {p.tiers[j].name!r} and {p.tiers[i].name!r} call the same model {ep[2]!r} at the same "
+                "endpoint; a ladder needs a different model per tier (they would share one circuit breaker)",
+                field=f"tiers[{i}].model",
+                source=source,
             )
 
 

@@ -16,6 +16,7 @@ Register your own with :func:`register_scorer`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, extract_answer, normalize_answer
@@ -64,6 +65,17 @@ def get_scorer(name: str) -> Scorer:
         return _SCORERS[name]
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(_SCORERS))}") from None
+
+
+def scorer_fingerprint(name: str) -> str:
+    """Name plus a hash of the scorer's code, so a replaced scorer invalidates cached outcome tables."""
+    fn = get_scorer(name)
+    h = hashlib.sha256(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}".encode())
+    code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
+    if code is not None:
+        h.update(code.co_code)
+        h.update(repr(code.co_consts).encode())
+    return f"{name}:{h.hexdigest()[:12]}"
 
 
 def scorer_names() -> list[str]:

@@ -21,8 +21,9 @@ Circuit breakers are not simulated: replays treat items as independent
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -107,8 +108,13 @@ class _Arrays:
     k_lat: np.ndarray
     k_q: dict[str, np.ndarray]
     agree: np.ndarray  # (nsim, nk, N, T-1)
-    k_present: np.ndarray  # (nk,) bool: recorded for every item
-    item_ids: list[str] = field(default_factory=list)
+    k_count: np.ndarray  # (nk,) int: (item, non-final tier) pairs with that k recorded
+
+    @property
+    def k_present(self) -> np.ndarray:
+        """(nk,) bool: that k is recorded for every item at every non-final tier."""
+        present: np.ndarray = self.k_count == self.n * (self.t - 1)
+        return present
 
 
 def _arrays(o: Outcomes) -> _Arrays:
@@ -140,7 +146,7 @@ def _arrays(o: Outcomes) -> _Arrays:
     k_lat = np.zeros((nk, n, tk))
     k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
     agree = np.full((len(sims), nk, n, tk), np.nan)
-    k_present = np.zeros(nk, bool)
+    k_count = np.zeros(nk, np.int64)
     for j, k in enumerate(ks):
         m = (calls["variant"] == f"k{k}").to_numpy()
         k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
@@ -151,7 +157,7 @@ def _arrays(o: Outcomes) -> _Arrays:
             k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
         for si, sim in enumerate(sims):
             agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
-        k_present[j] = m.sum() == n * (t - 1)
+        k_count[j] = int(m.sum())
     cls = o.items["class_index"].to_numpy()
     return _Arrays(
         n,
@@ -170,8 +176,7 @@ def _arrays(o: Outcomes) -> _Arrays:
         k_lat,
         k_q,
         agree,
-        k_present,
-        list(o.items["item_id"]),
+        k_count,
     )
 
 
@@ -200,8 +205,20 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
     sim_idx = np.array([a.sims.index(pt.similarity) if pt.similarity != NO_CHECK else 0 for pt in points])
     k_idx = np.array([a.ks.index(pt.k) if (pt.similarity != NO_CHECK and pt.k in a.ks) else 0 for pt in points])
     for pt in points:
-        if pt.similarity != NO_CHECK and pt.k not in a.ks:
-            raise ValueError(f"k={pt.k} was not recorded; recorded: {a.ks}")
+        if pt.similarity == NO_CHECK:
+            continue
+        if pt.similarity not in a.sims:
+            raise ValueError(f"unknown similarity {pt.similarity!r}; the outcome table has {a.sims}")
+        if pt.k not in a.ks:
+            raise ValueError(f"k={pt.k} was not recorded; recorded: {a.ks or 'none (single answers only)'}")
+        j = a.ks.index(pt.k)
+        if not a.k_present[j]:
+            raise ValueError(
+                f"k={pt.k} samples are recorded for only {a.k_count[j]} of {a.n * (a.t - 1)} (item, non-final tier) "
+                "pairs; complete the recording (`routerlab record` resumes) or sweep without this k"
+            )
+        if len(pt.thresholds) != a.t - 1:
+            raise ValueError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
     thr = np.zeros((p, max(a.t - 1, 1)))
     for i, pt in enumerate(points):
         if pt.similarity != NO_CHECK:
@@ -362,6 +379,13 @@ def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] = (None,), n_thr
     """All monotone start mappings; every similarity with recorded samples; the recorded ks."""
     a = _arrays(o)
     ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
+    for j, k in enumerate(a.ks):
+        if not a.k_present[j]:
+            warnings.warn(
+                f"k={k} samples are recorded for only {a.k_count[j]} of {a.n * (a.t - 1)} (item, non-final tier) "
+                "pairs; the default grid leaves this k out",
+                stacklevel=2,
+            )
     sims = tuple(o.similarities) if ks else ()
     return Grid(tuple(monotone_starts(len(o.tiers))), sims, ks, caps=tuple(caps), n_thresholds=n_thresholds)
 
@@ -514,7 +538,12 @@ def points_of(df: pd.DataFrame) -> list[PolicyPoint]:
 def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
     """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`)."""
     c = policy.confidence
-    check = bool(c.classes) and c.signal == "consistency"
+    if c.classes and c.signal != "consistency":
+        raise ValueError(
+            f"policy {policy.name!r} uses the {c.signal!r} confidence signal; the sweep simulates only the "
+            "two-sample consistency check (or none)"
+        )
+    check = bool(c.classes)
     return PolicyPoint(
         start=tuple(policy.routing[cl].start_tier for cl in COMPLEXITY_CLASSES),
         cascade=policy.cascade,

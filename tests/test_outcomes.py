@@ -138,3 +138,39 @@ def test_custom_scorer(recorded: tuple[Any, Path], tmp_path: Path) -> None:
     assert set(o.calls["q_short"].unique()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="identifier"):
         register_scorer("not a name", lambda i, t, m: 0.0)
+
+
+def test_key_follows_the_answer_pattern_and_a_replaced_scorer(recorded: tuple[Any, Path], tmp_path: Path) -> None:
+    policy, cdir = recorded
+    cache = tmp_path / "cache"
+    register_scorer("keyed", lambda item, text, model: 1.0, replace=True)
+    a = build_outcomes(ITEMS, policy, cdir, scorers=["keyed"], cache_dir=cache, progress=False)
+    assert set(a.calls["q_keyed"]) == {1.0}
+    register_scorer("keyed", lambda item, text, model: 0.0, replace=True)  # same name, new code
+    b = build_outcomes(ITEMS, policy, cdir, scorers=["keyed"], cache_dir=cache, progress=False)
+    assert b.key != a.key and set(b.calls["q_keyed"]) == {0.0}
+    other = policy_from_dict({**POLICY, "confidence": {**POLICY["confidence"], "answer_pattern": r"(A):"}})
+    c = build_outcomes(ITEMS, other, cdir, scorers=["keyed"], cache_dir=cache, progress=False)
+    assert c.key != b.key  # the "answer" agreement depends on the pattern
+    k2 = c.calls[c.calls["variant"] == "k2"]
+    assert (k2["agree_answer"] == 1.0).all()  # every sample's "answer" is now the letter A
+    assert (b.calls[b.calls["variant"] == "k2"]["agree_answer"] == 0.0).any()
+
+
+def test_a_partly_recorded_k_is_refused_by_the_sweep(recorded: tuple[Any, Path], tmp_path: Path) -> None:
+    from dataclasses import replace as dc_replace
+
+    from routerlab.sweep import PolicyPoint, default_grid, evaluate
+
+    policy, cdir = recorded
+    o = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=tmp_path / "c", progress=False)
+    pt = PolicyPoint((0, 0, 0), True, "answer", 2, ("simple", "medium", "complex"), (1.0,))
+    assert evaluate(o, pt, bootstrap=0)["n_items"] == 4
+    partial = dc_replace(o, calls=o.calls.drop(o.calls.index[(o.calls["variant"] == "k2")][:1]))
+    with pytest.raises(ValueError, match="recorded for only 3 of 4"):
+        evaluate(partial, pt, bootstrap=0)
+    with pytest.warns(UserWarning, match="leaves this k out"):
+        grid = default_grid(partial)
+    assert grid.ks == () and grid.similarities == ()
+    with pytest.raises(ValueError, match="k=3 was not recorded"):
+        evaluate(o, dc_replace(pt, k=3), bootstrap=0)

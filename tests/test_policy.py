@@ -830,3 +830,23 @@ def test_policy_from_dict_does_not_mutate_its_input() -> None:
     p = policy_from_dict(d)
     assert d == snapshot
     assert p == policy_from_dict(snapshot)
+
+
+def test_two_tiers_on_the_same_endpoint_and_model_are_refused() -> None:
+    data = example_dict()
+    data["tiers"][2] = {**data["tiers"][0], "name": "again", "base_url": data["tiers"][0]["base_url"] + "/"}
+    err = policy_error(data)
+    assert err.field == "tiers[2].model"
+    assert "same model 'gpt-4o-mini'" in str(err) and "circuit breaker" in str(err)
+    data["tiers"][2]["base_url"] = "https://other.example/v1"  # another endpoint serving the same model is fine
+    assert policy_from_dict(data).tiers[2].name == "again"
+
+
+@pytest.mark.parametrize("value", ["sk-proj-abc123", "openai_api_key", "1KEY", "MY KEY", ""])
+def test_api_key_env_must_be_a_variable_name_and_is_not_echoed(value: str) -> None:
+    data = example_dict()
+    data["tiers"][0]["api_key_env"] = value
+    err = policy_error(data)
+    assert err.field == "tiers[0].api_key_env"
+    if value:
+        assert value not in str(err)

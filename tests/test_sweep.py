@@ -118,7 +118,7 @@ def test_sweep_table_shape_and_ci(imported: object) -> None:
     shares = df[[c for c in df.columns if c.startswith("share_tier_")]].sum(axis=1) + df["failure_rate"]
     assert np.allclose(shares, 1.0)
     again = sweep(ds.outcomes, mask=dev, bootstrap=100)
-    assert again.drop(columns=[]).equals(df)  # seeded: identical
+    assert again.equals(df)  # seeded: identical
 
 
 def test_cap_changes_decisions(imported: object) -> None:
@@ -134,3 +134,12 @@ def test_cap_changes_decisions(imported: object) -> None:
     )
     assert capped["share_tier_2"] == 0 < free["share_tier_2"]
     assert capped["cost_usd_mean"] < free["cost_usd_mean"]
+
+
+def test_point_from_policy_refuses_the_logprob_signal(imported: object) -> None:
+    from dataclasses import replace
+
+    ds = imported("mot_date")  # type: ignore[operator]
+    conf = replace(ds.policy.confidence, signal="logprob", logprob_thresholds=(-0.5,) * (len(ds.policy.tiers) - 1))
+    with pytest.raises(ValueError, match="logprob"):
+        point_from_policy(ds.policy.with_changes(confidence=conf))
