@@ -375,7 +375,6 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
                     f"({t.name!r}, anthropic) cannot return; use consistency",
                 )
     try:
-
         re.compile(conf.answer_pattern)
     except re.error as e:
         raise r.fail("confidence.answer_pattern", f"is not a valid regular expression: {e}") from None
@@ -409,7 +408,6 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
     for key in ("simple_patterns", "complex_patterns"):
         for i, pat in enumerate(getattr(classifier, key)):
             try:
-
                 re.compile(pat)
             except re.error as e:
                 raise r.fail(f"classifier.{key}[{i}]", f"is not a valid regular expression: {e}") from None
