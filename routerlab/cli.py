@@ -13,6 +13,38 @@ from typing import Any
 from routerlab.errors import RouterlabError
 
 
+def _ks(value: str) -> tuple[int, ...]:
+    """``--k 2,3``: sample counts for the consistency check, each at least 2."""
+    try:
+        ks = tuple(int(k) for k in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 2,3; got {value!r}") from None
+    if not ks or any(k < 2 for k in ks):
+        raise argparse.ArgumentTypeError(f"a consistency check needs at least 2 samples; got {value!r}")
+    return tuple(sorted(set(ks)))
+
+
+def _floor(value: str) -> float:
+    """``--floor 0.95``: a share of the all-premium quality, in (0, 1]."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.95; got {value!r}") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share of premium quality in (0, 1], e.g. 0.95; got {value!r}")
+    return x
+
+
+def _grid_points(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {value!r}") from None
+    if not 2 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 64; got {value!r}")
+    return n
+
+
 def _data_list(args: argparse.Namespace) -> int:
     from routerlab import datasets
 
@@ -35,9 +67,14 @@ def _data_import(args: argparse.Namespace) -> int:
     from routerlab.importers import import_dataset
 
     ladder = args.ladder.split(",") if args.ladder else None
-    ks = tuple(int(k) for k in args.k.split(",")) if args.k else None
     r = import_dataset(
-        args.name, ladder=ladder, root=args.root, mirror=args.mirror, ks=ks, force=args.force, progress=not args.quiet
+        args.name,
+        ladder=ladder,
+        root=args.root,
+        mirror=args.mirror,
+        ks=args.k,
+        force=args.force,
+        progress=not args.quiet,
     )
     print(
         f"{r.name}: {r.items} items -> {r.evalset}\n  ladder policy -> {r.policy}\n  cassettes -> {r.cassettes} "
@@ -53,12 +90,11 @@ def _record(args: argparse.Namespace) -> int:
 
     items = load_evalset(args.evalset)
     policy = load_policy(args.policy)
-    ks = tuple(int(k) for k in args.k.split(",")) if args.k else None
     rep = record(
         items,
         policy,
         args.out,
-        ks=ks,
+        ks=args.k,
         force=args.force,
         progress=not args.quiet,
         evalset_sha256=evalset_sha256(args.evalset),
@@ -78,13 +114,19 @@ def _replay(args: argparse.Namespace) -> int:
     items = load_evalset(args.evalset)
     policy = load_policy(args.policy)
     tiers: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     total = Decimal(0)
-    for _item, result in replay_items(policy, args.cassettes, items):
+    for _item, result in replay_items(policy, args.cassettes, items, keep_errors=True):
+        if isinstance(result, Exception):
+            failed[type(result).__name__] += 1
+            total += sum((a.cost_usd for a in getattr(result, "attempts", ())), Decimal(0))
+            continue
         tiers[result.tier] += 1
         total += result.cost_usd
     print(
-        f"replayed {len(items)} items through the router: answered by tier {dict(tiers)}; "
-        f"total ${total:.6f} (${total / max(len(items), 1) * 1000:.4f} per 1k queries)"
+        f"replayed {len(items)} items through the router: answered by tier {dict(tiers)}"
+        + (f"; no answer for {sum(failed.values())} {dict(failed)}" if failed else "")
+        + f"; total ${total:.6f} (${total / max(len(items), 1) * 1000:.4f} per 1k queries)"
     )
     return 0
 
@@ -115,7 +157,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     st = _study(args)
     out = Path(args.out) if args.out else _reports_dir(args) / "sweep.csv"
-    df = st.sweep_dev.drop(columns=[], errors="ignore")
+    df = st.sweep_dev
     atomic_write_text(out, df.to_csv(index=False))
     q = f"quality_{st.scorer}"
     print(f"{args.name}: swept {len(df)} policies on the dev split ({int(st.dev.sum())} queries) -> {out}")
@@ -128,13 +170,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _frontier(args: argparse.Namespace) -> int:
     from routerlab.policy import atomic_write_text
-    from routerlab.workbench import write_outputs
+    from routerlab.workbench import save_frontier_png
 
     st = _study(args)
     rdir = _reports_dir(args)
-    paths = write_outputs(st, reports_dir=rdir, policies_dir=Path(args.root or ".") / "policies" if args.root else None)
+    rdir.mkdir(parents=True, exist_ok=True)
+    png = save_frontier_png(st, rdir / "frontier.png")
     atomic_write_text(rdir / "frontier.csv", st.frontier.to_csv(index=False))
-    print(f"{args.name}: {len(st.frontier)} frontier policies -> {rdir / 'frontier.csv'}; plot -> {paths['frontier']}")
+    print(f"{args.name}: {len(st.frontier)} frontier policies -> {rdir / 'frontier.csv'}; plot -> {png}")
     return 0
 
 
@@ -207,8 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
             "name", help="an imported eval set: alpaca_eval, arena_bench_v1, mot_date (imported if missing)"
         )
         sp.add_argument("--scorer", help="quality scorer: rougeL, exact, label (default per dataset)")
-        sp.add_argument("--floor", type=float, default=0.95, help="quality floor as a share of all-premium (0.95)")
-        sp.add_argument("--thresholds", type=int, default=8, help="threshold grid points per non-final tier (8)")
+        sp.add_argument(
+            "--floor", type=_floor, default=0.95, help="quality floor as a share of all-premium, in (0, 1] (0.95)"
+        )
+        sp.add_argument(
+            "--thresholds", type=_grid_points, default=8, help="threshold grid points per non-final tier (8)"
+        )
         sp.add_argument("--root", help="workspace with data/imported and cassettes (default: the checkout)")
         sp.add_argument("--mirror", help="dataset mirror folder, if an import is needed")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -252,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     im = dsub.add_parser("import", help="turn a dataset into an eval set + cassettes the router replays")
     im.add_argument("name", help="alpaca_eval, arena_bench_v1 or mot_date")
     im.add_argument("--ladder", help="comma-separated dataset model names, cheapest first (default per dataset)")
-    im.add_argument("--k", help="sample counts to record for the consistency check, e.g. 2,3 (default 2)")
+    im.add_argument("--k", type=_ks, help="sample counts to record for the consistency check, e.g. 2,3 (default 2)")
     im.add_argument("--root", help="where data/imported/ and cassettes/ go (default: the checkout)")
     im.add_argument("--mirror", help=mirror_help)
     im.add_argument("--force", action="store_true", help="re-create the cassettes from scratch")
@@ -263,15 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--evalset", required=True, help="eval set JSONL (see data/README.md)")
     rec.add_argument("--policy", required=True, help="policy JSON naming the tier ladder and key variables")
     rec.add_argument("--out", required=True, help="cassette folder (one cassette per item)")
-    rec.add_argument("--k", help="sample counts for non-final tiers, e.g. 2,3 (default: the policy's k)")
+    rec.add_argument("--k", type=_ks, help="sample counts for non-final tiers, e.g. 2,3 (default: the policy's k)")
     rec.add_argument("--force", action="store_true", help="discard existing cassettes and record again")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_record)
 
     rp = sub.add_parser("replay", help="route an eval set through the real router from cassettes (offline)")
-    rp.add_argument("--evalset", required=True)
-    rp.add_argument("--policy", required=True)
-    rp.add_argument("--cassettes", required=True)
+    rp.add_argument("--evalset", required=True, help="eval set JSONL")
+    rp.add_argument("--policy", required=True, help="policy JSON to route with")
+    rp.add_argument("--cassettes", required=True, help="cassette folder recorded (or imported) for the eval set")
     rp.set_defaults(func=_replay)
     return p
 
@@ -285,6 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RouterlabError as e:
+        print(f"routerlab: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a missing or unreadable file named on the command line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"routerlab: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a bad value that got past argparse (a ladder name, a scorer, ...)
         print(f"routerlab: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

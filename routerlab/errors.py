@@ -179,6 +179,7 @@ class EvalSetError(DataError):
         self.path = path
         self.line = line
         self.field = field
+        self.reason = message
         loc = path
         if line is not None:
             loc += f":{line}"

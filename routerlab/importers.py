@@ -25,6 +25,7 @@ like recorded ones.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,8 +37,8 @@ from typing import Any
 import httpx
 
 from routerlab.cassettes import ESTIMATED_HEADER, canonical_body, record
-from routerlab.errors import DataError, DatasetError
-from routerlab.evalset import EvalItem, dump_evalset, evalset_sha256
+from routerlab.errors import DataError, DatasetError, EvalSetError
+from routerlab.evalset import EvalItem, _Invalid, _norm_meta, _reject_constant, dump_evalset, evalset_sha256
 from routerlab.fakes import anthropic_message, openai_completion
 from routerlab.policy import RouterPolicy, atomic_write_text, dump_policy, policy_from_dict
 
@@ -194,27 +195,31 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         raise bad("samples", "must be a non-empty list of strings")
     if ("prompt" in obj) == ("messages" in obj):
         raise bad("prompt", "give exactly one of 'prompt' and 'messages'")
-    item = (
-        EvalItem.from_prompt(obj["id"], obj["prompt"])
-        if "prompt" in obj
-        else EvalItem(id=obj["id"], messages=tuple(obj["messages"]))
-    )
+    try:
+        item = (
+            EvalItem.from_prompt(obj["id"], obj["prompt"])
+            if "prompt" in obj
+            else EvalItem(id=obj["id"], messages=obj["messages"])
+        )
+        meta = _norm_meta(obj.get("meta"))
+    except (EvalSetError, _Invalid) as e:
+        fieldname = getattr(e, "field", None) or ("prompt" if "prompt" in obj else "messages")
+        message = (e.reason if isinstance(e, EvalSetError) else e.message).split(" (in eval item")[0]
+        raise bad(fieldname, message) from None
     usage = obj.get("usage")
     if usage is not None:
-        if (
-            not isinstance(usage, list)
-            or len(usage) != len(samples)
-            or not all(
-                isinstance(u, dict)
-                and isinstance(u.get("input_tokens"), int)
-                and isinstance(u.get("output_tokens"), int)
-                for u in usage
-            )
-        ):
+        if not isinstance(usage, list) or len(usage) != len(samples):
             raise bad("usage", "must be a list with one {input_tokens, output_tokens} object per sample")
+        for i, u in enumerate(usage):
+            for key in ("input_tokens", "output_tokens"):
+                v = u.get(key) if isinstance(u, dict) else None
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise bad(f"usage[{i}].{key}", f"must be a whole number >= 0, got {v!r}")
     score = obj.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-        raise bad("score", f"must be a number, got {score!r}")
+    if score is not None and (
+        isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
+    ):
+        raise bad("score", f"must be a finite number, got {score!r}")
     for opt in ("greedy", "reference", "answer"):
         if obj.get(opt) is not None and not isinstance(obj[opt], str):
             raise bad(opt, "must be a string")
@@ -228,22 +233,44 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         None if score is None else float(score),
         obj.get("reference"),
         obj.get("answer"),
-        dict(obj.get("meta") or {}),
+        dict(meta),
     )
 
 
 def load_outputs(path: str | os.PathLike[str]) -> list[OutputRow]:
-    """Read a generic outputs JSONL file; errors name the file, line and field."""
+    """Read a generic outputs JSONL file; errors name the file, line and field.
+
+    One row per (item id, model); the same pair twice is an error naming both lines.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read outputs file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-            rows.append(_row_from_obj(obj, f"{path}:{n}"))
+    first: dict[tuple[str, str], int] = {}
+    for n, line_text in enumerate(text.split("\n"), 1):
+        if not line_text.strip():
+            continue
+        try:
+            obj = json.loads(line_text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+        except ValueError as e:  # NaN / Infinity
+            raise DataError(f"{path}:{n}: invalid JSON: {e}") from None
+        row = _row_from_obj(obj, f"{path}:{n}")
+        key = (row.id, row.model)
+        if key in first:
+            raise DataError(
+                f"{path}:{n}: field 'model': item {row.id!r} already has a row for model {row.model!r} "
+                f"(line {first[key]}); give each (id, model) pair once, with all its samples"
+            )
+        first[key] = n
+        rows.append(row)
     return rows
 
 

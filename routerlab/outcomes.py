@@ -9,7 +9,9 @@ the real adapters and prices it with the real price book, giving two tables:
     item_id, complexity, tier_index, tier, model, variant (``single`` or
     ``k2``, ``k3`` ...), k, n_requests, error_kind, fatal, cost_usd,
     cost_pico (the exact cost in 1e-12 USD, an integer), worst_pico (the
-    router's worst-case estimate for the cost cap), input_tokens,
+    router's worst-case estimate for the cost cap), reserve_pico (what the
+    router counts against the cap beyond cost_pico: the worst case of each
+    2xx reply whose body could not be parsed), input_tokens,
     output_tokens, cached_tokens, usage_estimated, latency_ms,
     latency_estimated, agree_<similarity> (agreement of the samples; NaN for
     single), q_<scorer> (quality of the answer the router would return: the
@@ -57,12 +59,18 @@ from routerlab.evalset import EvalItem
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
 from routerlab.providers import get_adapter
-from routerlab.router import effective_max_tokens, estimate_input_tokens, tier_requests, worst_case_cost_usd
+from routerlab.router import (
+    effective_max_tokens,
+    estimate_input_tokens,
+    tier_requests,
+    worst_case_cost_usd,
+    writes_prompt_cache,
+)
 from routerlab.scoring import get_scorer, scorer_fingerprint
 from routerlab.types import Completion, Usage
 
 PICO = Decimal(10) ** 12
-TABLE_VERSION = "1"
+TABLE_VERSION = "2"  # 2: worst_pico from the per-character-class input estimate; reserve_pico
 LATENCY_BASE_MS, LATENCY_PER_TOKEN_MS = 400.0, 15.0
 
 
@@ -117,6 +125,7 @@ def _variant_rows(
     specs, samples = tier_requests(policy, tier_index, list(item.messages), signal, max_tokens, api_key, k=k)
     played: Counter[tuple[str, str, str]] = Counter()
     completions: list[Completion] = []
+    unpriced = 0  # 2xx replies whose body could not be parsed (maybe billed; the router reserves their worst case)
     error: ProviderError | None = None
     latency = 0.0
     lat_est = False
@@ -146,6 +155,7 @@ def _variant_rows(
         except ProviderError as e:
             error = error or e
             lat, est = _latency(headers, 0)
+            unpriced += 200 <= r.status < 300
         latency += lat
         lat_est = lat_est or est
     usage = sum((c.usage for c in completions), Usage())
@@ -158,7 +168,13 @@ def _variant_rows(
     if error is None and len(texts) < samples:
         error = MalformedResponseError(f"asked for {samples} samples, got {len(texts)}")
     worst = worst_case_cost_usd(
-        prices, tier, estimate_input_tokens(list(item.messages)), max_tokens, len(specs), samples
+        prices,
+        tier,
+        estimate_input_tokens(list(item.messages)),
+        max_tokens,
+        len(specs),
+        samples,
+        cache_writes=writes_prompt_cache(list(item.messages)),
     )
     return {
         "variant": "single" if signal == "none" else f"k{k}",
@@ -169,6 +185,7 @@ def _variant_rows(
         "cost_usd": float(cost),
         "cost_pico": _to_pico(cost),
         "worst_pico": _to_pico(worst),
+        "reserve_pico": _to_pico(worst / len(specs) * unpriced),
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cached_tokens": usage.cache_read_tokens,
@@ -330,4 +347,5 @@ def _build(
     calls = pd.DataFrame(call_rows)
     calls["cost_pico"] = calls["cost_pico"].astype("int64")
     calls["worst_pico"] = calls["worst_pico"].astype("int64")
+    calls["reserve_pico"] = calls["reserve_pico"].astype("int64")
     return calls, pd.DataFrame(sample_rows)

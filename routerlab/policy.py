@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -196,7 +196,12 @@ class _Reader:
     def number(self, v: Any, path: str, lo: float, hi: float | None = None, *, lo_open: bool = False) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(path, f"must be a number, got {v!r}")
-        x = float(v)
+        try:
+            x = float(v)
+        except OverflowError:
+            raise self.fail(
+                path, f"must be in [{lo}, {hi if hi is not None else 'inf'}], got a number too large"
+            ) from None
         bad_lo = x <= lo if lo_open else x < lo
         if bad_lo or (hi is not None and x > hi) or x != x:
             rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
@@ -575,6 +580,9 @@ def load_policy(
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise PolicyError(f"cannot read policy file: {e.strerror}", source=src) from None
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
+        raise PolicyError(f"is not UTF-8 text: byte 0x{e.object[e.start]:02x} on line {line}", source=src) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -582,6 +590,10 @@ def load_policy(
     policy = _read_policy(data, src)
     tuned = policy.provenance.get("tier_models")
     if tuned is not None:
+        if not isinstance(tuned, list) or not all(isinstance(m, str) for m in tuned):
+            raise PolicyError(
+                f"must be a list of model names, got {tuned!r}", field="provenance.tier_models", source=src
+            )
         tuned_t = tuple(tuned)
         current = tuple(t.model for t in policy.tiers)
         if tuned_t != current and not force:
@@ -628,6 +640,9 @@ class PolicyHolder:
 
     ``get()`` checks the file's mtime and size (cheap ``stat``); on a change it
     reloads. An invalid new file is logged and the last good policy is kept.
+    ``add_check(fn)`` adds a check that a new policy must also pass (the
+    routers add "every tier's model has a price"), run on the current policy
+    at once and on every reload.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -635,7 +650,14 @@ class PolicyHolder:
         self._lock = threading.Lock()
         self._stamp = self._stat()
         self._policy = load_policy(self.path)
+        self._checks: list[Callable[[RouterPolicy], None]] = []
         self.last_error: str | None = None
+
+    def add_check(self, check: Callable[[RouterPolicy], None]) -> None:
+        """Run ``check`` on the current policy (raising if it fails) and on every reloaded one."""
+        with self._lock:
+            check(self._policy)
+            self._checks.append(check)
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -652,7 +674,10 @@ class PolicyHolder:
             if stamp != self._stamp:
                 self._stamp = stamp
                 try:
-                    self._policy = load_policy(self.path)
+                    new = load_policy(self.path)
+                    for check in self._checks:
+                        check(new)
+                    self._policy = new
                     self.last_error = None
                     logger.info(json.dumps({"event": "policy_reloaded", "path": str(self.path)}))
                 except Exception as e:  # keep serving the last good policy

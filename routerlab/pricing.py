@@ -376,15 +376,23 @@ class PriceBook:
         model: str,
         provider: str | None = None,
         override: PriceOverride | None = None,
+        cache_writes: bool = False,
     ) -> Decimal:
         """The cost of a call with no cache discount: all input at the input price, plus output.
 
-        Cache *writes* (priced above input, e.g. 1.25x at Anthropic) are not bounded by this. A model
-        whose prices are tiered by prompt size is priced at the tier ``input_tokens`` selects.
+        With ``cache_writes`` (the request asks for prompt caching), the input is priced at the higher
+        of the input and cache-write prices (cache writes cost 1.25x input at Anthropic). A model whose
+        prices are tiered by prompt size is priced at the tier ``input_tokens`` selects.
         """
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-        entry = self._entry(model, provider, override)
-        _check_usage(usage, model)
-        if entry.fast:
-            return _cost_from_price(usage, entry.price)
-        return _calc_price(usage, model, provider)
+        plain = self.cost_usd(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens), model, provider=provider, override=override
+        )
+        if not cache_writes:
+            return plain
+        written = self.cost_usd(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=input_tokens),
+            model,
+            provider=provider,
+            override=override,
+        )
+        return max(plain, written)

@@ -97,6 +97,7 @@ class _Arrays:
     cls: np.ndarray  # (N,)
     s_cost: np.ndarray  # (N, T) int64 pico
     s_worst: np.ndarray
+    s_res: np.ndarray  # reserve counted against the cap beyond the cost (unparsed 2xx replies)
     s_err: np.ndarray  # 0 ok, 1 retryable, 2 fatal
     s_lat: np.ndarray
     s_q: dict[str, np.ndarray]
@@ -104,6 +105,7 @@ class _Arrays:
     sims: list[str]
     k_cost: np.ndarray  # (nk, N, T-1)
     k_worst: np.ndarray
+    k_res: np.ndarray
     k_err: np.ndarray
     k_lat: np.ndarray
     k_q: dict[str, np.ndarray]
@@ -133,6 +135,7 @@ def _arrays(o: Outcomes) -> _Arrays:
 
     s_cost = grid(calls["cost_pico"].to_numpy(), single, (n, t), 0, np.int64)
     s_worst = grid(calls["worst_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_res = grid(calls["reserve_pico"].to_numpy(), single, (n, t), 0, np.int64)
     s_err = grid(err, single, (n, t), 0, np.int8)
     s_lat = grid(calls["latency_ms"].to_numpy(), single, (n, t), 0.0, float)
     s_q = {sc: grid(calls[f"q_{sc}"].to_numpy(dtype=float), single, (n, t), np.nan, float) for sc in o.scorers}
@@ -142,6 +145,7 @@ def _arrays(o: Outcomes) -> _Arrays:
     nk = max(len(ks), 1)
     k_cost = np.zeros((nk, n, tk), np.int64)
     k_worst = np.zeros((nk, n, tk), np.int64)
+    k_res = np.zeros((nk, n, tk), np.int64)
     k_err = np.zeros((nk, n, tk), np.int8)
     k_lat = np.zeros((nk, n, tk))
     k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
@@ -151,6 +155,7 @@ def _arrays(o: Outcomes) -> _Arrays:
         m = (calls["variant"] == f"k{k}").to_numpy()
         k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
         k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
+        k_res[j][ii[m], ti[m]] = calls["reserve_pico"].to_numpy()[m]
         k_err[j][ii[m], ti[m]] = err[m]
         k_lat[j][ii[m], ti[m]] = calls["latency_ms"].to_numpy()[m]
         for sc in o.scorers:
@@ -165,6 +170,7 @@ def _arrays(o: Outcomes) -> _Arrays:
         cls,
         s_cost,
         s_worst,
+        s_res,
         s_err,
         s_lat,
         s_q,
@@ -172,6 +178,7 @@ def _arrays(o: Outcomes) -> _Arrays:
         sims,
         k_cost,
         k_worst,
+        k_res,
         k_err,
         k_lat,
         k_q,
@@ -253,6 +260,7 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: _Arrays | No
     variant = np.zeros((p, n), np.int8)
     best_t = np.full((p, n), -1, np.int64)
     spent = np.zeros((p, n), np.int64)
+    charged = np.zeros((p, n), np.int64)  # spent plus reserves: what the cap is checked against
     esc = np.zeros((p, n), np.int64)
     lat = np.zeros((p, n))
     premium = np.zeros((p, n), bool)
@@ -262,24 +270,28 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: _Arrays | No
             check = check_cls & active
             kc = a.k_cost[e["k"], :, ti]
             kw = a.k_worst[e["k"], :, ti]
+            kr = a.k_res[e["k"], :, ti]
             ke = a.k_err[e["k"], :, ti]
             kl = a.k_lat[e["k"], :, ti]
             agree = a.agree[e["sim"], e["k"], :, ti]
             cost = np.where(check, kc, a.s_cost[None, :, ti])
             worst = np.where(check, kw, a.s_worst[None, :, ti])
+            res = np.where(check, kr, a.s_res[None, :, ti])
             err = np.where(check, ke, a.s_err[None, :, ti])
             late = np.where(check, kl, a.s_lat[None, :, ti])
         else:
             check = np.zeros((p, n), bool)
             cost = np.broadcast_to(a.s_cost[None, :, ti], (p, n))
             worst = np.broadcast_to(a.s_worst[None, :, ti], (p, n))
+            res = np.broadcast_to(a.s_res[None, :, ti], (p, n))
             err = np.broadcast_to(a.s_err[None, :, ti], (p, n))
             late = np.broadcast_to(a.s_lat[None, :, ti], (p, n))
             agree = np.zeros((p, n))
-        blocked = active & has_cap & (spent + worst > cap)
+        blocked = active & has_cap & (charged + worst > cap)
         esc += blocked
         active &= ~blocked
         spent += np.where(active, cost, 0)
+        charged += np.where(active, cost + res, 0)
         lat += np.where(active, late, 0.0)
         if ti == t - 1:
             premium |= active

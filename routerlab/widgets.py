@@ -9,7 +9,7 @@ highlighted point on the frontier plot and refreshes the numbers table.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -84,10 +84,17 @@ class Explorer:
     def point(self) -> PolicyPoint:
         """The policy the controls describe."""
         cap_text = self.cap.value.strip()
+        self.cap_problem = ""
         try:
             cap = Decimal(cap_text) if cap_text else None
         except InvalidOperation:
             cap = None
+        if cap is not None and (not cap.is_finite() or cap < 0):
+            cap = None
+        if cap is None and cap_text:
+            self.cap_problem = f"cost cap {cap_text!r} is not an amount of USD &ge; 0: no cap applied"
+        elif cap is not None and cap != cap.quantize(Decimal("1e-12")):
+            cap = cap.quantize(Decimal("1e-12"), rounding=ROUND_DOWN)  # the sweep counts in 1e-12 USD
         sim = self.similarity.value
         return PolicyPoint(
             start=tuple(int(d.value) for d in self.starts),
@@ -96,7 +103,7 @@ class Explorer:
             k=self.k,
             classes=self.classes,
             thresholds=tuple(round(float(s.value), 4) for s in self.thresholds) if sim != NO_CHECK else (),
-            cap_usd=cap if cap is None or cap > 0 else None,
+            cap_usd=cap,
         )
 
     def _changed(self, change: dict[str, Any]) -> None:
@@ -106,10 +113,10 @@ class Explorer:
         """Evaluate the policy the controls describe on the dev split; refresh table and plot."""
         pt = self.point()
         starts = [int(d.value) for d in self.starts]
+        notes = [self.cap_problem] if self.cap_problem else []
         if starts != sorted(starts):
-            self.status.value = "<i>note: start tiers are not monotone (simple &le; medium &le; complex)</i>"
-        else:
-            self.status.value = ""
+            notes.append("start tiers are not monotone (simple &le; medium &le; complex)")
+        self.status.value = "".join(f"<i>note: {n}</i><br>" for n in notes)
         row = evaluate(self.study.outcomes, pt, mask=self.study.dev, bootstrap=200)
         self.current = row
         self.table.value = self._table_html(row)

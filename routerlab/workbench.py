@@ -193,6 +193,25 @@ def single_tier_rows(study: Study, mask: np.ndarray) -> list[pd.Series]:
     ]
 
 
+def save_frontier_png(study: Study, path: str | os.PathLike[str]) -> Path:
+    """Draw :func:`frontier_figure` and write it as a PNG atomically; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = Path(path)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig = frontier_figure(study)
+    tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    os.replace(tmp, png)
+    return png
+
+
 def write_outputs(
     study: Study,
     *,
@@ -201,11 +220,6 @@ def write_outputs(
     date: str | None = None,
 ) -> dict[str, Path]:
     """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from routerlab.report import render_report
 
     base = workspace_root()
@@ -223,12 +237,7 @@ def write_outputs(
         split_seed=SPLIT_SEED,
         date=date,
     )
-    fig = frontier_figure(study)
-    png = rdir / "frontier.png"
-    tmp = png.with_name(".frontier.png.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, png)
+    png = save_frontier_png(study, rdir / "frontier.png")
     md = rdir / "report.md"
     from routerlab.policy import atomic_write_text
 

@@ -80,12 +80,41 @@ def test_fetch_import_replay_from_the_command_line(tmp_path: Path, capsys: pytes
     assert pol["provenance"]["quality_floor"].startswith("0.9")
     assert main(["report", "mot_date", "--root", str(tmp_path), "--quiet"]) == 0
     assert (tmp_path / "reports" / "mot_date" / "report.md").exists()
-    assert main(["frontier", "mot_date", "--root", str(tmp_path), "--quiet"]) == 0
+    policy_bytes = (tmp_path / "policies" / "mot_date.json").read_bytes()
+    assert main(["frontier", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.5"]) == 0
     assert (tmp_path / "reports" / "mot_date" / "frontier.csv").exists()
+    assert (tmp_path / "policies" / "mot_date.json").read_bytes() == policy_bytes  # frontier exports nothing
     after = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
     ).stdout
     assert after == tracked  # tracked files untouched
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "import", "mot_date", "--k", "1"], "at least 2 samples"),
+        (["data", "import", "mot_date", "--k", "2,x"], "comma-separated whole numbers"),
+        (["record", "--evalset", "e", "--policy", "p", "--out", "o", "--k", "0"], "at least 2 samples"),
+        (["export", "mot_date", "--floor", "95"], "in (0, 1]"),
+        (["sweep", "mot_date", "--floor", "high"], "expected a number"),
+        (["sweep", "mot_date", "--thresholds", "1"], "between 2 and 64"),
+    ],
+)
+def test_bad_option_values_are_refused_by_the_parser(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_file_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.jsonl"
+    code = main(["replay", "--evalset", str(missing), "--policy", "policies/example.json", "--cassettes", "x"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("routerlab: error:") and "nope.jsonl" in err and "Traceback" not in err
 
 
 def test_parser_lists_all_commands() -> None:

@@ -270,8 +270,27 @@ def test_load_outputs_and_round_trip(tmp_path: Path) -> None:
         (lambda r: r | {"usage": usage((17, 3))}, "usage"),
         (lambda r: r | {"samples": []}, "samples"),
         (lambda r: r | {"score": "high"}, "score"),
+        (lambda r: r | {"usage": usage((17, -3), (17, 5))}, "usage[0].output_tokens"),
+        (lambda r: r | {"usage": [{"input_tokens": True, "output_tokens": 1}] * 2}, "usage[0].input_tokens"),
+        (lambda r: r | {"meta": ["not", "an", "object"]}, "meta"),
+        (
+            lambda r: {k: v for k, v in r.items() if k != "prompt"} | {"messages": [{"role": "user"}]},
+            "messages[0].content",
+        ),
+        (lambda r: {k: v for k, v in r.items() if k != "prompt"} | {"messages": "hi"}, "messages"),
     ],
-    ids=["unknown-key", "missing-samples", "usage-length", "empty-samples", "score-type"],
+    ids=[
+        "unknown-key",
+        "missing-samples",
+        "usage-length",
+        "empty-samples",
+        "score-type",
+        "usage-negative",
+        "usage-bool",
+        "meta-type",
+        "message-shape",
+        "messages-type",
+    ],
 )
 def test_bad_rows_name_file_line_and_field(
     tmp_path: Path, change: Callable[[dict[str, Any]], dict[str, Any]], field: str
@@ -280,6 +299,23 @@ def test_bad_rows_name_file_line_and_field(
     with pytest.raises(DataError) as exc:
         load_outputs(path)
     assert f"{path}:3: field '{field}'" in str(exc.value)
+
+
+def test_outputs_file_problems_are_data_errors_naming_the_place(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="missing.jsonl: cannot read outputs file"):
+        load_outputs(tmp_path / "missing.jsonl")
+    dup = write_jsonl(tmp_path / "dup.jsonl", [GENERIC_ROWS[0], GENERIC_ROWS[1], GENERIC_ROWS[0]])
+    with pytest.raises(DataError, match=re.escape(f"{dup}:3: field 'model'") + ".*line 1"):
+        load_outputs(dup)
+    nan = write_jsonl(tmp_path / "nan.jsonl", [json.dumps(GENERIC_ROWS[0])[:-1] + ', "score": NaN}'])
+    with pytest.raises(DataError, match=re.escape(f"{nan}:1: invalid JSON")):
+        load_outputs(nan)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(
+        json.dumps(GENERIC_ROWS[0]).encode() + b"\n" + json.dumps(GENERIC_ROWS[1]).encode()[:-2] + b'\xe9"}\n'
+    )
+    with pytest.raises(DataError, match=re.escape(f"{latin}:2: not valid UTF-8")):
+        load_outputs(latin)
 
 
 def test_bad_json_names_file_and_line(tmp_path: Path) -> None:

@@ -174,3 +174,46 @@ def test_a_partly_recorded_k_is_refused_by_the_sweep(recorded: tuple[Any, Path],
     assert grid.ks == () and grid.similarities == ()
     with pytest.raises(ValueError, match="k=3 was not recorded"):
         evaluate(o, dc_replace(pt, k=3), bootstrap=0)
+
+
+def test_sweep_matches_the_router_when_an_unparseable_2xx_is_charged_to_the_cap(tmp_path: Path) -> None:
+    """The cheap tier answers 200 with a body that is not a completion: the router charges its worst case
+    against the cap and the sweep must decide exactly the same for caps on either side of the line."""
+    from routerlab.cassettes import replay_items
+    from routerlab.errors import RoutingError
+    from routerlab.sweep import PolicyPoint, per_item
+
+    policy = policy_from_dict(POLICY)
+    fake = FakeProviders()
+    for i in range(4):
+        for _ in range(2):  # the single call and the n=2 call
+            fake.enqueue("gpt-4o-mini", status=200, body=b'{"choices": "garbage"}')
+        fake.enqueue("claude-3-5-sonnet-20240620", f"A: {2 * i}", input_tokens=15, output_tokens=5)
+    out = tmp_path / "cassettes"
+    record(
+        ITEMS,
+        policy,
+        out,
+        client=httpx.Client(transport=fake.transport()),
+        progress=False,
+        api_keys={"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"},
+    )
+    o = build_outcomes(ITEMS, policy, out, scorers=["exact"], cache_dir=tmp_path / "c", progress=False)
+    single0 = o.calls[(o.calls["variant"] == "single") & (o.calls["tier_index"] == 0)]
+    assert (single0["error_kind"] == "malformed").all() and (single0["cost_pico"] == 0).all()
+    assert (single0["reserve_pico"] == single0["worst_pico"]).all() and (single0["reserve_pico"] > 0).all()
+    w0 = int(single0["worst_pico"].max())
+    w1 = int(o.calls[o.calls["tier_index"] == 1]["worst_pico"].max())
+    outcomes_seen = set()
+    for cap_pico in (w0 + w1 - 1, w0 + w1, w1, w1 - 1):
+        pt = PolicyPoint((0, 0, 0), True, "none", 2, (), (), Decimal(cap_pico) / PICO)
+        sim = per_item(o, pt).set_index("item_id")
+        for item, res in replay_items(pt.to_policy(policy), out, ITEMS, keep_errors=True):
+            row = sim.loc[item.id]
+            if isinstance(res, RoutingError):
+                assert row["tier_index"] == -1
+                outcomes_seen.add("failed")
+            else:
+                assert (res.tier, res.cost_usd, res.escalations) == (row["tier"], row["cost_usd"], row["escalations"])
+                outcomes_seen.add(res.tier)
+    assert outcomes_seen == {"failed", "mid"}  # the cap bound on both sides

@@ -850,3 +850,20 @@ def test_api_key_env_must_be_a_variable_name_and_is_not_echoed(value: str) -> No
     assert err.field == "tiers[0].api_key_env"
     if value:
         assert value not in str(err)
+
+
+def test_files_that_break_the_reader_get_a_policy_error_naming_the_place(tmp_path: Path) -> None:
+    data = example_dict()
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(json.dumps(data, indent=1).replace('"name"', '"n\u00e9me"', 1).encode("latin-1"))
+    with pytest.raises(PolicyError, match=r"latin1\.json: is not UTF-8 text: byte 0xe9 on line \d+"):
+        load_policy(latin1)
+    huge = copy.deepcopy(data)
+    huge["tiers"][0]["timeout_s"] = 10**400
+    with pytest.raises(PolicyError, match=r"tiers\[0\]\.timeout_s.*too large"):
+        load_policy(write_json(tmp_path / "huge.json", huge))
+    for bad in ("gpt-4o", [1, 2, 3], {"a": 1}):
+        prov = copy.deepcopy(data)
+        prov["provenance"] = {"tier_models": bad}
+        with pytest.raises(PolicyError, match=r"provenance\.tier_models.*list of model names"):
+            load_policy(write_json(tmp_path / "prov.json", prov))

@@ -445,3 +445,92 @@ def test_usage_totals_add_up() -> None:
     fake.enqueue(SONNET, "b", input_tokens=20, output_tokens=4)
     r = router.route(MEDIUM_Q)
     assert r.usage == Usage(input_tokens=10 + 40, output_tokens=6 + 8)
+
+
+def test_input_estimate_counts_non_ascii_by_bytes_and_symbols_one_each() -> None:
+    from routerlab.router import estimate_input_tokens
+
+    assert estimate_input_tokens([{"role": "user", "content": "abc def gh"}]) == 4 + 8  # 10 letters/spaces
+    assert estimate_input_tokens([{"role": "user", "content": "1+2=3\n"}]) == 6 + 8  # one each
+    # 15 CJK characters are 45 UTF-8 bytes: a byte-level BPE never needs more tokens than bytes
+    assert estimate_input_tokens([{"role": "user", "content": "你" * 15}]) == 45 + 8
+    blocks = [{"role": "user", "content": [{"type": "text", "text": "héllo"}]}]
+    assert estimate_input_tokens(blocks) > estimate_input_tokens([{"role": "user", "content": "héllo"}])
+
+
+def test_cost_cap_prices_input_as_cache_writes_when_the_prompt_asks_for_caching() -> None:
+    from routerlab.pricing import PriceBook
+    from routerlab.router import worst_case_cost_usd, writes_prompt_cache
+
+    cached = [
+        {"role": "user", "content": [{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]}
+    ]
+    assert writes_prompt_cache(cached) and not writes_prompt_cache([{"role": "user", "content": "hi"}])
+    tier = policy_from_dict(policy_dict()).tiers[1]  # sonnet: cache writes cost 1.25x input
+    plain = worst_case_cost_usd(PriceBook(), tier, 1000, 0, 1, 1)
+    writes = worst_case_cost_usd(PriceBook(), tier, 1000, 0, 1, 1, cache_writes=True)
+    assert writes == plain * Decimal("1.25")
+
+
+def test_an_unparseable_2xx_reply_counts_its_worst_case_against_the_cap() -> None:
+    from routerlab.pricing import PriceBook
+    from routerlab.router import estimate_input_tokens, worst_case_cost_usd
+
+    pol = policy_from_dict(policy_dict(max_cost_per_query_usd="1"))
+    est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])
+    w0 = worst_case_cost_usd(PriceBook(), pol.tiers[0], est, 100, 1, 2)
+    w1 = worst_case_cost_usd(PriceBook(), pol.tiers[1], est, 100, 2, 2)
+    # room for tier 0's worst case plus tier 1's, but not if tier 0's garbage reply is charged at its worst
+    cap = w0 + w1 - Decimal("0.000000000001")
+    assert cap > w1
+    router, fake, _ = make(max_cost_per_query_usd=str(cap))
+    fake.enqueue(MINI, status=200, body=b'{"choices": "garbage"}')
+    fake.enqueue(GPT4O, "Paris")  # the final tier's single call still fits
+    r = router.route(MEDIUM_Q)
+    assert fake.calls(SONNET) == [] and r.tier == "premium"
+    assert [a.outcome for a in r.attempts] == ["error", "skipped_cost_cap", "accepted"]
+    router, fake, _ = make(max_cost_per_query_usd=str(w0 + w1))  # exactly enough: tier 1 is called
+    fake.enqueue(MINI, status=200, body=b'{"choices": "garbage"}')
+    fake.enqueue(SONNET, "Paris", "Paris")
+    r = router.route(MEDIUM_Q)
+    assert r.tier == "mid" and r.attempts[0].error_kind == "malformed" and r.attempts[0].cost_usd == 0
+
+
+def test_a_missing_key_at_a_later_tier_keeps_the_answer_already_paid_for(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    fake = FakeProviders(clock=clock)
+    router = CascadeRouter.from_policy(
+        policy_from_dict(policy_dict()),
+        client=httpx.Client(transport=fake.transport()),
+        clock=clock,
+        api_keys={"OPENAI_API_KEY": KEYS["OPENAI_API_KEY"]},  # no Anthropic key
+        environ={},
+    )
+    fake.enqueue(MINI, "Paris is the capital.", "Maybe Lyon, I cannot tell.")
+    with caplog.at_level(logging.INFO, logger="routerlab.router"):
+        r = router.route(MEDIUM_Q)
+    assert r.tier == "cheap" and r.text == "Paris is the capital."
+    assert [a.outcome for a in r.attempts][:2] == ["low_confidence", "error"]
+    assert r.attempts[1].error_kind == "missing_api_key" and "ANTHROPIC_API_KEY" in (r.attempts[1].error_message or "")
+    assert fake.calls(SONNET) == [] and fake.calls(GPT4O) == []  # stopped like a 401 would
+    assert any("ANTHROPIC_API_KEY" in rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING)
+    assert sum(1 for rec in caplog.records if rec.getMessage().startswith("{")) == 1  # the route's JSON line
+
+
+def test_a_reload_naming_an_unpriced_model_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+
+    path = tmp_path / "policy.json"
+    dump_policy(policy_from_dict(policy_dict()), path)
+    fake = FakeProviders()
+    router = CascadeRouter.from_policy_file(path, client=httpx.Client(transport=fake.transport()), api_keys=KEYS)
+    d = policy_dict(routing={"medium": {"start_tier": 2}})
+    d["tiers"][2]["model"] = "my-private-finetune"  # valid file, but genai-prices has no price for it
+    path.write_text(json.dumps(d))
+    os.utime(path, ns=(1, 1))
+    fake.enqueue(MINI, "a", "a")
+    with caplog.at_level(logging.ERROR, logger="routerlab.policy"):
+        r = router.route(MEDIUM_Q)
+    assert r.tier == "cheap" and router.policy.tiers[2].model == GPT4O  # the last good policy still serves
+    failed = [json.loads(x.getMessage()) for x in caplog.records if "policy_reload_failed" in x.getMessage()]
+    assert failed and "my-private-finetune" in failed[0]["error"]

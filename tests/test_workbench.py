@@ -101,3 +101,21 @@ def test_dump_policy_of_a_point_loads_in_production(study: Any, tmp_path: Path) 
     p = study.choice.point.to_policy(study.policy)
     dump_policy(p, tmp_path / "p.json")
     assert load_policy(tmp_path / "p.json") == p
+
+
+def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
+    from decimal import Decimal
+
+    from routerlab.widgets import Explorer
+
+    ex = Explorer(study, plot=False)
+    base = ex.current
+    ex.cap.value = "0"  # spend nothing: every route is refused by the cap
+    assert ex.point().cap_usd == Decimal(0) and ex.current["failure_rate"] == 1.0
+    ex.cap.value = "ten dollars"
+    assert ex.point().cap_usd is None and "no cap applied" in ex.status.value
+    assert ex.current["cost_per_1k_usd"] == base["cost_per_1k_usd"]
+    ex.cap.value = "-1"
+    assert ex.point().cap_usd is None and "no cap applied" in ex.status.value
+    ex.cap.value = ""
+    assert ex.status.value == "" or "monotone" in ex.status.value
