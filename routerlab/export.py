@@ -114,7 +114,8 @@ def provenance(
     return {
         "tuned_on": dataset,
         "evalset_sha256": evalset_sha256,
-        "cassettes_sha256": o.key,
+        "cassettes_sha256": o.cassettes_sha256,  # the cassette files of the eval set's items, in item order
+        "outcome_table_key": o.key,  # cassettes + ladder + ks + scorers + price data
         "tier_models": list(o.models),
         "price_source": price_source_version(),
         "scorer": choice.scorer,

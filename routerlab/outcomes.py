@@ -88,6 +88,7 @@ class Outcomes:
     scorers: list[str]
     policy: RouterPolicy
     key: str
+    cassettes_sha256: str = ""  # sha256 over the items' cassette files (name and bytes, in item order)
 
     @property
     def n_items(self) -> int:
@@ -200,7 +201,15 @@ def outcome_key(
     policy: RouterPolicy, cassette_dir: Path, items: Sequence[EvalItem], ks: Sequence[int], scorers: Sequence[str]
 ) -> str:
     """A hash of everything the tables depend on: cassettes, eval items, ladder, ks, scorers, prices."""
+    return _hashes(policy, cassette_dir, items, ks, scorers)[0]
+
+
+def _hashes(
+    policy: RouterPolicy, cassette_dir: Path, items: Sequence[EvalItem], ks: Sequence[int], scorers: Sequence[str]
+) -> tuple[str, str]:
+    """(outcome table key, sha256 of the cassette files alone)."""
     h = hashlib.sha256()
+    cas = hashlib.sha256()
     h.update(TABLE_VERSION.encode())
     h.update(price_source_version().encode())
     pd_ = policy_to_dict(policy)
@@ -217,10 +226,13 @@ def outcome_key(
         h.update(json.dumps(it.to_json(), sort_keys=True, ensure_ascii=False).encode())
         p = cassette_dir / cassette_name(it.id)
         try:
-            h.update(p.read_bytes())
+            data = p.read_bytes()
         except FileNotFoundError:
             raise ReplayMissError(f"no cassette for item {it.id!r} (expected {p})", item_id=it.id) from None
-    return h.hexdigest()[:24]
+        h.update(data)
+        cas.update(f"{p.name}\0{len(data)}\0".encode())
+        cas.update(data)
+    return h.hexdigest()[:24], cas.hexdigest()
 
 
 def build_outcomes(
@@ -241,7 +253,7 @@ def build_outcomes(
         except DataError:
             ks = [policy.confidence.k]
     ks = sorted(set(ks))
-    key = outcome_key(policy, cdir, items, ks, scorers)
+    key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"
     if calls_p.exists() and samples_p.exists():
@@ -272,6 +284,7 @@ def build_outcomes(
         list(scorers),
         policy,
         key,
+        cassettes_sha256,
     )
 
 

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from routerlab.workbench import Study
 
 
+SCORER_TITLES = {"rougeL": "ROUGE-L", "exact": "exact match", "label": "the judge's label"}
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "n/a"
@@ -30,7 +33,7 @@ def _table(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
-    from routerlab.workbench import scorer_agreement, tier_table
+    from routerlab.workbench import SPLIT_SEED, scorer_agreement, tier_table
 
     o = study.outcomes
     q = f"quality_{study.scorer}"
@@ -42,7 +45,7 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     out: list[str] = []
     out.append(f"# {study.name}: what routing costs and what it keeps\n")
     out.append(
-        f"{o.n_items} queries, split (seed {0}, stratified by complexity class) into "
+        f"{o.n_items} queries, split (seed {SPLIT_SEED}, stratified by complexity class) into "
         f"{int(study.dev.sum())} dev and {int(study.test.sum())} test. Policies are swept and chosen on dev; "
         f"the chosen policy's test numbers are reported beside its dev numbers. Quality is "
         f"**{study.quality_label}** (`{study.scorer}`); 95% CIs are bootstrap percentiles over queries.\n"
@@ -123,32 +126,17 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     )
     mt = study.metrics.copy()
     out.append(_table(mt[[c for c in ("metric", "value", "lo", "hi", "unit") if c in mt.columns]], 4) + "\n")
-    other = "label" if study.scorer != "label" else ("rougeL" if "rougeL" in o.scorers else None)
-    if other is not None:
-        agree = scorer_agreement(study, other) if study.scorer != "label" else None
-        if study.scorer == "label" and "rougeL" in o.scorers:
-            from routerlab.frontier import rank_agreement
-
-            single = calls[calls["variant"] == "single"]
-            agree = {
-                "item_level": float(rank_agreement(single["q_rougeL"].tolist(), single["q_label"].tolist())),
-                "policy_level": float(
-                    rank_agreement(
-                        study.sweep_dev["quality_rougeL"].tolist(), study.sweep_dev["quality_label"].tolist()
-                    )
-                ),
-            }
-        if agree is not None:
-            out.append(
-                "## How ROUGE-L agrees with the judge\n"
-                if "label" in (study.scorer, other)
-                else "## Scorer agreement\n"
-            )
-            out.append(
-                f"Spearman rank correlation between ROUGE-L and the judge's label: "
-                f"{agree['item_level']:.3f} over single answers (item level), {agree['policy_level']:.3f} "
-                f"over swept policies (policy level).\n"
-            )
+    # How the scorer in use (or, when the judge's label is in use, ROUGE-L) agrees with the judge.
+    pair = (study.scorer, "label") if study.scorer != "label" else ("rougeL", "label")
+    agree = scorer_agreement(study, pair[1], scorer=pair[0])
+    if agree is not None:
+        name = SCORER_TITLES.get(pair[0], pair[0])
+        out.append(f"## How {name} agrees with the judge\n")
+        out.append(
+            f"Spearman rank correlation between {name} (`{pair[0]}`) and the judge's label (`label`): "
+            f"{agree['item_level']:.3f} over every single answer (item level), {agree['policy_level']:.3f} "
+            f"over the swept policies' dev means (policy level).\n"
+        )
     out.append("## Pareto frontier (dev split)\n")
     cols = ["policy_id", "label", "cost_per_1k_usd", q, f"{q}_lo", f"{q}_hi", "escalation_rate", "premium_call_share"]
     fr = study.frontier[[c for c in cols if c in study.frontier.columns]]

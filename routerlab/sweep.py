@@ -20,6 +20,7 @@ Circuit breakers are not simulated: replays treat items as independent
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from collections.abc import Iterable, Sequence
@@ -120,6 +121,16 @@ class _Arrays:
 
 
 def _arrays(o: Outcomes) -> _Arrays:
+    """The outcome table as dense arrays; built once per :class:`Outcomes` object and kept on it."""
+    cached = o.__dict__.get("_sweep_arrays")
+    if cached is not None and cached[0] is o.calls:
+        return cached[1]  # type: ignore[no-any-return]
+    a = _build_arrays(o)
+    o.__dict__["_sweep_arrays"] = (o.calls, a)
+    return a
+
+
+def _build_arrays(o: Outcomes) -> _Arrays:
     calls = o.calls
     pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
     n, t = len(pos), len(o.tiers)
@@ -336,11 +347,20 @@ def monotone_starts(n_tiers: int) -> list[tuple[int, int, int]]:
     return [(a, b, c) for a, b, c in itertools.product(range(n_tiers), repeat=3) if a <= b <= c]
 
 
-def threshold_grid(o: Outcomes, similarity: str, k: int, *, n: int = 8) -> list[list[float]]:
-    """Per non-final tier: thresholds at the quantiles of the observed agreement (plus 1.0)."""
+def threshold_grid(
+    o: Outcomes, similarity: str, k: int, *, n: int = 8, mask: np.ndarray | None = None
+) -> list[list[float]]:
+    """Per non-final tier: thresholds at the quantiles of the observed agreement (plus 1.0).
+
+    With ``mask`` (e.g. the dev split) only those items' agreements are used, so the test split
+    plays no part in choosing the grid.
+    """
+    calls = o.calls
+    if mask is not None:
+        calls = calls[calls["item_id"].isin(set(o.items["item_id"][mask]))]
     out = []
     for ti in range(len(o.tiers) - 1):
-        sel = o.calls[(o.calls["tier_index"] == ti) & (o.calls["variant"] == f"k{k}")][f"agree_{similarity}"]
+        sel = calls[(calls["tier_index"] == ti) & (calls["variant"] == f"k{k}")][f"agree_{similarity}"]
         vals = sel.dropna().to_numpy()
         if len(vals) == 0:
             out.append([1.0])
@@ -363,7 +383,8 @@ class Grid:
     caps: tuple[Decimal | None, ...] = (None,)
     n_thresholds: int = 8
 
-    def points(self, o: Outcomes) -> list[PolicyPoint]:
+    def points(self, o: Outcomes, *, mask: np.ndarray | None = None) -> list[PolicyPoint]:
+        """Every policy of the grid; thresholds from the agreement quantiles of the ``mask`` items."""
         pts: list[PolicyPoint] = []
         seen: set[PolicyPoint] = set()
         for start, cap in itertools.product(self.starts, self.caps):
@@ -371,7 +392,7 @@ class Grid:
                 checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...]]] = []
                 if cascade:
                     for sim, k in itertools.product(self.similarities, self.ks):
-                        per_tier = threshold_grid(o, sim, k, n=self.n_thresholds)
+                        per_tier = threshold_grid(o, sim, k, n=self.n_thresholds, mask=mask)
                         for cs in self.class_sets:
                             checks += [(sim, k, cs, thr) for thr in itertools.product(*per_tier)]
                 checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, ()))
@@ -413,12 +434,14 @@ def split_items(o: Outcomes, *, dev_fraction: float = 0.5, seed: int = 0) -> tup
     return dev, ~dev
 
 
+@functools.lru_cache(maxsize=16)
 def _bootstrap_weights(n: int, b: int, seed: int) -> np.ndarray:
+    """(n, b) resampling counts: column j says how often each item is drawn in resample j."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(b, n))
-    w = np.zeros((n, b))
-    for j in range(b):
-        w[:, j] = np.bincount(idx[j], minlength=n)
+    flat = (idx + np.arange(b)[:, None] * n).ravel()
+    w = np.bincount(flat, minlength=b * n).reshape(b, n).T.astype(float)
+    w.setflags(write=False)
     return w
 
 
@@ -490,7 +513,7 @@ def sweep(
     """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table."""
     if points is None:
         points = default_grid(o)
-    pts = points.points(o) if isinstance(points, Grid) else list(points)
+    pts = points.points(o, mask=mask) if isinstance(points, Grid) else list(points)
     a = _arrays(o)
     frames = []
     bar = None

@@ -81,12 +81,17 @@ def open_dataset(
 
 
 def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) -> pd.DataFrame:
-    """Each tier's single answer per item: item_id, tier_index, cost_usd, quality (for baselines)."""
+    """Each tier's single answer per item: item_id, tier_index, cost_usd, quality (for baselines).
+
+    A call that failed scores 0, as a failed route does in the sweep (not NaN, which means
+    "the scorer does not apply" and would drop the item from the tier's mean).
+    """
     c = o.calls[o.calls["variant"] == "single"]
     if mask is not None:
         keep = set(o.items["item_id"][mask])
         c = c[c["item_id"].isin(keep)]
-    return c[["item_id", "tier_index", "cost_usd"]].assign(quality=c[f"q_{scorer}"].to_numpy())
+    q = np.where(c["error_kind"].notna(), 0.0, c[f"q_{scorer}"].to_numpy(dtype=float))
+    return c[["item_id", "tier_index", "cost_usd"]].assign(quality=q)
 
 
 def run_study(
@@ -151,15 +156,20 @@ def split_masks(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
     return split_items(o, seed=SPLIT_SEED)
 
 
-def scorer_agreement(study: Study, other: str = "label") -> dict[str, float] | None:
-    """How the study's scorer agrees with another (e.g. the judge): Spearman at item and policy level."""
+def scorer_agreement(study: Study, other: str = "label", *, scorer: str | None = None) -> dict[str, float] | None:
+    """How ``scorer`` (default: the study's) agrees with another (e.g. the judge's ``label``).
+
+    Spearman rank correlation over every single answer (item level) and over the swept policies' dev
+    means (policy level); None when either scorer is missing or they are the same.
+    """
     o = study.outcomes
-    if other == study.scorer or other not in o.scorers:
+    scorer = scorer or study.scorer
+    if other == scorer or other not in o.scorers or scorer not in o.scorers:
         return None
     single = o.calls[o.calls["variant"] == "single"]
-    item_level = rank_agreement(single[f"q_{study.scorer}"].tolist(), single[f"q_{other}"].tolist())
+    item_level = rank_agreement(single[f"q_{scorer}"].tolist(), single[f"q_{other}"].tolist())
     pol = study.sweep_dev
-    policy_level = rank_agreement(pol[f"quality_{study.scorer}"].tolist(), pol[f"quality_{other}"].tolist())
+    policy_level = rank_agreement(pol[f"quality_{scorer}"].tolist(), pol[f"quality_{other}"].tolist())
     return {"item_level": float(item_level), "policy_level": float(policy_level)}
 
 

@@ -143,3 +143,21 @@ def test_point_from_policy_refuses_the_logprob_signal(imported: object) -> None:
     conf = replace(ds.policy.confidence, signal="logprob", logprob_thresholds=(-0.5,) * (len(ds.policy.tiers) - 1))
     with pytest.raises(ValueError, match="logprob"):
         point_from_policy(ds.policy.with_changes(confidence=conf))
+
+
+def test_threshold_grid_comes_from_the_masked_items_only(imported: object) -> None:
+    from routerlab.sweep import threshold_grid
+
+    ds = imported("mot_date")  # type: ignore[operator]
+    o = ds.outcomes
+    dev, test = split_items(o, seed=0)
+    on_dev = threshold_grid(o, "rougeL", 2, n=8, mask=dev)
+    on_test = threshold_grid(o, "rougeL", 2, n=8, mask=test)
+    assert on_dev != on_test  # the split matters, so the test split must not shape the dev grid
+    calls = o.calls[o.calls["item_id"].isin(set(o.items["item_id"][dev]))]
+    sel = calls[(calls["tier_index"] == 0) & (calls["variant"] == "k2")]["agree_rougeL"].dropna().to_numpy()
+    want = sorted({float(round(min(max(v, 0.0), 1.0), 6)) for v in np.quantile(sel, np.linspace(0, 1, 8))} | {1.0})
+    assert on_dev[0] == want
+    df = sweep(o, default_grid(o), mask=dev, bootstrap=0)
+    thr = {t for pt in points_of(df) if pt.similarity == "rougeL" for t in [pt.thresholds[0]]}
+    assert thr == set(on_dev[0])

@@ -103,6 +103,23 @@ def test_dump_policy_of_a_point_loads_in_production(study: Any, tmp_path: Path) 
     assert load_policy(tmp_path / "p.json") == p
 
 
+def test_provenance_hashes_the_cassette_files(study: Any) -> None:
+    import hashlib
+
+    from routerlab.cassettes import cassette_name
+
+    h = hashlib.sha256()
+    for it in study.items:
+        data = (study.cassettes / cassette_name(it.id)).read_bytes()
+        h.update(f"{cassette_name(it.id)}\0{len(data)}\0".encode())
+        h.update(data)
+    assert study.outcomes.cassettes_sha256 == h.hexdigest()
+    from routerlab.export import provenance
+
+    prov = provenance(study.outcomes, study.choice, evalset_sha256="x", dataset="mot_date", split_seed=SPLIT_SEED)
+    assert prov["cassettes_sha256"] == h.hexdigest() and prov["outcome_table_key"] == study.outcomes.key
+
+
 def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
     from decimal import Decimal
 
