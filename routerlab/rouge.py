@@ -30,20 +30,17 @@ def _stem(token: str) -> str:
     return str(_stemmer.stem(token))
 
 
-_STEMS: dict[str, str] = {}  # token -> its stem, or "" when rouge-score would drop it
+_STEMS: dict[str, str] = {}  # token -> what rouge-score keeps of it: itself, its stem, or "" (dropped)
 _STEMS_MAX = 262_144
 
 
-def _stem_cached(token: str) -> str:
-    stem = _STEMS.get(token)
-    if stem is None:
-        stem = _stem(token)
-        if not _VALID.match(stem):
-            stem = ""
-        if len(_STEMS) >= _STEMS_MAX:
-            _STEMS.clear()
-        _STEMS[token] = stem
-    return stem
+def _kept(token: str) -> str:
+    """rouge-score's treatment of one ``[a-z0-9]+`` token: stem it when longer than 3 characters,
+    then drop it ("") unless the result is still ``[a-z0-9]+``."""
+    if len(token) <= 3:
+        return token
+    stem = _stem(token)
+    return stem if _VALID.match(stem) else ""
 
 
 def clear_caches() -> None:
@@ -56,21 +53,19 @@ def clear_caches() -> None:
 def tokenize(text: str) -> tuple[str, ...]:
     """rouge-score's default tokenisation with the Porter stemmer.
 
-    After the substitution every token is ``[a-z0-9]+``, so only a stem can fail rouge-score's
-    validity check; that check is memoised with the stem.
+    Every distinct token is looked up once per text with set and map operations (no Python loop
+    over the tokens); only tokens never seen before are stemmed.
     """
+    toks = _NON_ALNUM.sub(" ", text.lower()).split()
     stems = _STEMS
-    out = []
-    for t in _NON_ALNUM.sub(" ", text.lower()).split():
-        if len(t) > 3:
-            s = stems.get(t)
-            if s is None:
-                s = _stem_cached(t)
-            if s:
-                out.append(s)
-        else:
-            out.append(t)
-    return tuple(out)
+    missing = set(toks).difference(stems)
+    if missing:
+        if len(stems) + len(missing) > _STEMS_MAX:
+            stems.clear()
+            missing = set(toks)
+        for t in missing:
+            stems[t] = _kept(t)
+    return tuple(filter(None, map(stems.__getitem__, toks)))
 
 
 def lcs_length(a: tuple[str, ...], b: tuple[str, ...]) -> int:
