@@ -46,6 +46,19 @@ ITEMS = [
 ]
 
 
+def record_all(policy: Any, fake: FakeProviders, out: Path) -> Path:
+    """Record ITEMS with the fake providers' queued answers into ``out``."""
+    record(
+        ITEMS,
+        policy,
+        out,
+        client=httpx.Client(transport=fake.transport()),
+        progress=False,
+        api_keys={"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"},
+    )
+    return out
+
+
 @pytest.fixture
 def recorded(tmp_path: Path) -> tuple[Any, Path]:
     policy = policy_from_dict(POLICY)
@@ -55,15 +68,7 @@ def recorded(tmp_path: Path) -> tuple[Any, Path]:
             "gpt-4o-mini", f"A: {2 * i}", f"A: {2 * i}", f"A: {2 * i + (i % 2)}", input_tokens=12, output_tokens=4
         )
         fake.enqueue("claude-3-5-sonnet-20240620", f"A: {2 * i}", input_tokens=15, output_tokens=5)
-    out = tmp_path / "cassettes"
-    record(
-        ITEMS,
-        policy,
-        out,
-        client=httpx.Client(transport=fake.transport()),
-        progress=False,
-        api_keys={"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"},
-    )
+    out = record_all(policy, fake, tmp_path / "cassettes")
     return policy, out
 
 
@@ -189,15 +194,7 @@ def test_sweep_matches_the_router_when_an_unparseable_2xx_is_charged_to_the_cap(
         for _ in range(2):  # the single call and the n=2 call
             fake.enqueue("gpt-4o-mini", status=200, body=b'{"choices": "garbage"}')
         fake.enqueue("claude-3-5-sonnet-20240620", f"A: {2 * i}", input_tokens=15, output_tokens=5)
-    out = tmp_path / "cassettes"
-    record(
-        ITEMS,
-        policy,
-        out,
-        client=httpx.Client(transport=fake.transport()),
-        progress=False,
-        api_keys={"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"},
-    )
+    out = record_all(policy, fake, tmp_path / "cassettes")
     o = build_outcomes(ITEMS, policy, out, scorers=["exact"], cache_dir=tmp_path / "c", progress=False)
     single0 = o.calls[(o.calls["variant"] == "single") & (o.calls["tier_index"] == 0)]
     assert (single0["error_kind"] == "malformed").all() and (single0["cost_pico"] == 0).all()
