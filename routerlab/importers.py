@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -203,7 +204,9 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         )
         meta = _norm_meta(obj.get("meta"))
     except (EvalSetError, _Invalid) as e:
-        fieldname = getattr(e, "field", None) or ("prompt" if "prompt" in obj else "messages")
+        fieldname = getattr(e, "field", None) or "messages"
+        if "prompt" in obj and fieldname.startswith("messages"):
+            fieldname = "prompt"  # the row gave a prompt; the message built from it is an internal detail
         message = (e.reason if isinstance(e, EvalSetError) else e.message).split(" (in eval item")[0]
         raise bad(fieldname, message) from None
     usage = obj.get("usage")
@@ -253,7 +256,8 @@ def load_outputs(path: str | os.PathLike[str]) -> list[OutputRow]:
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     rows = []
     first: dict[tuple[str, str], int] = {}
-    for n, line_text in enumerate(text.split("\n"), 1):
+    # JSON strings cannot hold a raw CR or LF, so any of the three line endings ends a row.
+    for n, line_text in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         if not line_text.strip():
             continue
         try:

@@ -70,7 +70,7 @@ from routerlab.scoring import get_scorer, scorer_fingerprint
 from routerlab.types import Completion, Usage
 
 PICO = Decimal(10) ** 12
-TABLE_VERSION = "2"  # 2: worst_pico from the per-character-class input estimate; reserve_pico
+TABLE_VERSION = "3"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1
 LATENCY_BASE_MS, LATENCY_PER_TOKEN_MS = 400.0, 15.0
 
 

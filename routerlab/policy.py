@@ -462,7 +462,8 @@ def _check_cross(p: RouterPolicy, source: str | None) -> None:
             j = endpoints.index(ep)
             raise PolicyError(
                 f"tiers {p.tiers[j].name!r} and {p.tiers[i].name!r} call the same model {ep[2]!r} at the same "
-                "endpoint; a ladder needs a different model per tier (they would share one circuit breaker)",
+                "endpoint; a ladder needs a different model per tier (one model's health is one breaker's "
+                "business, and the sweep could not tell the two apart)",
                 field=f"tiers[{i}].model",
                 source=source,
             )

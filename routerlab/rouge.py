@@ -53,19 +53,19 @@ def clear_caches() -> None:
 def tokenize(text: str) -> tuple[str, ...]:
     """rouge-score's default tokenisation with the Porter stemmer.
 
-    Every distinct token is looked up once per text with set and map operations (no Python loop
-    over the tokens); only tokens never seen before are stemmed.
+    Every distinct token of the text is looked up once (the per-token pass is ``map`` over a
+    local dict); only tokens never seen before are stemmed. Safe to call from several threads.
     """
     toks = _NON_ALNUM.sub(" ", text.lower()).split()
     stems = _STEMS
-    missing = set(toks).difference(stems)
-    if missing:
-        if len(stems) + len(missing) > _STEMS_MAX:
-            stems.clear()
-            missing = set(toks)
-        for t in missing:
-            stems[t] = _kept(t)
-    return tuple(filter(None, map(stems.__getitem__, toks)))
+    kept = {t: stems.get(t) for t in set(toks)}  # a local view: another thread may clear _STEMS meanwhile
+    for t, k in kept.items():
+        if k is None:
+            kept[t] = k = _kept(t)
+            if len(stems) >= _STEMS_MAX:
+                stems.clear()
+            stems[t] = k
+    return tuple(filter(None, map(kept.__getitem__, toks)))
 
 
 def lcs_length(a: tuple[str, ...], b: tuple[str, ...]) -> int:

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -90,19 +91,21 @@ _Plan = Generator[list[_Call], list[_Reply], RouteResult]
 
 
 _LETTERS_AND_SPACE = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz ")
+_LETTER_RUN = re.compile(r"[A-Za-z]+")
 
 
 def estimate_input_tokens(messages: Messages) -> int:
     """A deliberately generous input-token estimate for the cost cap.
 
-    ASCII letters and spaces count one token per three characters; every other
-    ASCII character (digits, punctuation, newlines) counts one token; every
-    UTF-8 byte of non-ASCII text counts one token (a byte-level BPE never
-    needs more, so Chinese, Cyrillic or emoji cannot slip under the cap); plus
-    8 per message for the chat template. On the 1,510 prompts of the example
-    set and the three public datasets this is at or above cl100k_base's count
-    plus 4 for every prompt (median 1.65x). It is an estimate, not a proof:
-    long runs of random letters (hex strings, base64) can tokenize denser.
+    ASCII letters and spaces count one token per three characters, but every
+    run of letters at least one; every other ASCII character (digits,
+    punctuation, newlines) counts one token; every UTF-8 byte of non-ASCII
+    text counts one token (a byte-level BPE never needs more, so Chinese,
+    Cyrillic or emoji cannot slip under the cap); plus 8 per message for the
+    chat template. On the 1,510 prompts of the example set and the three
+    public datasets this is at or above cl100k_base's count plus 4 for every
+    prompt (median 1.65x). It is an estimate, not a proof: long runs of
+    letters that are not words (DNA, hex, base64) tokenize denser.
     """
     total = 8 * len(messages)
     for m in messages:
@@ -111,7 +114,8 @@ def estimate_input_tokens(messages: Messages) -> int:
         raw = text.encode("utf-8")
         ascii_text = raw.decode("ascii", "ignore")
         other = len(ascii_text.translate(_LETTERS_AND_SPACE))
-        total += math.ceil((len(ascii_text) - other) / 3) + other + (len(raw) - len(ascii_text))
+        words = max(math.ceil((len(ascii_text) - other) / 3), len(_LETTER_RUN.findall(ascii_text)))
+        total += words + other + (len(raw) - len(ascii_text))
     return total
 
 
@@ -353,9 +357,12 @@ class _RouterCore:
             cost = self._cost(tier, call_usage) if completions else Decimal(0)
             spent += cost
             charged += cost
+            # A 2xx body we could not parse, or an answer lost after the request went out (read timeout,
+            # dropped connection), may still be billed: count its worst case against the cap.
             unpriced = sum(1 for r in replies if r.error is None and 200 <= r.status < 300) - len(completions)
+            unpriced += sum(1 for r in replies if isinstance(r.error, _MAYBE_BILLED))
             if worst is not None and unpriced > 0:
-                charged += worst / len(specs) * unpriced  # a 2xx body we could not parse may have been billed
+                charged += worst / len(specs) * unpriced
             usage_total = usage_total + call_usage
             texts = tuple(t for c in completions for t in c.texts)
             if error is None and len(texts) < samples:
@@ -539,6 +546,10 @@ class _RouterCore:
         if self._log_prompts:
             record["messages"] = list(messages)
         logger.info(json.dumps(record, ensure_ascii=False))
+
+
+# Transport failures after the request was sent: the provider may have run (and billed) it.
+_MAYBE_BILLED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def _transport_error(exc: BaseException, tier: Tier) -> ProviderError:

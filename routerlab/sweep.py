@@ -10,8 +10,9 @@ get.
 :func:`simulate` runs the router's decision procedure (see
 :mod:`routerlab.router`) vectorised over items and over a batch of policies
 with numpy. Costs are exact: integers in 1e-12 USD, so the cost-cap test
-``spent + worst_case > cap`` is decided exactly as the router decides it in
-``Decimal``. A test replays the real :class:`CascadeRouter` through the
+``charged + worst_case > cap`` (charged: the cost so far plus the worst case
+of any 2xx reply that could not be priced) is decided exactly as the router
+decides it in ``Decimal``. A test replays the real :class:`CascadeRouter` through the
 cassettes for random policies and checks identical tiers, costs and quality.
 
 Circuit breakers are not simulated: replays treat items as independent
@@ -36,6 +37,7 @@ from routerlab.outcomes import PICO, Outcomes
 from routerlab.policy import RouterPolicy, policy_from_dict, policy_to_dict
 
 NO_CHECK = "none"
+_NO_CAP_PICO = 2**62  # caps at or above this many 1e-12 USD are treated as no cap (int64 arithmetic)
 
 
 @dataclass(frozen=True)
@@ -220,11 +222,9 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
     cascade = np.array([pt.cascade for pt in points], bool)
     check_on = np.array([pt.similarity != NO_CHECK for pt in points], bool)
     inclass = np.array([[c in pt.classes for c in COMPLEXITY_CLASSES] for pt in points], bool).reshape(p, 3)
-    sim_idx = np.array([a.sims.index(pt.similarity) if pt.similarity != NO_CHECK else 0 for pt in points])
-    k_idx = np.array([a.ks.index(pt.k) if (pt.similarity != NO_CHECK and pt.k in a.ks) else 0 for pt in points])
     for pt in points:
-        if pt.similarity == NO_CHECK:
-            continue
+        if pt.similarity == NO_CHECK or not pt.cascade:
+            continue  # no k-sample call is ever made
         if pt.similarity not in a.sims:
             raise ValueError(f"unknown similarity {pt.similarity!r}; the outcome table has {a.sims}")
         if pt.k not in a.ks:
@@ -237,14 +237,21 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
             )
         if len(pt.thresholds) != a.t - 1:
             raise ValueError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
+    live = [pt.cascade and pt.similarity != NO_CHECK for pt in points]  # the check can run at all
+    sim_idx = np.array([a.sims.index(pt.similarity) if on else 0 for pt, on in zip(points, live, strict=True)])
+    k_idx = np.array([a.ks.index(pt.k) if on else 0 for pt, on in zip(points, live, strict=True)])
     thr = np.zeros((p, max(a.t - 1, 1)))
     for i, pt in enumerate(points):
-        if pt.similarity != NO_CHECK:
+        if live[i]:
             thr[i, : a.t - 1] = pt.thresholds
-    cap = np.array([-1 if pt.cap_usd is None else int(pt.cap_usd * PICO) for pt in points], np.int64)
     for pt in points:
         if pt.cap_usd is not None and pt.cap_usd * PICO != int(pt.cap_usd * PICO):
             raise ValueError(f"cap {pt.cap_usd} is finer than 1e-12 USD")
+    # A cap beyond ~$4.6M per query cannot bind (no recorded worst case comes near): the same as no cap.
+    cap = np.array(
+        [-1 if pt.cap_usd is None or pt.cap_usd * PICO >= _NO_CAP_PICO else int(pt.cap_usd * PICO) for pt in points],
+        np.int64,
+    )
     return {
         "start": start,
         "cascade": cascade,
@@ -409,7 +416,7 @@ class Grid:
 
 
 def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] = (None,), n_thresholds: int = 8) -> Grid:
-    """All monotone start mappings; every similarity with recorded samples; the recorded ks."""
+    """All monotone start mappings; every similarity; the ks recorded for every item (others warn)."""
     a = _arrays(o)
     ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
     for j, k in enumerate(a.ks):
@@ -573,7 +580,7 @@ def points_of(df: pd.DataFrame) -> list[PolicyPoint]:
 def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
     """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`)."""
     c = policy.confidence
-    if c.classes and c.signal != "consistency":
+    if c.classes and policy.cascade and c.signal != "consistency":
         raise ValueError(
             f"policy {policy.name!r} uses the {c.signal!r} confidence signal; the sweep simulates only the "
             "two-sample consistency check (or none)"

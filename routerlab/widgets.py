@@ -9,7 +9,7 @@ highlighted point on the frontier plot and refreshes the numbers table.
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -20,6 +20,9 @@ from routerlab.sweep import NO_CHECK, PolicyPoint, evaluate
 
 if TYPE_CHECKING:
     from routerlab.workbench import Study
+
+
+_PICO_USD = Decimal("1e-12")
 
 
 class Explorer:
@@ -93,8 +96,9 @@ class Explorer:
             cap = None
         if cap is None and cap_text:
             self.cap_problem = f"cost cap {cap_text!r} is not an amount of USD &ge; 0: no cap applied"
-        elif cap is not None and cap != cap.quantize(Decimal("1e-12")):
-            cap = cap.quantize(Decimal("1e-12"), rounding=ROUND_DOWN)  # the sweep counts in 1e-12 USD
+        elif cap is not None and int(cap.as_tuple().exponent) < -12:
+            with localcontext(prec=60):  # the sweep counts in 1e-12 USD: round down, at any size
+                cap = cap.quantize(_PICO_USD, rounding=ROUND_DOWN)
         sim = self.similarity.value
         return PolicyPoint(
             start=tuple(int(d.value) for d in self.starts),

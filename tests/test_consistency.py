@@ -297,3 +297,37 @@ def test_mean_logprob() -> None:
     assert mean_logprob((0.0, -2.0)) == -1.0
     with pytest.raises(ValueError, match="no token log-probabilities"):
         mean_logprob([])
+
+
+def test_tokenize_is_safe_when_threads_overflow_the_stem_cache(
+    real_pairs: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stem cache is cleared when full; a thread must never see its own fresh entries vanish."""
+    import threading
+
+    from routerlab import rouge
+
+    texts = [t for pair in real_pairs[:60] for t in pair]
+    want = [SCORER._tokenizer.tokenize(t) for t in texts]
+    monkeypatch.setattr(rouge, "_STEMS_MAX", 50)  # clear all the time
+    errors: list[BaseException] = []
+    got: dict[int, list[tuple[str, ...]]] = {}
+
+    def work(n: int) -> None:
+        try:
+            out = []
+            for t in texts:
+                rouge.tokenize.cache_clear()
+                out.append(rouge.tokenize(t))
+            got[n] = out
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    rouge.clear_caches()
+    assert errors == []
+    assert all([list(x) for x in got[n]] == want for n in range(6))

@@ -318,6 +318,18 @@ def test_outputs_file_problems_are_data_errors_naming_the_place(tmp_path: Path) 
         load_outputs(latin)
 
 
+def test_outputs_rows_name_the_prompt_field_and_accept_any_line_ending(tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GENERIC_ROWS[0] | {"prompt": 5}])
+    with pytest.raises(DataError, match=re.escape(f"{bad}:1: field 'prompt'")):
+        load_outputs(bad)
+    lines = [json.dumps(r) for r in GENERIC_ROWS]
+    cr = tmp_path / "cr.jsonl"
+    cr.write_bytes("\r".join(lines).encode() + b"\r")
+    crlf = tmp_path / "crlf.jsonl"
+    crlf.write_bytes("\r\n".join(lines).encode())
+    assert load_outputs(cr) == load_outputs(crlf) == load_outputs(write_jsonl(tmp_path / "lf.jsonl", GENERIC_ROWS))
+
+
 def test_bad_json_names_file_and_line(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", [GENERIC_ROWS[0], '{"id": "x",'])
     with pytest.raises(DataError, match=re.escape(f"{path}:2: invalid JSON")):

@@ -534,3 +534,29 @@ def test_a_reload_naming_an_unpriced_model_is_refused(tmp_path: Path, caplog: py
     assert r.tier == "cheap" and router.policy.tiers[2].model == GPT4O  # the last good policy still serves
     failed = [json.loads(x.getMessage()) for x in caplog.records if "policy_reload_failed" in x.getMessage()]
     assert failed and "my-private-finetune" in failed[0]["error"]
+
+
+def test_an_answer_lost_after_the_request_went_out_counts_against_the_cap() -> None:
+    """A read timeout may still be billed: its worst case is charged, so the next tier must fit beside it."""
+    from routerlab.pricing import PriceBook
+    from routerlab.router import estimate_input_tokens, worst_case_cost_usd
+
+    pol = policy_from_dict(policy_dict())
+    est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])
+    w0 = worst_case_cost_usd(PriceBook(), pol.tiers[0], est, 100, 1, 2)
+    w1 = worst_case_cost_usd(PriceBook(), pol.tiers[1], est, 100, 2, 2)
+    for cap, sonnet_called in ((w0 + w1 - Decimal("0.000000000001"), False), (w0 + w1, True)):
+        router, fake, _ = make(max_cost_per_query_usd=str(cap))
+        fake.enqueue(MINI, timeout=True)
+        fake.enqueue(SONNET, "Paris", "Paris")
+        fake.enqueue(GPT4O, "Paris")
+        r = router.route(MEDIUM_Q)
+        assert r.attempts[0].error_kind == "timeout" and r.attempts[0].cost_usd == 0
+        assert (len(fake.calls(SONNET)) > 0) is sonnet_called, cap
+
+
+def test_estimate_counts_each_letter_run_at_least_once() -> None:
+    from routerlab.router import estimate_input_tokens
+
+    spaced = " ".join("ABCDEFGHIJKLMNOPQRST")  # 20 one-letter words: about 20 tokens in any tokenizer
+    assert estimate_input_tokens([{"role": "user", "content": spaced}]) == 20 + 8

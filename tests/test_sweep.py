@@ -161,3 +161,23 @@ def test_threshold_grid_comes_from_the_masked_items_only(imported: object) -> No
     df = sweep(o, default_grid(o), mask=dev, bootstrap=0)
     thr = {t for pt in points_of(df) if pt.similarity == "rougeL" for t in [pt.thresholds[0]]}
     assert thr == set(on_dev[0])
+
+
+def test_a_cap_too_large_to_bind_is_no_cap(imported: object) -> None:
+    ds = imported("mot_date")  # type: ignore[operator]
+    free = evaluate(ds.outcomes, PolicyPoint((0, 0, 0), True, NO_CHECK), bootstrap=0)
+    for cap in (Decimal("10000000"), Decimal("1e30")):
+        row = evaluate(ds.outcomes, PolicyPoint((0, 0, 0), True, NO_CHECK, cap_usd=cap), bootstrap=0)
+        assert row["cost_usd_total"] == free["cost_usd_total"] and row["failure_rate"] == 0
+
+
+def test_a_non_cascading_policy_needs_no_samples(imported: object) -> None:
+    """cascade off never makes the k-sample call, so its k and thresholds are not checked."""
+    from dataclasses import replace
+
+    ds = imported("mot_date")  # type: ignore[operator]
+    conf = replace(ds.policy.confidence, signal="logprob", logprob_thresholds=(-0.5,) * (len(ds.policy.tiers) - 1))
+    pt = point_from_policy(ds.policy.with_changes(confidence=conf, cascade=False))
+    assert not pt.cascade
+    row = evaluate(ds.outcomes, replace(pt, k=7), bootstrap=0)  # k=7 was never recorded: irrelevant here
+    assert row["escalation_rate"] == 0

@@ -134,5 +134,9 @@ def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
     assert ex.current["cost_per_1k_usd"] == base["cost_per_1k_usd"]
     ex.cap.value = "-1"
     assert ex.point().cap_usd is None and "no cap applied" in ex.status.value
+    ex.cap.value = "1e16"  # far beyond any worst case: the same numbers as no cap, and no exception
+    assert ex.current["cost_per_1k_usd"] == base["cost_per_1k_usd"]
+    ex.cap.value = "0.0000000000019"  # finer than the sweep's 1e-12 USD: rounded down
+    assert ex.point().cap_usd == Decimal("1e-12")
     ex.cap.value = ""
     assert ex.status.value == "" or "monotone" in ex.status.value
