@@ -51,6 +51,12 @@ def run_demo(
                 f"all-premium at ${d['premium_cost_per_1k_usd']:.4f})",
                 file=out,
             )
+        if m["dev"]["cost_reduction_vs_premium"] <= 0:
+            print(
+                f"   note: no policy cheaper than all-premium keeps {study.choice.floor:.0%} of its quality on dev; "
+                "the report's 'other floors' table shows what lower floors save",
+                file=out,
+            )
         for kind, p in paths.items():
             print(f"   {kind}: {p}", file=out)
     return 0

@@ -140,3 +140,17 @@ def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
     assert ex.point().cap_usd == Decimal("1e-12")
     ex.cap.value = ""
     assert ex.status.value == "" or "monotone" in ex.status.value
+
+
+def test_demo_on_mot_date_says_when_the_floor_leaves_no_saving(imported: Any) -> None:
+    import io
+
+    from routerlab.demo import run_demo
+
+    ws = imported("mot_date").root
+    out = io.StringIO()
+    assert run_demo(out, datasets=["mot_date"], root=ws, progress=False) == 0
+    text = out.getvalue()
+    assert "369 queries" in text and (ws / "reports" / "mot_date" / "report.md").exists()
+    # on mot_date no cascade keeps 95% of gpt-4's accuracy, so the demo says so rather than a bare 0.0%
+    assert "0.0% cheaper" in text and "no policy cheaper than all-premium keeps 95%" in text
