@@ -123,8 +123,8 @@ class Explorer:
         self.status.value = "".join(f"<i>note: {n}</i><br>" for n in notes)
         row = evaluate(self.study.outcomes, pt, mask=self.study.dev, bootstrap=200)
         self.current = row
+        self._move_marker(row)  # the plot first: when the numbers change, the moved point is already sent
         self.table.value = self._table_html(row)
-        self._move_marker(row)
         return row
 
     def _table_html(self, row: pd.Series) -> str:

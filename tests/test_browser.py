@@ -142,6 +142,8 @@ def test_sweep_notebook_in_jupyterlab_with_a_slider_move(lab: str) -> None:
         except Exception:
             pass
         before = numbers.all_inner_texts()
+        images = page.locator(".jp-OutputArea-output img")
+        plots_before = [images.nth(i).get_attribute("src") for i in range(images.count())]
         readout = page.locator(".widget-slider .widget-readout").first
         readout.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "browser-before-slider.png"), full_page=False)
@@ -156,8 +158,16 @@ def test_sweep_notebook_in_jupyterlab_with_a_slider_move(lab: str) -> None:
             if after != before:
                 break
             time.sleep(0.25)
+        plots_after = plots_before
+        while time.monotonic() < deadline:  # the explorer's plot is redrawn with the point moved
+            plots_after = [images.nth(i).get_attribute("src") for i in range(images.count())]
+            if plots_after != plots_before:
+                break
+            time.sleep(0.25)
+        page.wait_for_selector("#jp-main-statusbar :text('Idle')", timeout=60_000)
         page.locator(".routerlab-numbers").first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "browser-explorer-after-slider.png"), full_page=False)
         browser.close()
     assert before and after != before, f"the explorer's numbers did not change: {before}"
+    assert plots_after != plots_before, "the explorer's plot was not redrawn after the slider move"
     assert (SHOTS / "browser-explorer-after-slider.png").stat().st_size > 10_000
