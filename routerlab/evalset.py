@@ -28,16 +28,17 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from routerlab.errors import EvalSetError
 
-__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "load_evalset"]
+__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "iter_jsonl", "load_evalset"]
 
 ROLES = ("system", "user", "assistant")
 ALLOWED_KEYS = ("id", "prompt", "messages", "reference", "answer", "labels", "meta")
@@ -281,45 +282,52 @@ def _item_from_object(obj: dict[str, Any]) -> EvalItem:
     )
 
 
-def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+_LINE_END = re.compile(r"\r\n|\r|\n")  # JSON strings cannot hold a raw CR or LF; U+2028 is not a line end
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str], error: Callable[[str, int | None, str | None], Exception], *, what: str
+) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of a JSONL file, decoded, with its 1-based line number.
+
+    Every problem (an unreadable file, bytes that are not UTF-8, invalid JSON,
+    NaN/Infinity, a key given twice in one object) raises ``error(message,
+    line, field)``; ``what`` names the file's kind in "cannot read <what>".
+    A UTF-8 byte-order mark is tolerated; LF, CRLF and CR all end a line.
+    """
     try:
-        return Path(path).read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise EvalSetError(f"cannot read eval set: {reason}", path=os.fspath(path)) from exc
+        raise error(f"cannot read {what}: {exc.strerror or exc}", None, None) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", line, None) from None
+    for lineno, line_text in enumerate(_LINE_END.split(text), start=1):
+        if not line_text.strip():
+            continue
+        try:
+            obj = json.loads(line_text, object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise error(f"invalid JSON: {exc.msg} (column {exc.colno})", lineno, None) from None
+        except _Invalid as exc:
+            raise error(exc.message, lineno, exc.field) from None
+        except ValueError as exc:  # NaN / Infinity
+            raise error(f"invalid JSON: {exc}", lineno, None) from None
+        yield lineno, obj
 
 
 def load_evalset(path: str | os.PathLike[str]) -> list[EvalItem]:
     """Read and validate an eval set; items come back in file order."""
     where = os.fspath(path)
-    raw = _read_bytes(path)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise EvalSetError(
-            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", path=where, line=line
-        ) from None
+
+    def error(message: str, line: int | None, fieldname: str | None) -> EvalSetError:
+        return EvalSetError(message, path=where, line=line, field=fieldname)
+
     items: list[EvalItem] = []
     first_line: dict[str, int] = {}
-    # Split on "\n" only: str.splitlines() would also split on U+2028 etc.,
-    # which JSON allows unescaped inside strings.
-    for lineno, line_text in enumerate(text.split("\n"), start=1):
-        line_text = line_text.rstrip("\r")
-        if not line_text.strip():
-            continue
-        try:
-            obj = json.loads(
-                line_text,
-                object_pairs_hook=_pairs_no_duplicates,
-                parse_constant=_reject_constant,
-            )
-        except json.JSONDecodeError as exc:
-            raise EvalSetError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=where, line=lineno) from None
-        except ValueError as exc:  # NaN / Infinity
-            raise EvalSetError(f"invalid JSON: {exc}", path=where, line=lineno) from None
-        except _Invalid as exc:
-            raise EvalSetError(exc.message, path=where, line=lineno, field=exc.field) from None
+    for lineno, obj in iter_jsonl(path, error, what="eval set"):
         if not isinstance(obj, dict):
             raise EvalSetError(f"each line must be a JSON object; {_got(obj)}", path=where, line=lineno)
         try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ import httpx
 
 from routerlab.cassettes import ESTIMATED_HEADER, canonical_body, record
 from routerlab.errors import DataError, DatasetError, EvalSetError
-from routerlab.evalset import EvalItem, _Invalid, _norm_meta, _reject_constant, dump_evalset, evalset_sha256
+from routerlab.evalset import EvalItem, dump_evalset, evalset_sha256, iter_jsonl
 from routerlab.fakes import anthropic_message, openai_completion
 from routerlab.policy import RouterPolicy, atomic_write_text, dump_policy, policy_from_dict
 
@@ -196,19 +195,18 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         raise bad("samples", "must be a non-empty list of strings")
     if ("prompt" in obj) == ("messages" in obj):
         raise bad("prompt", "give exactly one of 'prompt' and 'messages'")
-    try:
+    meta: Any = obj.get("meta")  # None means no meta, as in an eval set
+    try:  # EvalItem validates the conversation and the meta object
         item = (
-            EvalItem.from_prompt(obj["id"], obj["prompt"])
+            EvalItem.from_prompt(obj["id"], obj["prompt"], meta=meta)
             if "prompt" in obj
-            else EvalItem(id=obj["id"], messages=obj["messages"])
+            else EvalItem(id=obj["id"], messages=obj["messages"], meta=meta)
         )
-        meta = _norm_meta(obj.get("meta"))
-    except (EvalSetError, _Invalid) as e:
-        fieldname = getattr(e, "field", None) or "messages"
+    except EvalSetError as e:
+        fieldname = e.field or "messages"
         if "prompt" in obj and fieldname.startswith("messages"):
             fieldname = "prompt"  # the row gave a prompt; the message built from it is an internal detail
-        message = (e.reason if isinstance(e, EvalSetError) else e.message).split(" (in eval item")[0]
-        raise bad(fieldname, message) from None
+        raise bad(fieldname, e.reason.split(" (in eval item")[0]) from None
     usage = obj.get("usage")
     if usage is not None:
         if not isinstance(usage, list) or len(usage) != len(samples):
@@ -236,7 +234,7 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         None if score is None else float(score),
         obj.get("reference"),
         obj.get("answer"),
-        dict(meta),
+        dict(item.meta),
     )
 
 
@@ -245,27 +243,14 @@ def load_outputs(path: str | os.PathLike[str]) -> list[OutputRow]:
 
     One row per (item id, model); the same pair twice is an error naming both lines.
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read outputs file: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+
+    def error(message: str, line: int | None, fieldname: str | None) -> DataError:
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        return DataError(f"{where}: field '{fieldname}': {message}" if fieldname else f"{where}: {message}")
+
     rows = []
     first: dict[tuple[str, str], int] = {}
-    # JSON strings cannot hold a raw CR or LF, so any of the three line endings ends a row.
-    for n, line_text in enumerate(re.split(r"\r\n|\r|\n", text), 1):
-        if not line_text.strip():
-            continue
-        try:
-            obj = json.loads(line_text, parse_constant=_reject_constant)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-        except ValueError as e:  # NaN / Infinity
-            raise DataError(f"{path}:{n}: invalid JSON: {e}") from None
+    for n, obj in iter_jsonl(path, error, what="outputs file"):
         row = _row_from_obj(obj, f"{path}:{n}")
         key = (row.id, row.model)
         if key in first:

@@ -63,6 +63,7 @@ from routerlab.router import (
     effective_max_tokens,
     estimate_input_tokens,
     tier_requests,
+    unpriced_reserve_usd,
     worst_case_cost_usd,
     writes_prompt_cache,
 )
@@ -119,7 +120,9 @@ def _variant_rows(
     k: int | None,
     prices: PriceBook,
     keys: dict[str, str],
+    input_estimate: tuple[int, bool],
 ) -> dict[str, Any] | None:
+    """One (item, tier, variant) row; ``input_estimate`` is the item's (estimated input tokens, cache writes)."""
     tier = policy.tiers[tier_index]
     max_tokens = effective_max_tokens(policy, tier_index, cls)
     api_key = keys.get(tier.api_key_env) if tier.api_key_env else None
@@ -168,15 +171,8 @@ def _variant_rows(
     texts = tuple(t for c in completions for t in c.texts)
     if error is None and len(texts) < samples:
         error = MalformedResponseError(f"asked for {samples} samples, got {len(texts)}")
-    worst = worst_case_cost_usd(
-        prices,
-        tier,
-        estimate_input_tokens(list(item.messages)),
-        max_tokens,
-        len(specs),
-        samples,
-        cache_writes=writes_prompt_cache(list(item.messages)),
-    )
+    est_in, cache_writes = input_estimate
+    worst = worst_case_cost_usd(prices, tier, est_in, max_tokens, len(specs), samples, cache_writes=cache_writes)
     return {
         "variant": "single" if signal == "none" else f"k{k}",
         "k": 1 if signal == "none" else k,
@@ -186,7 +182,7 @@ def _variant_rows(
         "cost_usd": float(cost),
         "cost_pico": _to_pico(cost),
         "worst_pico": _to_pico(worst),
-        "reserve_pico": _to_pico(worst / len(specs) * unpriced),
+        "reserve_pico": _to_pico(unpriced_reserve_usd(worst, len(specs), unpriced)),
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cached_tokens": usage.cache_read_tokens,
@@ -323,12 +319,13 @@ def _build(
     for it in items:
         index = load_cassette_index(cdir / cassette_name(it.id))
         cls = classify_complexity(it.prompt, policy.classifier).value
+        input_estimate = (estimate_input_tokens(it.messages), writes_prompt_cache(it.messages))
         for t in range(n_tiers):
             variants: list[tuple[str, int | None]] = [("none", None)]
             if t < n_tiers - 1:
                 variants += [("consistency", k) for k in ks]
             for signal, k in variants:
-                row = _variant_rows(it, policy, index, t, cls, signal, k, prices, keys)
+                row = _variant_rows(it, policy, index, t, cls, signal, k, prices, keys, input_estimate)
                 if row is None:
                     continue
                 texts = row.pop("texts")

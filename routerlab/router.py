@@ -134,6 +134,12 @@ def writes_prompt_cache(messages: Messages) -> bool:
     return any(walk(m) for m in messages)
 
 
+def unpriced_reserve_usd(worst: Decimal, n_requests: int, unpriced: int) -> Decimal:
+    """What the cost cap counts for ``unpriced`` of a tier's ``n_requests`` requests that may have been
+    billed but could not be priced: each at one request's share of the tier's worst case."""
+    return worst / n_requests * unpriced
+
+
 def effective_max_tokens(policy: RouterPolicy, tier_index: int, complexity: str) -> int:
     """The tier's max_tokens, capped by the complexity class's max_tokens when it sets one."""
     tier = policy.tiers[tier_index]
@@ -363,7 +369,7 @@ class _RouterCore:
             unpriced = sum(1 for r in replies if r.error is None and 200 <= r.status < 300) - len(completions)
             unpriced += sum(1 for r in replies if isinstance(r.error, _MAYBE_BILLED))
             if worst is not None and unpriced > 0:
-                charged += worst / len(specs) * unpriced
+                charged += unpriced_reserve_usd(worst, len(specs), unpriced)
             usage_total = usage_total + call_usage
             texts = tuple(t for c in completions for t in c.texts)
             if error is None and len(texts) < samples:
@@ -652,6 +658,7 @@ __all__ = [
     "effective_max_tokens",
     "estimate_input_tokens",
     "tier_requests",
+    "unpriced_reserve_usd",
     "worst_case_cost_usd",
     "writes_prompt_cache",
 ]
