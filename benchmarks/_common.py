@@ -19,7 +19,7 @@ _TEMP: list[Path] = []
 def workspace(name: str, root: str | None = None) -> tuple[Any, list[Any], Path, Path]:
     """(ladder policy, items, cassettes, root) for ``name``, imported into ``root`` (a temp dir by default,
     removed at exit). The import reads the public mirror ($ROUTERLAB_MIRROR); its time is not measured."""
-    from routerlab.workbench import open_dataset
+    from routerlab.workbench.study import open_dataset
 
     if root:
         base = Path(root)

@@ -24,9 +24,9 @@ import httpx
 import numpy as np
 from _common import machine, table, workspace
 
-from routerlab.cassettes import cassette_name, make_vcr, replay_items, replay_keys
+from routerlab.data.cassettes import cassette_name, make_vcr, replay_items, replay_keys
 from routerlab.router import CascadeRouter
-from routerlab.sweep import PolicyPoint
+from routerlab.workbench.sweep import PolicyPoint
 
 
 def start_policies(policy):  # type: ignore[no-untyped-def]

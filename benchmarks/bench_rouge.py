@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import machine, table
 
 from routerlab import rouge
-from routerlab.datasets import fetch, get_dataset, mirror_dir
+from routerlab.data.datasets import fetch, get_dataset, mirror_dir
 
 
 def load(model: str) -> list[dict[str, str]]:

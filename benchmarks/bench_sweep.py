@@ -1,6 +1,6 @@
 """Sweep vs router replay: time per policy of the vectorised sweep against replaying the real router.
 
-Goal (issue 4): routerlab.sweep.sweep evaluates a policy at least 1000x faster
+Goal (issue 4): routerlab.workbench.sweep.sweep evaluates a policy at least 1000x faster
 than replaying the CascadeRouter through the cassettes (cassettes.replay_items),
 with identical results, checked here on the replayed policies: per item, the
 tier and the exact cost. Both sides start from an imported workspace; the sweep
@@ -20,10 +20,10 @@ import time
 
 from _common import machine, median_time, table, workspace
 
-from routerlab.cassettes import replay_items
-from routerlab.outcomes import build_outcomes
-from routerlab.scoring import applicable_scorers
-from routerlab.sweep import default_grid, per_item, sweep
+from routerlab.data.cassettes import replay_items
+from routerlab.workbench.outcomes import build_outcomes
+from routerlab.workbench.scoring import applicable_scorers
+from routerlab.workbench.sweep import default_grid, per_item, sweep
 
 
 def run(name: str, n_replay: int, repeat: int, root: str | None) -> list[list[str]]:

@@ -3,8 +3,8 @@
 The production path (this module's imports) stays light: httpx, the
 provider adapters, pricing, the classifier, the breaker and the policy. The
 workbench (pandas, matplotlib, ipywidgets) lives in modules you import
-yourself: ``routerlab.outcomes``, ``routerlab.sweep``, ``routerlab.frontier``,
-``routerlab.plots``, ``routerlab.widgets``.
+yourself: ``routerlab.workbench.outcomes``, ``routerlab.workbench.sweep``, ``routerlab.workbench.frontier``,
+``routerlab.workbench.plots``, ``routerlab.workbench.widgets``.
 """
 
 from routerlab.classifier import Classification, ClassifierSettings, Complexity, classify_complexity

@@ -46,7 +46,7 @@ def _grid_points(value: str) -> int:
 
 
 def _data_list(args: argparse.Namespace) -> int:
-    from routerlab import datasets
+    from routerlab.data import datasets
 
     for name in datasets.REGISTRY:
         print(datasets.describe(name))
@@ -55,16 +55,17 @@ def _data_list(args: argparse.Namespace) -> int:
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
-    from routerlab import datasets
+    from routerlab.data import datasets
+    from routerlab.data.paths import default_cache_dir
 
     files = datasets.fetch(args.name, mirror=args.mirror, cache_dir=args.cache_dir, progress=not args.quiet)
-    where = args.cache_dir or datasets.default_cache_dir()
+    where = args.cache_dir or default_cache_dir()
     print(f"{args.name}: {len(files)} files verified (sha256) in {where}")
     return 0
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    from routerlab.importers import import_dataset
+    from routerlab.data.importers import import_dataset
 
     ladder = args.ladder.split(",") if args.ladder else None
     r = import_dataset(
@@ -84,8 +85,8 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from routerlab.cassettes import record
-    from routerlab.evalset import evalset_sha256, load_evalset
+    from routerlab.data.cassettes import record
+    from routerlab.data.evalset import evalset_sha256, load_evalset
     from routerlab.policy import load_policy
 
     items = load_evalset(args.evalset)
@@ -107,8 +108,8 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from routerlab.cassettes import replay_items
-    from routerlab.evalset import load_evalset
+    from routerlab.data.cassettes import replay_items
+    from routerlab.data.evalset import load_evalset
     from routerlab.policy import load_policy
 
     items = load_evalset(args.evalset)
@@ -132,7 +133,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> Any:
-    from routerlab.workbench import run_study
+    from routerlab.workbench.study import run_study
 
     return run_study(
         args.name,
@@ -146,14 +147,14 @@ def _study(args: argparse.Namespace) -> Any:
 
 
 def _reports_dir(args: argparse.Namespace) -> Path:
-    from routerlab.importers import workspace_root
+    from routerlab.data.paths import workspace_root
 
     base = Path(args.root) if args.root else workspace_root()
     return Path(base / "reports" / str(args.name))
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from routerlab.policy import atomic_write_text
+    from routerlab.jsonio import atomic_write_text
 
     st = _study(args)
     out = Path(args.out) if args.out else _reports_dir(args) / "sweep.csv"
@@ -169,8 +170,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _frontier(args: argparse.Namespace) -> int:
-    from routerlab.policy import atomic_write_text
-    from routerlab.workbench import save_frontier_png
+    from routerlab.jsonio import atomic_write_text
+    from routerlab.workbench.plots import save_frontier_png
 
     st = _study(args)
     rdir = _reports_dir(args)
@@ -182,10 +183,10 @@ def _frontier(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from routerlab.evalset import evalset_sha256
-    from routerlab.export import export_policy
-    from routerlab.importers import workspace_root
-    from routerlab.workbench import SPLIT_SEED
+    from routerlab.data.evalset import evalset_sha256
+    from routerlab.data.paths import workspace_root
+    from routerlab.workbench.export import export_policy
+    from routerlab.workbench.study import SPLIT_SEED
 
     st = _study(args)
     base = Path(args.root) if args.root else workspace_root()
@@ -210,7 +211,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from routerlab.workbench import write_outputs
+    from routerlab.workbench.report import write_outputs
 
     st = _study(args)
     base = Path(args.root) if args.root else None
@@ -220,7 +221,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from routerlab.demo import run_demo
+    from routerlab.workbench.demo import run_demo
 
     return run_demo(out=sys.stdout, datasets=args.datasets.split(","), root=args.root, progress=not args.quiet)
 

@@ -24,10 +24,13 @@ Every error routerlab raises on purpose derives from :class:`RouterlabError`::
     ├── RoutingError             a route could not produce an answer
     │   ├── CascadeExhaustedError every tier failed or was skipped
     │   └── CostCapError          the cost cap forbids every remaining call
-    └── DataError                bad input data (eval sets, cassettes, datasets)
-        ├── EvalSetError         names file, line and field
-        ├── ReplayMissError      no recording for a request (names item/tier/model)
-        └── DatasetError         download, hash or import problem
+    ├── DataError                bad input data (eval sets, cassettes, datasets)
+    │   ├── EvalSetError         names file, line and field
+    │   ├── ReplayMissError      no recording for a request (names item/tier/model)
+    │   └── DatasetError         download, hash or import problem
+    └── WorkbenchError           an analysis the workbench cannot carry out as asked (a
+                                 policy the sweep cannot simulate, an unknown scorer, an
+                                 argument out of range); also a ``ValueError``
 
 Messages are full sentences naming the bad value, where it came from and the
 valid choices. API keys never appear in any message.
@@ -35,7 +38,9 @@ valid choices. API keys never appear in any message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from routerlab.types import ErrorKind
 
 
 class RouterlabError(Exception):
@@ -76,8 +81,8 @@ class ProviderError(RouterlabError):
     ``timeout``, ``malformed``, ``invalid_request``, ``auth``, ``not_found``).
     """
 
-    kind = "provider"
-    retryable = False
+    kind: ClassVar[ErrorKind] = "provider"
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -105,51 +110,51 @@ class ProviderError(RouterlabError):
 class RetryableProviderError(ProviderError):
     """A failure another try or another tier may not meet."""
 
-    kind = "retryable"
-    retryable = True
+    kind: ClassVar[ErrorKind] = "retryable"
+    retryable: ClassVar[bool] = True
 
 
 class RateLimitError(RetryableProviderError):
-    kind = "rate_limit"
+    kind: ClassVar[ErrorKind] = "rate_limit"
 
 
 class ServerError(RetryableProviderError):
-    kind = "server"
+    kind: ClassVar[ErrorKind] = "server"
 
 
 class OverloadedError(RetryableProviderError):
-    kind = "overloaded"
+    kind: ClassVar[ErrorKind] = "overloaded"
 
 
 class ProviderTimeoutError(RetryableProviderError):
-    kind = "timeout"
+    kind: ClassVar[ErrorKind] = "timeout"
 
 
 class ConnectionFailedError(RetryableProviderError):
-    kind = "connection"
+    kind: ClassVar[ErrorKind] = "connection"
 
 
 class MalformedResponseError(RetryableProviderError):
-    kind = "malformed"
+    kind: ClassVar[ErrorKind] = "malformed"
 
 
 class FatalProviderError(ProviderError):
     """A failure that repeats on retry: the request or the account is wrong."""
 
-    kind = "fatal"
-    retryable = False
+    kind: ClassVar[ErrorKind] = "fatal"
+    retryable: ClassVar[bool] = False
 
 
 class InvalidRequestError(FatalProviderError):
-    kind = "invalid_request"
+    kind: ClassVar[ErrorKind] = "invalid_request"
 
 
 class AuthenticationError(FatalProviderError):
-    kind = "auth"
+    kind: ClassVar[ErrorKind] = "auth"
 
 
 class NotFoundError(FatalProviderError):
-    kind = "not_found"
+    kind: ClassVar[ErrorKind] = "not_found"
 
 
 class RoutingError(RouterlabError):
@@ -202,3 +207,37 @@ class ReplayMissError(DataError):
 
 class DatasetError(DataError):
     """A dataset download, hash check or import failed."""
+
+
+class WorkbenchError(RouterlabError, ValueError):
+    """The sweep, frontier or study cannot do what was asked; the message says why and what would work."""
+
+
+PROVIDER_ERRORS: dict[str, type[ProviderError]] = {
+    c.kind: c
+    for c in (
+        RateLimitError,
+        ServerError,
+        OverloadedError,
+        ProviderTimeoutError,
+        ConnectionFailedError,
+        MalformedResponseError,
+        InvalidRequestError,
+        AuthenticationError,
+        NotFoundError,
+        RetryableProviderError,
+        FatalProviderError,
+    )
+}
+"""Each provider error kind and its class (how a recorded ``error_kind`` becomes the error again)."""
+
+
+def provider_error(kind: str, message: str, *, provider: str = "", model: str = "") -> ProviderError:
+    """The provider error of ``kind`` (a :data:`PROVIDER_ERRORS` key), e.g. from an outcome table."""
+    try:
+        cls = PROVIDER_ERRORS[kind]
+    except KeyError:
+        raise DataError(
+            f"unknown provider error kind {kind!r}; known kinds: {', '.join(sorted(PROVIDER_ERRORS))}"
+        ) from None
+    return cls(message, provider=provider, model=model)

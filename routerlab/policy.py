@@ -26,24 +26,25 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, cast
 
 from routerlab.breaker import BreakerSettings
 from routerlab.classifier import COMPLEXITY_CLASSES, ClassifierSettings
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, SIMILARITY_NAMES
 from routerlab.errors import ModelMismatchError, PolicyError
+from routerlab.jsonio import atomic_write_text, read_json
 from routerlab.pricing import PriceOverride
 
 SCHEMA_VERSION = 1
 PROVIDERS = ("anthropic", "openai")
 SIGNALS = ("consistency", "logprob")
+ConfidenceSignal = Literal["consistency", "logprob"]
 
 logger = logging.getLogger("routerlab.policy")
 
@@ -90,7 +91,7 @@ class ClassRoute:
 class ConfidenceSettings:
     """When and how a non-final tier's answer is trusted."""
 
-    signal: str = "consistency"
+    signal: ConfidenceSignal = "consistency"
     classes: tuple[str, ...] = COMPLEXITY_CLASSES
     k: int = 2
     similarity: str = "difflib"
@@ -360,7 +361,7 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         return tuple(r.number(x, f"confidence.{key}[{i}]", lo, hi) for i, x in enumerate(v))
 
     conf = ConfidenceSettings(
-        signal=signal,
+        signal=cast(ConfidenceSignal, signal),
         classes=r.strings(
             cf.get("classes", list(COMPLEXITY_CLASSES)), "confidence.classes", choices=COMPLEXITY_CLASSES
         ),
@@ -577,18 +578,11 @@ def load_policy(
     :class:`ModelMismatchError` unless ``force`` is true.
     """
     src = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file: {e.strerror}", source=src) from None
-    except UnicodeDecodeError as e:
-        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
-        raise PolicyError(f"is not UTF-8 text: byte 0x{e.object[e.start]:02x} on line {line}", source=src) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PolicyError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=src) from None
-    policy = _read_policy(data, src)
+
+    def error(message: str, line: int | None, fieldname: str | None) -> PolicyError:
+        return PolicyError(message, field=fieldname, source=src)
+
+    policy = _read_policy(read_json(path, error, what="policy file"), src)
     tuned = policy.provenance.get("tier_models")
     if tuned is not None:
         if not isinstance(tuned, list) or not all(isinstance(m, str) for m in tuned):
@@ -615,25 +609,7 @@ def load_policy(
 def dump_policy(policy: RouterPolicy, path: str | os.PathLike[str]) -> None:
     """Write ``policy`` as JSON atomically (temp file in the same folder, then rename)."""
     text = json.dumps(policy_to_dict(policy), indent=2, ensure_ascii=False) + "\n"
-    atomic_write_text(Path(path), text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(path, text)
 
 
 class PolicyHolder:

@@ -8,7 +8,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
+
+Signal = Literal["none", "consistency", "logprob"]
+"""The confidence signal of one tier's call: none (one sample), k samples, or token log-probabilities."""
+
+AttemptOutcome = Literal["accepted", "low_confidence", "error", "skipped_breaker", "skipped_cost_cap", "fallback"]
+"""How one step of a route ended (see :class:`Attempt`)."""
+
+ErrorKind = Literal[
+    "rate_limit",
+    "server",
+    "overloaded",
+    "timeout",
+    "connection",
+    "malformed",
+    "invalid_request",
+    "auth",
+    "not_found",
+    "missing_api_key",
+    "provider",
+    "retryable",
+    "fatal",
+]
+"""The stable name of a failed step (``ProviderError.kind``, or ``missing_api_key``); the last three
+name the untyped base classes."""
+
+BreakerEffectKind = Literal["success", "failure", "release"]
+"""What a step does to its tier's circuit breaker (``release``: hand an unused half-open probe back)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +108,7 @@ class Attempt:
     tier: str
     tier_index: int
     model: str
-    outcome: str
+    outcome: AttemptOutcome
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
     latency_ms: float = 0.0
@@ -89,7 +116,7 @@ class Attempt:
     texts: tuple[str, ...] = ()
     similarity: float | None = None
     confidence: float | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

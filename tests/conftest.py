@@ -128,9 +128,9 @@ SCORERS = {"alpaca_eval": ["rougeL"], "arena_bench_v1": ["label", "rougeL"], "mo
 @pytest.fixture(scope="session")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ImportedSet]:
     """Import a public dataset once per test session (into a temp workspace) and build its outcome table."""
-    from routerlab.evalset import load_evalset
-    from routerlab.importers import import_dataset
-    from routerlab.outcomes import build_outcomes
+    from routerlab.data.evalset import load_evalset
+    from routerlab.data.importers import import_dataset
+    from routerlab.workbench.outcomes import build_outcomes
     from routerlab.policy import load_policy
 
     root = tmp_path_factory.mktemp("workspace")

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from routerlab import cassettes, datasets, importers
-from routerlab.cassettes import (
+from routerlab.data import cassettes, datasets, importers, paths
+from routerlab.data.cassettes import (
     ESTIMATED_HEADER,
     LATENCY_HEADER,
     RecordReport,
@@ -33,7 +33,7 @@ from routerlab.cassettes import (
     vcr_playback,
 )
 from routerlab.errors import ReplayMissError
-from routerlab.evalset import EvalItem, load_evalset
+from routerlab.data.evalset import EvalItem, load_evalset
 from routerlab.fakes import FakeProviders
 from routerlab.policy import RouterPolicy, load_policy, policy_from_dict
 from routerlab.providers import RequestSpec
@@ -564,10 +564,10 @@ def test_fast_path_equals_vcrpy_playback_on_a_recorded_set(scripted_set: tuple[P
 
 @pytest.fixture(scope="module")
 def mot_date_20(tmp_path_factory: pytest.TempPathFactory) -> Iterator[importers.ImportResult]:
-    if datasets.mirror_dir() is None:
+    if paths.mirror_dir() is None:
         pytest.skip("no dataset mirror (set ROUTERLAB_MIRROR or provide ../shared/datasets/github): mot_date not read")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(datasets.DATA_DIR_ENV, str(tmp_path_factory.mktemp("data-cache")))
+        mp.setenv(paths.DATA_DIR_ENV, str(tmp_path_factory.mktemp("data-cache")))
         rows = importers.dataset_rows("mot_date", progress=False)
     first = sorted({r.id for r in rows})[:20]
     rows = [r for r in rows if r.id in first]

@@ -1,4 +1,4 @@
-"""Tests of routerlab.datasets: registry, mirror copy, download, verification.
+"""Tests of routerlab.data.datasets: registry, mirror copy, download, verification.
 
 The data files themselves never enter the repository: tests read the shared
 mirror (``$ROUTERLAB_MIRROR`` or ``<repo>/../shared/datasets/github``) and write
@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from routerlab import datasets
-from routerlab.datasets import REGISTRY, fetch
+from routerlab.data import datasets, paths
+from routerlab.data.datasets import REGISTRY, fetch
 from routerlab.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,9 +194,9 @@ def test_describe() -> None:
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ROUTERLAB_DATA_DIR", str(tmp_path / "data"))
-    assert datasets.default_cache_dir() == tmp_path / "data"
+    assert paths.default_cache_dir() == tmp_path / "data"
     monkeypatch.delenv("ROUTERLAB_DATA_DIR")
-    got = datasets.default_cache_dir()
+    got = paths.default_cache_dir()
     if (REPO / "pyproject.toml").is_file():
         assert got == REPO / ".routerlab-data"
     else:
@@ -205,14 +205,14 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_mirror_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("ROUTERLAB_MIRROR", raising=False)
-    assert datasets.mirror_dir(tmp_path) == tmp_path
+    assert paths.mirror_dir(tmp_path) == tmp_path
     monkeypatch.setenv("ROUTERLAB_MIRROR", str(tmp_path))
-    assert datasets.mirror_dir() == tmp_path
+    assert paths.mirror_dir() == tmp_path
     with pytest.raises(DatasetError, match="does not exist"):
-        datasets.mirror_dir(tmp_path / "missing")
+        paths.mirror_dir(tmp_path / "missing")
     monkeypatch.setenv("ROUTERLAB_MIRROR", str(tmp_path / "missing"))
     with pytest.raises(DatasetError, match="ROUTERLAB_MIRROR"):
-        datasets.mirror_dir()
+        paths.mirror_dir()
 
 
 # --------------------------------------------------------------------------- mirror path

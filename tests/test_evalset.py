@@ -1,4 +1,4 @@
-"""Tests for routerlab.evalset: loading, validation errors, dumping, hashing."""
+"""Tests for routerlab.data.evalset: loading, validation errors, dumping, hashing."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from routerlab import evalset
+from routerlab.data import evalset
 from routerlab.errors import DataError, EvalSetError
-from routerlab.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
+from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "data" / "example.jsonl"
 
@@ -376,10 +376,13 @@ def test_bom_then_error_counts_lines_from_one(tmp_path: Path) -> None:
     assert info.value.field == "id"
 
 
-def test_empty_file_is_empty_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf"])
+def test_empty_or_blank_file_is_an_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "empty.jsonl"
-    path.write_bytes(b"")
-    assert load_evalset(path) == []
+    path.write_bytes(content)
+    with pytest.raises(EvalSetError, match="empty") as info:
+        load_evalset(path)
+    assert str(path) in str(info.value)
 
 
 def test_accepts_str_path(tmp_path: Path) -> None:
@@ -496,7 +499,8 @@ def test_dump_empty(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
     dump_evalset([], path)
     assert path.read_bytes() == b""
-    assert load_evalset(path) == []
+    with pytest.raises(EvalSetError, match="empty"):
+        load_evalset(path)
 
 
 # --------------------------------------------------------------------------- sha256
@@ -515,7 +519,7 @@ def test_sha256(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hygiene
 
 
-def test_module_imports_only_stdlib_and_errors() -> None:
+def test_module_imports_only_stdlib_errors_and_jsonio() -> None:
     import ast
     import sys
 
@@ -529,4 +533,4 @@ def test_module_imports_only_stdlib_and_errors() -> None:
             continue
         for name in names:
             top = name.split(".")[0]
-            assert top in sys.stdlib_module_names or name == "routerlab.errors", name
+            assert top in sys.stdlib_module_names or name in ("routerlab.errors", "routerlab.jsonio"), name

@@ -1,4 +1,4 @@
-"""Tests for routerlab.frontier on hand-made tables; expected values are worked out in comments."""
+"""Tests for routerlab.workbench.frontier on hand-made tables; expected values are worked out in comments."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from routerlab.errors import DataError
-from routerlab.frontier import (
+from routerlab.workbench.frontier import (
     apgr,
     cost_reduction_at,
     cpt,
@@ -56,7 +56,7 @@ def test_frontier_by_hand() -> None:
             (3, 3.0, 0.70),  # same quality as 1, dearer: dominated
             (4, 4.0, 0.90),  # best: on the frontier
             (5, 1.5, 0.40),  # dearer and worse than 0: dominated
-            (6, 2.0, 0.70),  # exact tie with 1: 1 kept (lower policy_id)
+            (6, 2.0, 0.70),  # exact tie with 1: 1 kept (the earlier row)
             (7, 0.5, float("nan")),  # no quality: ignored
         ]
     )
@@ -69,11 +69,11 @@ def test_frontier_by_hand() -> None:
     assert df.loc[0, Q] == 0.50
 
 
-def test_frontier_tie_keeps_lowest_policy_id_else_first_row() -> None:
-    # Rows (9, 1.0, 0.5) and (3, 1.0, 0.5) are identical in cost and quality.
+def test_frontier_tie_keeps_the_first_row() -> None:
+    # Rows (9, 1.0, 0.5) and (3, 1.0, 0.5) are identical in cost and quality: policy ids are content
+    # hashes, not an order, so the first row in table order (the sweep's grid order) is kept.
     df = sweep_table([(9, 1.0, 0.5), (3, 1.0, 0.5), (5, 2.0, 0.8)])
-    assert pareto_frontier(df, quality=Q)["policy_id"].tolist() == [3, 5]
-    # Without policy_id, the first row in table order is kept.
+    assert pareto_frontier(df, quality=Q)["policy_id"].tolist() == [9, 5]
     plain = df.drop(columns="policy_id").assign(tag=["first", "second", "third"])
     assert pareto_frontier(plain, quality=Q)["tag"].tolist() == ["first", "third"]
 
@@ -108,9 +108,9 @@ def test_frontier_property_random_tables() -> None:
         ids = set(front["policy_id"])
         for _, f in front.iterrows():
             assert not any(_dominates(r, f) for _, r in df.iterrows())
-            # Of each group of exact ties, the lowest policy_id is the one kept.
+            # Of each group of exact ties, the first row is the one kept.
             same = df[(df["cost_per_1k_usd"] == f["cost_per_1k_usd"]) & (df[Q] == f[Q])]
-            assert f["policy_id"] == same["policy_id"].min()
+            assert f["policy_id"] == same["policy_id"].iloc[0]
         for _, r in df[~df["policy_id"].isin(ids)].iterrows():
             dominated = any(_dominates(f, r) for _, f in front.iterrows())
             tied = any(f["cost_per_1k_usd"] == r["cost_per_1k_usd"] and f[Q] == r[Q] for _, f in front.iterrows())

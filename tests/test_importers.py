@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from routerlab import datasets, importers
-from routerlab.cassettes import ESTIMATED_HEADER, cassette_name, read_manifest, replay_items
+from routerlab.data import datasets, importers, paths
+from routerlab.data.cassettes import ESTIMATED_HEADER, cassette_name, read_manifest, replay_items
 from routerlab.consistency import extract_answer
 from routerlab.errors import DataError
-from routerlab.evalset import EvalItem, load_evalset
-from routerlab.importers import ImportResult, OutputRow, dump_outputs, load_outputs
+from routerlab.data.evalset import EvalItem, load_evalset
+from routerlab.data.importers import ImportResult, OutputRow, dump_outputs, load_outputs
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import cost_usd
 from routerlab.types import Usage
@@ -48,14 +48,14 @@ def _snapshot(*dirs: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], ImportResult]]:
     """Import a dataset on first use (each at most once per run) into its own tmp root."""
-    if datasets.mirror_dir() is None:
+    if paths.mirror_dir() is None:
         pytest.skip(
             "no dataset mirror: set ROUTERLAB_MIRROR or provide ../shared/datasets/github "
             "(the public datasets are read from it at test time, never stored in the repo)"
         )
     done: dict[str, ImportResult] = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(datasets.DATA_DIR_ENV, str(tmp_path_factory.mktemp("data-cache")))
+        mp.setenv(paths.DATA_DIR_ENV, str(tmp_path_factory.mktemp("data-cache")))
 
         def get(name: str) -> ImportResult:
             if name not in done:
@@ -314,7 +314,7 @@ def test_outputs_file_problems_are_data_errors_naming_the_place(tmp_path: Path) 
     latin.write_bytes(
         json.dumps(GENERIC_ROWS[0]).encode() + b"\n" + json.dumps(GENERIC_ROWS[1]).encode()[:-2] + b'\xe9"}\n'
     )
-    with pytest.raises(DataError, match=re.escape(f"{latin}:2: not valid UTF-8")):
+    with pytest.raises(DataError, match=re.escape(f"{latin}:2: is not UTF-8 text")):
         load_outputs(latin)
 
 

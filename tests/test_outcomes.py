@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from routerlab.cassettes import cassette_name, record
-from routerlab.evalset import EvalItem
+from routerlab.data.cassettes import cassette_name, record
+from routerlab.data.evalset import EvalItem
 from routerlab.fakes import FakeProviders
-from routerlab.outcomes import PICO, build_outcomes
+from routerlab.workbench.outcomes import PICO, build_outcomes
 from routerlab.policy import policy_from_dict
 from routerlab.pricing import cost_usd
-from routerlab.scoring import register_scorer
+from routerlab.workbench.scoring import register_scorer
 from routerlab.types import Usage
 
 POLICY = {
@@ -165,7 +165,7 @@ def test_key_follows_the_answer_pattern_and_a_replaced_scorer(recorded: tuple[An
 def test_a_partly_recorded_k_is_refused_by_the_sweep(recorded: tuple[Any, Path], tmp_path: Path) -> None:
     from dataclasses import replace as dc_replace
 
-    from routerlab.sweep import PolicyPoint, default_grid, evaluate
+    from routerlab.workbench.sweep import PolicyPoint, default_grid, evaluate
 
     policy, cdir = recorded
     o = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=tmp_path / "c", progress=False)
@@ -184,9 +184,9 @@ def test_a_partly_recorded_k_is_refused_by_the_sweep(recorded: tuple[Any, Path],
 def test_sweep_matches_the_router_when_an_unparseable_2xx_is_charged_to_the_cap(tmp_path: Path) -> None:
     """The cheap tier answers 200 with a body that is not a completion: the router charges its worst case
     against the cap and the sweep must decide exactly the same for caps on either side of the line."""
-    from routerlab.cassettes import replay_items
+    from routerlab.data.cassettes import replay_items
     from routerlab.errors import RoutingError
-    from routerlab.sweep import PolicyPoint, per_item
+    from routerlab.workbench.sweep import PolicyPoint, per_item
 
     policy = policy_from_dict(POLICY)
     fake = FakeProviders()

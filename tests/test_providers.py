@@ -144,7 +144,8 @@ def expected_success(folder: str, body: dict[str, Any]) -> tuple[tuple[str, ...]
     return texts, tuple(c["finish_reason"] for c in choices), openai_usage(body["usage"])
 
 
-def expected_stream(folder: str, text: str) -> tuple[str, Any, Usage]:
+def expected_stream(folder: str, text: str) -> tuple[tuple[str, ...], tuple[Any, ...], Usage]:
+    """Texts and finish reasons per choice (deltas grouped by ``choices[].index``, in index order)."""
     events = sse_data(text)
     if folder == "anthropic":
         usage = dict(next(e["message"]["usage"] for e in events if e["type"] == "message_start"))
@@ -152,11 +153,17 @@ def expected_stream(folder: str, text: str) -> tuple[str, Any, Usage]:
         usage.update(final["usage"])
         deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
         joined = "".join(d["text"] for d in deltas if d["type"] == "text_delta")
-        return joined, final["delta"]["stop_reason"], anthropic_usage(usage)
-    choice_events = [c for e in events for c in e["choices"]]
-    joined = "".join(c["delta"].get("content") or "" for c in choice_events)
-    reason = [c["finish_reason"] for c in choice_events if c["finish_reason"]][-1]
-    return joined, reason, openai_usage([e for e in events if e.get("usage")][-1]["usage"])
+        return (joined,), (final["delta"]["stop_reason"],), anthropic_usage(usage)
+    texts: dict[int, str] = {}
+    reasons: dict[int, Any] = {}
+    for c in (c for e in events for c in e["choices"]):
+        i = c.get("index", 0)
+        texts[i] = texts.get(i, "") + (c["delta"].get("content") or "")
+        if c["finish_reason"]:
+            reasons[i] = c["finish_reason"]
+    order = sorted(texts)
+    usage = openai_usage([e for e in events if e.get("usage")][-1]["usage"])
+    return tuple(texts[i] for i in order), tuple(reasons.get(i) for i in order), usage
 
 
 def provider_message(body: Any) -> str:
@@ -194,10 +201,10 @@ def test_recorded_exchange(path: Path) -> None:
         assert got.response_id == response["body"]["id"]
         assert got.model == response["body"]["model"]
     elif kind == "stream":
-        text, reason, usage = expected_stream(folder, response["body"])
+        texts, reasons, usage = expected_stream(folder, response["body"])
         got = adapter.parse_stream(status, headers, raw)
-        assert got.texts == (text,)
-        assert got.finish_reasons == (reason,)
+        assert got.texts == texts
+        assert got.finish_reasons == reasons
         assert got.usage == usage
     else:
         cls = STATUS_TO_ERROR[status]

@@ -448,7 +448,7 @@ def test_usage_totals_add_up() -> None:
 
 
 def test_input_estimate_counts_non_ascii_by_bytes_and_symbols_one_each() -> None:
-    from routerlab.router import estimate_input_tokens
+    from routerlab.decision import estimate_input_tokens
 
     assert estimate_input_tokens([{"role": "user", "content": "abc def gh"}]) == 4 + 8  # 10 letters/spaces
     assert estimate_input_tokens([{"role": "user", "content": "1+2=3\n"}]) == 6 + 8  # one each
@@ -460,7 +460,7 @@ def test_input_estimate_counts_non_ascii_by_bytes_and_symbols_one_each() -> None
 
 def test_cost_cap_prices_input_as_cache_writes_when_the_prompt_asks_for_caching() -> None:
     from routerlab.pricing import PriceBook
-    from routerlab.router import worst_case_cost_usd, writes_prompt_cache
+    from routerlab.decision import worst_case_cost_usd, writes_prompt_cache
 
     cached = [
         {"role": "user", "content": [{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]}
@@ -474,7 +474,7 @@ def test_cost_cap_prices_input_as_cache_writes_when_the_prompt_asks_for_caching(
 
 def test_an_unparseable_2xx_reply_counts_its_worst_case_against_the_cap() -> None:
     from routerlab.pricing import PriceBook
-    from routerlab.router import estimate_input_tokens, worst_case_cost_usd
+    from routerlab.decision import estimate_input_tokens, worst_case_cost_usd
 
     pol = policy_from_dict(policy_dict(max_cost_per_query_usd="1"))
     est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])
@@ -539,7 +539,7 @@ def test_a_reload_naming_an_unpriced_model_is_refused(tmp_path: Path, caplog: py
 def test_an_answer_lost_after_the_request_went_out_counts_against_the_cap() -> None:
     """A read timeout may still be billed: its worst case is charged, so the next tier must fit beside it."""
     from routerlab.pricing import PriceBook
-    from routerlab.router import estimate_input_tokens, worst_case_cost_usd
+    from routerlab.decision import estimate_input_tokens, worst_case_cost_usd
 
     pol = policy_from_dict(policy_dict())
     est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])
@@ -556,7 +556,7 @@ def test_an_answer_lost_after_the_request_went_out_counts_against_the_cap() -> N
 
 
 def test_estimate_counts_each_letter_run_at_least_once() -> None:
-    from routerlab.router import estimate_input_tokens
+    from routerlab.decision import estimate_input_tokens
 
     spaced = " ".join("ABCDEFGHIJKLMNOPQRST")  # 20 one-letter words: about 20 tokens in any tokenizer
     assert estimate_input_tokens([{"role": "user", "content": spaced}]) == 20 + 8

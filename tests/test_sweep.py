@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import ImportedSet
 
-from routerlab.cassettes import replay_items
+from routerlab.data.cassettes import replay_items
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.errors import RoutingError
-from routerlab.outcomes import PICO
-from routerlab.scoring import get_scorer
-from routerlab.sweep import (
+from routerlab.workbench.outcomes import PICO
+from routerlab.workbench.scoring import get_scorer
+from routerlab.workbench.sweep import (
     NO_CHECK,
     PolicyPoint,
     default_grid,
@@ -146,7 +146,7 @@ def test_point_from_policy_refuses_the_logprob_signal(imported: object) -> None:
 
 
 def test_threshold_grid_comes_from_the_masked_items_only(imported: object) -> None:
-    from routerlab.sweep import threshold_grid
+    from routerlab.workbench.sweep import threshold_grid
 
     ds = imported("mot_date")  # type: ignore[operator]
     o = ds.outcomes

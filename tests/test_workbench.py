@@ -10,9 +10,10 @@ import pytest
 from conftest import require_mirror
 
 from routerlab import ModelMismatchError, dump_policy, load_policy
-from routerlab.export import choose, export_policy, premium_point
-from routerlab.sweep import evaluate, point_from_policy
-from routerlab.workbench import SPLIT_SEED, run_study, write_outputs
+from routerlab.workbench.export import choose, export_policy, premium_point
+from routerlab.workbench.sweep import evaluate, point_from_policy
+from routerlab.workbench.report import write_outputs
+from routerlab.workbench.study import SPLIT_SEED, run_study
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_dump_policy_of_a_point_loads_in_production(study: Any, tmp_path: Path) 
 def test_provenance_hashes_the_cassette_files(study: Any) -> None:
     import hashlib
 
-    from routerlab.cassettes import cassette_name
+    from routerlab.data.cassettes import cassette_name
 
     h = hashlib.sha256()
     for it in study.items:
@@ -114,7 +115,7 @@ def test_provenance_hashes_the_cassette_files(study: Any) -> None:
         h.update(f"{cassette_name(it.id)}\0{len(data)}\0".encode())
         h.update(data)
     assert study.outcomes.cassettes_sha256 == h.hexdigest()
-    from routerlab.export import provenance
+    from routerlab.workbench.export import provenance
 
     prov = provenance(study.outcomes, study.choice, evalset_sha256="x", dataset="mot_date", split_seed=SPLIT_SEED)
     assert prov["cassettes_sha256"] == h.hexdigest() and prov["outcome_table_key"] == study.outcomes.key
@@ -123,7 +124,7 @@ def test_provenance_hashes_the_cassette_files(study: Any) -> None:
 def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
     from decimal import Decimal
 
-    from routerlab.widgets import Explorer
+    from routerlab.workbench.widgets import Explorer
 
     ex = Explorer(study, plot=False)
     base = ex.current
@@ -145,7 +146,7 @@ def test_explorer_cap_box_zero_garbage_and_a_binding_cap(study: Any) -> None:
 def test_demo_on_mot_date_says_when_the_floor_leaves_no_saving(imported: Any) -> None:
     import io
 
-    from routerlab.demo import run_demo
+    from routerlab.workbench.demo import run_demo
 
     ws = imported("mot_date").root
     out = io.StringIO()

@@ -72,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from routerlab.errors import DataError
+from routerlab.errors import DataError, WorkbenchError
 
 __all__ = [
     "apgr",
@@ -145,8 +145,9 @@ def _check_per_item(per_item: pd.DataFrame) -> None:
 def pareto_frontier(df: pd.DataFrame, *, cost: str = "cost_per_1k_usd", quality: str) -> pd.DataFrame:
     """The undominated rows of ``df`` (lower ``cost`` and higher ``quality`` are better).
 
-    Rows tied in both cost and quality are kept once: the one with the lowest
-    ``policy_id`` when that column exists, else the first in ``df``'s order.
+    Rows tied in both cost and quality are kept once: the first in ``df``'s order
+    (a sweep table lists its policies in grid order; ``policy_id`` is a content
+    hash, not an order).
     Rows with a missing cost or quality are dropped. The result is a copy with
     ``df``'s columns, sorted by cost ascending (so quality strictly increases),
     with a fresh 0..k-1 index.
@@ -156,10 +157,7 @@ def pareto_frontier(df: pd.DataFrame, *, cost: str = "cost_per_1k_usd", quality:
     q = _floats(df[quality])
     valid = ~(np.isnan(c) | np.isnan(q))
     pos = np.flatnonzero(valid)
-    if "policy_id" in df.columns:
-        tie = _floats(df["policy_id"])[pos]
-    else:
-        tie = pos.astype(np.float64)
+    tie = pos.astype(np.float64)
     # Sort by cost ascending, then quality descending, then the tie-breaker.
     order = pos[np.lexsort((tie, -q[pos], c[pos]))]
     keep: list[int] = []
@@ -255,7 +253,7 @@ def random_mix(baselines: pd.DataFrame, *, points: int = 21) -> pd.DataFrame:
     """
     _require(baselines, ["tier_index", "cost_per_1k_usd", "quality"], "baselines table")
     if points < 2:
-        raise ValueError(f"points must be at least 2 (both ends of the cost range), got {points}.")
+        raise WorkbenchError(f"points must be at least 2 (both ends of the cost range), got {points}.")
     b = baselines.dropna(subset=["cost_per_1k_usd", "quality"])
     if b.empty:
         raise DataError("The baselines table has no tier with both a cost and a quality.")
@@ -312,7 +310,7 @@ def oracle(per_item: pd.DataFrame, *, tolerance: float = 0.0) -> pd.DataFrame:
     """
     _check_per_item(per_item)
     if tolerance < 0 or math.isnan(tolerance):
-        raise ValueError(f"tolerance must be a non-negative number, got {tolerance}.")
+        raise WorkbenchError(f"tolerance must be a non-negative number, got {tolerance}.")
     df = per_item.reset_index(drop=True)
     q = _floats(df["quality"])
     best = df.assign(_q=q).groupby("item_id", sort=False)["_q"].transform("max").to_numpy(dtype=np.float64)
@@ -370,7 +368,7 @@ def with_cost_share(df: pd.DataFrame, *, premium_cost: float, cost: str = "cost_
     """A copy of ``df`` with ``cost_share = df[cost] / premium_cost`` (cost as a share of premium-only)."""
     _require(df, [cost], "table")
     if not premium_cost > 0:
-        raise ValueError(f"premium_cost must be positive to express costs as a share of it, got {premium_cost}.")
+        raise WorkbenchError(f"premium_cost must be positive to express costs as a share of it, got {premium_cost}.")
     return df.assign(cost_share=_floats(df[cost]) / premium_cost)
 
 
@@ -387,7 +385,7 @@ def _pgr_points(
     """(x, PGR) of the curve's rows inside [0, 1], plus the anchors (0, 0) and (1, 1)."""
     if x == "cost_share" and "cost_share" not in curve.columns:
         if premium_cost is None:
-            raise ValueError(
+            raise WorkbenchError(
                 "x='cost_share' needs a 'cost_share' column or premium_cost= (the premium-only cost, "
                 f"in the units of {cost!r})."
             )
@@ -469,7 +467,7 @@ def apgr(
         return float(np.sum(widths * (ey[:-1] + ey[1:]) / 2.0))
     if interpolation == "step":
         return float(np.sum(widths * ey[:-1]))
-    raise ValueError(f"interpolation must be 'linear' or 'step', got {interpolation!r}.")
+    raise WorkbenchError(f"interpolation must be 'linear' or 'step', got {interpolation!r}.")
 
 
 def cpt(
@@ -603,7 +601,7 @@ def metrics_table(
         return lo, hi
 
     def pid_of(row: pd.Series) -> object:
-        return int(row["policy_id"]) if "policy_id" in row.index and pd.notna(row["policy_id"]) else None
+        return row["policy_id"] if "policy_id" in row.index and pd.notna(row["policy_id"]) else None
 
     add("premium_only_cost_per_1k_usd", p_cost, "USD per 1k queries")
     add("premium_only_quality", p_q, "quality")
@@ -672,7 +670,7 @@ def metrics_table(
     out["value"] = out["value"].astype(np.float64)
     out["lo"] = out["lo"].astype(np.float64)
     out["hi"] = out["hi"].astype(np.float64)
-    out["policy_id"] = out["policy_id"].astype("Int64")
+    out["policy_id"] = out["policy_id"].astype(object)
     return out
 
 
@@ -718,7 +716,7 @@ def rank_agreement(a: Sequence[float], b: Sequence[float]) -> float:
     x = _floats(list(a))
     y = _floats(list(b))
     if len(x) != len(y):
-        raise ValueError(f"rank_agreement needs sequences of equal length, got {len(x)} and {len(y)}.")
+        raise WorkbenchError(f"rank_agreement needs sequences of equal length, got {len(x)} and {len(y)}.")
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]
     if len(x) < 2:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
+
+from routerlab.workbench.study import Study
 
 COST = "cost_per_1k_usd"
 TIER_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e")
@@ -121,3 +125,48 @@ def plot_tier_mix(ax: Axes, row: pd.Series, tiers: list[str], *, title: str = "a
     for i, s in enumerate(shares):
         ax.text(i, s + 0.02, f"{s:.0%}", ha="center", fontsize=9)
     return ax
+
+
+def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
+    """The study's frontier, baselines and chosen policy on ``ax`` (see :func:`plot_frontier`)."""
+    return plot_frontier(
+        ax,
+        study.sweep_dev,
+        study.frontier,
+        quality=study.scorer,
+        baselines=study.baselines,
+        mix=study.mix,
+        oracle=study.oracle,
+        chosen=study.choice.dev,
+        quality_label=study.quality_label,
+        title=title or f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
+    )
+
+
+def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) -> Any:
+    """The frontier plot of a study as a matplotlib Figure (for notebooks)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    plot_study(ax, study)
+    fig.tight_layout()
+    return fig
+
+
+def save_frontier_png(study: Study, path: str | os.PathLike[str]) -> Path:
+    """Draw :func:`frontier_figure` and write it as a PNG atomically; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = Path(path)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig = frontier_figure(study)
+    tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    os.replace(tmp, png)
+    return png

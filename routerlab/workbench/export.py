@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from routerlab import __version__
 from routerlab.classifier import COMPLEXITY_CLASSES
-from routerlab.outcomes import Outcomes
 from routerlab.policy import RouterPolicy, dump_policy
 from routerlab.pricing import price_source_version
-from routerlab.sweep import NO_CHECK, PolicyPoint, evaluate, points_of
+from routerlab.workbench.outcomes import Outcomes
+from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, evaluate, point_by_id
 
 
 def premium_point(o: Outcomes) -> PolicyPoint:
@@ -83,18 +84,17 @@ def choose(
 ) -> Choice:
     """The cheapest policy whose dev quality is >= ``floor`` x the all-premium dev quality.
 
-    Ties in cost go to the higher quality, then the lower policy id. The
+    Ties in cost go to the higher quality, then to the earlier row of the sweep table. The
     all-premium policy always qualifies, so there is always a choice.
     """
     q = f"quality_{scorer}"
     prem_dev = evaluate(o, premium_point(o), mask=dev, bootstrap=bootstrap, seed=seed)
     ok = sweep_dev[(sweep_dev[q] >= floor * prem_dev[q]) & (sweep_dev["failure_rate"] == 0)]
-    points = points_of(sweep_dev)
     if ok.empty:
         point = premium_point(o)
     else:
-        best = ok.sort_values(["cost_per_1k_usd", q, "policy_id"], ascending=[True, False, True]).iloc[0]
-        point = points[int(best["policy_id"])]
+        best = ok.sort_values(["cost_per_1k_usd", q], ascending=[True, False], kind="stable").iloc[0]
+        point = point_by_id(sweep_dev)[str(best["policy_id"])]
     return Choice(
         point=point,
         dev=evaluate(o, point, mask=dev, bootstrap=bootstrap, seed=seed),
@@ -109,8 +109,6 @@ def choose(
 def provenance(
     o: Outcomes, choice: Choice, *, evalset_sha256: str, dataset: str, split_seed: int, date: str | None = None
 ) -> dict[str, Any]:
-    from routerlab import __version__
-
     return {
         "tuned_on": dataset,
         "evalset_sha256": evalset_sha256,

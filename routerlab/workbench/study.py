@@ -1,7 +1,8 @@
 """The workbench pipeline, one function per arrow: import -> outcomes -> sweep -> frontier -> choice -> files.
 
 Notebooks and ``routerlab sweep/frontier/export/report/demo`` all call these,
-so what a notebook shows is what the command line writes.
+so what a notebook shows is what the command line writes. The figures are in
+:mod:`routerlab.workbench.plots`, the files written in :mod:`routerlab.workbench.report`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routerlab.evalset import EvalItem, evalset_sha256, load_evalset
-from routerlab.export import Choice, choose, export_policy, single_tier_point
-from routerlab.frontier import (
+from routerlab.data.cassettes import replay_items
+from routerlab.data.evalset import EvalItem, load_evalset
+from routerlab.data.importers import DEFAULT_LADDERS, import_dataset
+from routerlab.data.paths import workspace_root
+from routerlab.errors import DataError, WorkbenchError
+from routerlab.policy import RouterPolicy, load_policy
+from routerlab.pricing import PriceBook
+from routerlab.workbench.export import Choice, choose, single_tier_point
+from routerlab.workbench.frontier import (
     metrics_table,
     oracle_point,
     pareto_frontier,
@@ -24,11 +31,9 @@ from routerlab.frontier import (
     rank_agreement,
     single_tier_baselines,
 )
-from routerlab.importers import DEFAULT_LADDERS, import_dataset, workspace_root
-from routerlab.outcomes import Outcomes, build_outcomes
-from routerlab.policy import RouterPolicy, load_policy
-from routerlab.scoring import applicable_scorers
-from routerlab.sweep import default_grid, evaluate, sweep
+from routerlab.workbench.outcomes import Outcomes, build_outcomes
+from routerlab.workbench.scoring import applicable_scorers
+from routerlab.workbench.sweep import default_grid, evaluate, split_items, sweep
 
 DEFAULT_SCORER = {"alpaca_eval": "rougeL", "arena_bench_v1": "label", "mot_date": "exact"}
 SCORER_LABELS = {
@@ -75,7 +80,7 @@ def open_dataset(
     evalset, policy = data / "evalset.jsonl", data / "ladder-policy.json"
     if not (evalset.exists() and policy.exists() and (cassettes / "manifest.json").exists()):
         if name not in DEFAULT_LADDERS:
-            raise FileNotFoundError(f"{data}: no imported eval set; run `routerlab data import {name}` first")
+            raise DataError(f"{data}: no imported eval set; run `routerlab data import {name}` first")
         import_dataset(name, root=base, mirror=mirror, progress=progress)
     return load_policy(policy), load_evalset(evalset), evalset, cassettes
 
@@ -111,7 +116,7 @@ def run_study(
     scorers = applicable_scorers(items, models)
     scorer = scorer or DEFAULT_SCORER.get(name) or scorers[0]
     if scorer not in scorers:
-        raise ValueError(f"scorer {scorer!r} does not apply to {name}; applicable: {', '.join(scorers)}")
+        raise WorkbenchError(f"scorer {scorer!r} does not apply to {name}; applicable: {', '.join(scorers)}")
     o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
     dev, test = split_masks(o)
     grid = default_grid(o, n_thresholds=n_thresholds)
@@ -151,8 +156,7 @@ def _rounded(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
 
 
 def split_masks(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
-    from routerlab.sweep import split_items
-
+    """The study's seeded dev/test split (:data:`SPLIT_SEED`)."""
     return split_items(o, seed=SPLIT_SEED)
 
 
@@ -175,8 +179,6 @@ def scorer_agreement(study: Study, other: str = "label", *, scorer: str | None =
 
 def tier_table(study: Study) -> pd.DataFrame:
     """The ladder with prices, and each tier alone on the dev split."""
-    from routerlab.pricing import PriceBook
-
     book = PriceBook()
     rows = []
     for i, t in enumerate(study.policy.tiers):
@@ -201,58 +203,6 @@ def single_tier_rows(study: Study, mask: np.ndarray) -> list[pd.Series]:
         evaluate(study.outcomes, single_tier_point(study.outcomes, i), mask=mask, bootstrap=1000)
         for i in range(len(study.outcomes.tiers))
     ]
-
-
-def save_frontier_png(study: Study, path: str | os.PathLike[str]) -> Path:
-    """Draw :func:`frontier_figure` and write it as a PNG atomically; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    png = Path(path)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig = frontier_figure(study)
-    tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    os.replace(tmp, png)
-    return png
-
-
-def write_outputs(
-    study: Study,
-    *,
-    reports_dir: str | os.PathLike[str] | None = None,
-    policies_dir: str | os.PathLike[str] | None = None,
-    date: str | None = None,
-) -> dict[str, Path]:
-    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``."""
-    from routerlab.report import render_report
-
-    base = workspace_root()
-    rdir = Path(reports_dir) if reports_dir is not None else base / "reports" / study.name
-    pdir = Path(policies_dir) if policies_dir is not None else base / "policies"
-    rdir.mkdir(parents=True, exist_ok=True)
-    pdir.mkdir(parents=True, exist_ok=True)
-    policy_path = pdir / f"{study.name}.json"
-    export_policy(
-        study.outcomes,
-        study.choice,
-        policy_path,
-        evalset_sha256=evalset_sha256(study.evalset_path),
-        dataset=study.name,
-        split_seed=SPLIT_SEED,
-        date=date,
-    )
-    png = save_frontier_png(study, rdir / "frontier.png")
-    md = rdir / "report.md"
-    from routerlab.policy import atomic_write_text
-
-    atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
-    return {"report": md, "frontier": png, "policy": policy_path}
 
 
 def study_summary(study: Study) -> dict[str, Any]:
@@ -287,8 +237,6 @@ def capture_summary(o: Outcomes) -> pd.DataFrame:
 
 def route_examples(policy: RouterPolicy, cassettes: Path, items: list[EvalItem], n: int = 5) -> pd.DataFrame:
     """Route the first ``n`` items through the production router from the cassettes; one row per attempt."""
-    from routerlab.cassettes import replay_items
-
     rows: list[dict[str, Any]] = []
     for item, res in replay_items(policy, cassettes, items[:n], keep_errors=True):
         if isinstance(res, Exception):
@@ -317,34 +265,6 @@ def route_examples(policy: RouterPolicy, cassettes: Path, items: list[EvalItem],
 def missing_keys(policy: RouterPolicy) -> list[str]:
     """The API-key environment variables a policy needs that are not set (recording needs none missing)."""
     return sorted({t.api_key_env for t in policy.tiers if t.api_key_env and not os.environ.get(t.api_key_env)})
-
-
-def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
-    """The study's frontier, baselines and chosen policy on ``ax`` (see :func:`routerlab.plots.plot_frontier`)."""
-    from routerlab.plots import plot_frontier
-
-    return plot_frontier(
-        ax,
-        study.sweep_dev,
-        study.frontier,
-        quality=study.scorer,
-        baselines=study.baselines,
-        mix=study.mix,
-        oracle=study.oracle,
-        chosen=study.choice.dev,
-        quality_label=study.quality_label,
-        title=title or f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
-    )
-
-
-def frontier_figure(study: Study, *, width: float = 9.0, height: float = 6.0) -> Any:
-    """The frontier plot of a study as a matplotlib Figure (for notebooks)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    plot_study(ax, study)
-    fig.tight_layout()
-    return fig
 
 
 def choice_table(study: Study) -> pd.DataFrame:

@@ -28,17 +28,15 @@ import hashlib
 import json
 import math
 import os
-import re
-import tempfile
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from routerlab.errors import EvalSetError
+from routerlab.jsonio import atomic_write_text, iter_jsonl
 
-__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "iter_jsonl", "load_evalset"]
+__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "load_evalset"]
 
 ROLES = ("system", "user", "assistant")
 ALLOWED_KEYS = ("id", "prompt", "messages", "reference", "answer", "labels", "meta")
@@ -242,19 +240,6 @@ class EvalItem:
         return out
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Invalid(f"duplicate key {key!r} in a JSON object", key)
-        out[key] = value
-    return out
-
-
 def _item_from_object(obj: dict[str, Any]) -> EvalItem:
     """Validate one decoded line; raises :class:`_Invalid`."""
     for key in obj:
@@ -282,42 +267,6 @@ def _item_from_object(obj: dict[str, Any]) -> EvalItem:
     )
 
 
-_LINE_END = re.compile(r"\r\n|\r|\n")  # JSON strings cannot hold a raw CR or LF; U+2028 is not a line end
-
-
-def iter_jsonl(
-    path: str | os.PathLike[str], error: Callable[[str, int | None, str | None], Exception], *, what: str
-) -> Iterator[tuple[int, Any]]:
-    """Each non-blank line of a JSONL file, decoded, with its 1-based line number.
-
-    Every problem (an unreadable file, bytes that are not UTF-8, invalid JSON,
-    NaN/Infinity, a key given twice in one object) raises ``error(message,
-    line, field)``; ``what`` names the file's kind in "cannot read <what>".
-    A UTF-8 byte-order mark is tolerated; LF, CRLF and CR all end a line.
-    """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise error(f"cannot read {what}: {exc.strerror or exc}", None, None) from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise error(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", line, None) from None
-    for lineno, line_text in enumerate(_LINE_END.split(text), start=1):
-        if not line_text.strip():
-            continue
-        try:
-            obj = json.loads(line_text, object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            raise error(f"invalid JSON: {exc.msg} (column {exc.colno})", lineno, None) from None
-        except _Invalid as exc:
-            raise error(exc.message, lineno, exc.field) from None
-        except ValueError as exc:  # NaN / Infinity
-            raise error(f"invalid JSON: {exc}", lineno, None) from None
-        yield lineno, obj
-
-
 def load_evalset(path: str | os.PathLike[str]) -> list[EvalItem]:
     """Read and validate an eval set; items come back in file order."""
     where = os.fspath(path)
@@ -343,13 +292,9 @@ def load_evalset(path: str | os.PathLike[str]) -> list[EvalItem]:
             )
         first_line[item.id] = lineno
         items.append(item)
+    if not items:
+        raise EvalSetError("the eval set is empty (no item lines)", path=where)
     return items
-
-
-def _new_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def dump_evalset(items: Iterable[EvalItem], path: str | os.PathLike[str]) -> None:
@@ -376,42 +321,10 @@ def dump_evalset(items: Iterable[EvalItem], path: str | os.PathLike[str]) -> Non
             )
         first_line[item.id] = lineno
 
-    target = Path(path)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = _new_file_mode()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for item in batch:
-                line = json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-                fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Best effort: make the rename durable (not possible on every platform)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    text = "".join(
+        json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n" for item in batch
+    )
+    atomic_write_text(path, text)
 
 
 def evalset_sha256(path: str | os.PathLike[str]) -> str:

@@ -3,24 +3,22 @@
 Sliders for each non-final tier's consistency threshold, a similarity
 selector, a start-tier selector per complexity class, a cascade toggle and a
 cost cap. Every change re-evaluates that one policy on the outcome table
-(:func:`routerlab.sweep.evaluate`, milliseconds; not a re-sweep), moves the
+(:func:`routerlab.workbench.sweep.evaluate`, milliseconds; not a re-sweep), moves the
 highlighted point on the frontier plot and refreshes the numbers table.
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as w
 import pandas as pd
 
 from routerlab.classifier import COMPLEXITY_CLASSES
-from routerlab.sweep import NO_CHECK, PolicyPoint, evaluate
-
-if TYPE_CHECKING:
-    from routerlab.workbench import Study
-
+from routerlab.workbench.plots import plot_study
+from routerlab.workbench.study import Study
+from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, evaluate, point_by_id
 
 _PICO_USD = Decimal("1e-12")
 
@@ -146,8 +144,6 @@ class Explorer:
     def _draw(self) -> None:
         import matplotlib.pyplot as plt
 
-        from routerlab.workbench import plot_study
-
         st = self.study
         with plt.ioff():
             fig, ax = plt.subplots(figsize=(7.5, 5), dpi=90)
@@ -169,12 +165,10 @@ class Explorer:
 
 def default_start(study: Study) -> PolicyPoint:
     """The chosen policy, or (when it checks nothing, e.g. all-premium) the best frontier policy that does."""
-    from routerlab.sweep import points_of
-
     if study.choice.point.similarity != NO_CHECK:
         return study.choice.point
-    points = points_of(study.sweep_dev)
-    checked = [points[int(i)] for i in study.frontier["policy_id"] if points[int(i)].similarity != NO_CHECK]
+    by_id = point_by_id(study.sweep_dev)
+    checked = [by_id[i] for i in study.frontier["policy_id"] if by_id[i].similarity != NO_CHECK]
     return checked[-1] if checked else study.choice.point
 
 

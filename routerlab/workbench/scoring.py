@@ -20,7 +20,8 @@ import hashlib
 from collections.abc import Callable
 
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, extract_answer, normalize_answer
-from routerlab.evalset import EvalItem
+from routerlab.data.evalset import EvalItem
+from routerlab.errors import WorkbenchError
 
 Scorer = Callable[[EvalItem, str, str], float | None]
 
@@ -54,9 +55,9 @@ _SCORERS: dict[str, Scorer] = {"exact": exact_scorer, "label": label_scorer, "ro
 def register_scorer(name: str, fn: Scorer, *, replace: bool = False) -> None:
     """Make ``fn`` available as scorer ``name`` (for outcome tables, sweeps and reports)."""
     if name in _SCORERS and not replace:
-        raise ValueError(f"a scorer named {name!r} exists; pass replace=True to replace it")
+        raise WorkbenchError(f"a scorer named {name!r} exists; pass replace=True to replace it")
     if not name.isidentifier():
-        raise ValueError(f"scorer names must be identifiers (they become column names), got {name!r}")
+        raise WorkbenchError(f"scorer names must be identifiers (they become column names), got {name!r}")
     _SCORERS[name] = fn
 
 
@@ -64,7 +65,7 @@ def get_scorer(name: str) -> Scorer:
     try:
         return _SCORERS[name]
     except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(_SCORERS))}") from None
+        raise WorkbenchError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(_SCORERS))}") from None
 
 
 def scorer_fingerprint(name: str) -> str:

@@ -22,7 +22,9 @@ Circuit breakers are not simulated: replays treat items as independent
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from routerlab.classifier import COMPLEXITY_CLASSES
-from routerlab.outcomes import PICO, Outcomes
+from routerlab.errors import WorkbenchError
 from routerlab.policy import RouterPolicy, policy_from_dict, policy_to_dict
+from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
 
 NO_CHECK = "none"
 _NO_CAP_PICO = 2**62  # caps at or above this many 1e-12 USD are treated as no cap (int64 arithmetic)
@@ -76,6 +79,20 @@ class PolicyPoint:
             d["provenance"] = provenance
         return policy_from_dict(d)
 
+    @property
+    def id(self) -> str:
+        """A content hash of the knobs (12 hex digits): the same policy has the same id in every sweep."""
+        knobs = {
+            "start": list(self.start),
+            "cascade": self.cascade,
+            "similarity": self.similarity,
+            "k": self.k,
+            "classes": list(self.classes),
+            "thresholds": [repr(float(t)) for t in self.thresholds],
+            "cap_usd": None if self.cap_usd is None else str(self.cap_usd),
+        }
+        return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
+
     def label(self) -> str:
         start = "/".join(str(s) for s in self.start)
         check = (
@@ -88,116 +105,6 @@ class PolicyPoint:
         )
         cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}"
         return f"start {start}; {'cascade' if self.cascade else 'no cascade'}; {check}{cap}"
-
-
-# ---------------------------------------------------------------- arrays from the outcome table
-
-
-@dataclass
-class _Arrays:
-    n: int
-    t: int
-    cls: np.ndarray  # (N,)
-    s_cost: np.ndarray  # (N, T) int64 pico
-    s_worst: np.ndarray
-    s_res: np.ndarray  # reserve counted against the cap beyond the cost (unparsed 2xx replies)
-    s_err: np.ndarray  # 0 ok, 1 retryable, 2 fatal
-    s_lat: np.ndarray
-    s_q: dict[str, np.ndarray]
-    ks: list[int]
-    sims: list[str]
-    k_cost: np.ndarray  # (nk, N, T-1)
-    k_worst: np.ndarray
-    k_res: np.ndarray
-    k_err: np.ndarray
-    k_lat: np.ndarray
-    k_q: dict[str, np.ndarray]
-    agree: np.ndarray  # (nsim, nk, N, T-1)
-    k_count: np.ndarray  # (nk,) int: (item, non-final tier) pairs with that k recorded
-
-    @property
-    def k_present(self) -> np.ndarray:
-        """(nk,) bool: that k is recorded for every item at every non-final tier."""
-        present: np.ndarray = self.k_count == self.n * (self.t - 1)
-        return present
-
-
-def _arrays(o: Outcomes) -> _Arrays:
-    """The outcome table as dense arrays; built once per :class:`Outcomes` object and kept on it."""
-    cached = o.__dict__.get("_sweep_arrays")
-    if cached is not None and cached[0] is o.calls:
-        return cached[1]  # type: ignore[no-any-return]
-    a = _build_arrays(o)
-    o.__dict__["_sweep_arrays"] = (o.calls, a)
-    return a
-
-
-def _build_arrays(o: Outcomes) -> _Arrays:
-    calls = o.calls
-    pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
-    n, t = len(pos), len(o.tiers)
-    ii = calls["item_id"].map(pos).to_numpy()
-    ti = calls["tier_index"].to_numpy()
-    err = np.where(calls["error_kind"].isna(), 0, np.where(calls["fatal"], 2, 1))
-    single = (calls["variant"] == "single").to_numpy()
-
-    def grid(values: np.ndarray, mask: np.ndarray, shape: tuple[int, ...], fill: Any, dtype: Any) -> np.ndarray:
-        out = np.full(shape, fill, dtype=dtype)
-        out[ii[mask], ti[mask]] = values[mask]
-        return out
-
-    s_cost = grid(calls["cost_pico"].to_numpy(), single, (n, t), 0, np.int64)
-    s_worst = grid(calls["worst_pico"].to_numpy(), single, (n, t), 0, np.int64)
-    s_res = grid(calls["reserve_pico"].to_numpy(), single, (n, t), 0, np.int64)
-    s_err = grid(err, single, (n, t), 0, np.int8)
-    s_lat = grid(calls["latency_ms"].to_numpy(), single, (n, t), 0.0, float)
-    s_q = {sc: grid(calls[f"q_{sc}"].to_numpy(dtype=float), single, (n, t), np.nan, float) for sc in o.scorers}
-    ks = list(o.ks)
-    sims = list(o.similarities)
-    tk = max(t - 1, 1)
-    nk = max(len(ks), 1)
-    k_cost = np.zeros((nk, n, tk), np.int64)
-    k_worst = np.zeros((nk, n, tk), np.int64)
-    k_res = np.zeros((nk, n, tk), np.int64)
-    k_err = np.zeros((nk, n, tk), np.int8)
-    k_lat = np.zeros((nk, n, tk))
-    k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
-    agree = np.full((len(sims), nk, n, tk), np.nan)
-    k_count = np.zeros(nk, np.int64)
-    for j, k in enumerate(ks):
-        m = (calls["variant"] == f"k{k}").to_numpy()
-        k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
-        k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
-        k_res[j][ii[m], ti[m]] = calls["reserve_pico"].to_numpy()[m]
-        k_err[j][ii[m], ti[m]] = err[m]
-        k_lat[j][ii[m], ti[m]] = calls["latency_ms"].to_numpy()[m]
-        for sc in o.scorers:
-            k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
-        for si, sim in enumerate(sims):
-            agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
-        k_count[j] = int(m.sum())
-    cls = o.items["class_index"].to_numpy()
-    return _Arrays(
-        n,
-        t,
-        cls,
-        s_cost,
-        s_worst,
-        s_res,
-        s_err,
-        s_lat,
-        s_q,
-        ks,
-        sims,
-        k_cost,
-        k_worst,
-        k_res,
-        k_err,
-        k_lat,
-        k_q,
-        agree,
-        k_count,
-    )
 
 
 # ---------------------------------------------------------------- simulation
@@ -216,7 +123,7 @@ class SimResult:
     quality: dict[str, np.ndarray]
 
 
-def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
+def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarray]:
     p = len(points)
     start = np.array([pt.start for pt in points], dtype=np.int64).reshape(p, 3)
     cascade = np.array([pt.cascade for pt in points], bool)
@@ -226,17 +133,17 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
         if pt.similarity == NO_CHECK or not pt.cascade:
             continue  # no k-sample call is ever made
         if pt.similarity not in a.sims:
-            raise ValueError(f"unknown similarity {pt.similarity!r}; the outcome table has {a.sims}")
+            raise WorkbenchError(f"unknown similarity {pt.similarity!r}; the outcome table has {a.sims}")
         if pt.k not in a.ks:
-            raise ValueError(f"k={pt.k} was not recorded; recorded: {a.ks or 'none (single answers only)'}")
+            raise WorkbenchError(f"k={pt.k} was not recorded; recorded: {a.ks or 'none (single answers only)'}")
         j = a.ks.index(pt.k)
         if not a.k_present[j]:
-            raise ValueError(
+            raise WorkbenchError(
                 f"k={pt.k} samples are recorded for only {a.k_count[j]} of {a.n * (a.t - 1)} (item, non-final tier) "
                 "pairs; complete the recording (`routerlab record` resumes) or sweep without this k"
             )
         if len(pt.thresholds) != a.t - 1:
-            raise ValueError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
+            raise WorkbenchError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
     live = [pt.cascade and pt.similarity != NO_CHECK for pt in points]  # the check can run at all
     sim_idx = np.array([a.sims.index(pt.similarity) if on else 0 for pt, on in zip(points, live, strict=True)])
     k_idx = np.array([a.ks.index(pt.k) if on else 0 for pt, on in zip(points, live, strict=True)])
@@ -246,7 +153,7 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
             thr[i, : a.t - 1] = pt.thresholds
     for pt in points:
         if pt.cap_usd is not None and pt.cap_usd * PICO != int(pt.cap_usd * PICO):
-            raise ValueError(f"cap {pt.cap_usd} is finer than 1e-12 USD")
+            raise WorkbenchError(f"cap {pt.cap_usd} is finer than 1e-12 USD")
     # A cap beyond ~$4.6M per query cannot bind (no recorded worst case comes near): the same as no cap.
     cap = np.array(
         [-1 if pt.cap_usd is None or pt.cap_usd * PICO >= _NO_CAP_PICO else int(pt.cap_usd * PICO) for pt in points],
@@ -264,9 +171,9 @@ def _encode(points: Sequence[PolicyPoint], a: _Arrays) -> dict[str, np.ndarray]:
     }
 
 
-def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: _Arrays | None = None) -> SimResult:
+def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable | None = None) -> SimResult:
     """Route every item under every policy in ``points`` (the router's logic, vectorised)."""
-    a = arrays or _arrays(o)
+    a = arrays or o.dense()
     e = _encode(points, a)
     p, n, t = len(points), a.n, a.t
     start = e["start"][:, a.cls]  # (P, N)
@@ -417,7 +324,7 @@ class Grid:
 
 def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] = (None,), n_thresholds: int = 8) -> Grid:
     """All monotone start mappings; every similarity; the ks recorded for every item (others warn)."""
-    a = _arrays(o)
+    a = o.dense()
     ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
     for j, k in enumerate(a.ks):
         if not a.k_present[j]:
@@ -465,11 +372,11 @@ def summarize(
     sel = np.ones(o.n_items, bool) if mask is None else mask
     n = int(sel.sum())
     if n == 0:
-        raise ValueError("no items selected")
+        raise WorkbenchError("no items selected")
     t = len(o.tiers)
     cost_usd = sim.cost_pico[:, sel].astype(float) / float(PICO)
     out: dict[str, Any] = {
-        "policy_id": np.arange(len(points)),
+        "policy_id": [pt.id for pt in points],
         "label": [pt.label() for pt in points],
         "start_simple": [pt.start[0] for pt in points],
         "start_medium": [pt.start[1] for pt in points],
@@ -521,7 +428,7 @@ def sweep(
     if points is None:
         points = default_grid(o)
     pts = points.points(o, mask=mask) if isinstance(points, Grid) else list(points)
-    a = _arrays(o)
+    a = o.dense()
     frames = []
     bar = None
     if progress:
@@ -536,7 +443,6 @@ def sweep(
     if bar is not None:
         bar.close()
     df = pd.concat(frames, ignore_index=True)
-    df["policy_id"] = np.arange(len(df))
     df.attrs["points"] = pts
     return df
 
@@ -577,11 +483,16 @@ def points_of(df: pd.DataFrame) -> list[PolicyPoint]:
     return pts
 
 
+def point_by_id(df: pd.DataFrame) -> dict[str, PolicyPoint]:
+    """``policy_id`` -> :class:`PolicyPoint` for the rows of a sweep table (or of a frontier cut from it)."""
+    return {pt.id: pt for pt in points_of(df)}
+
+
 def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
     """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`)."""
     c = policy.confidence
     if c.classes and policy.cascade and c.signal != "consistency":
-        raise ValueError(
+        raise WorkbenchError(
             f"policy {policy.name!r} uses the {c.signal!r} confidence signal; the sweep simulates only the "
             "two-sample consistency check (or none)"
         )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from routerlab.frontier import price_quality_inversions
-
-if TYPE_CHECKING:
-    from routerlab.workbench import Study
-
+from routerlab.data.evalset import evalset_sha256
+from routerlab.data.paths import workspace_root
+from routerlab.jsonio import atomic_write_text
+from routerlab.workbench.export import choose, export_policy
+from routerlab.workbench.frontier import price_quality_inversions
+from routerlab.workbench.plots import save_frontier_png
+from routerlab.workbench.study import SPLIT_SEED, Study, scorer_agreement, tier_table
 
 SCORER_TITLES = {"rougeL": "ROUGE-L", "exact": "exact match", "label": "the judge's label"}
 
@@ -33,8 +36,6 @@ def _table(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
-    from routerlab.workbench import SPLIT_SEED, scorer_agreement, tier_table
-
     o = study.outcomes
     q = f"quality_{study.scorer}"
     ch = study.choice
@@ -149,8 +150,6 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
 
 def _floors(study: Study) -> str:
     """The cheapest dev policy at several quality floors, with its test numbers: the trade-off in one table."""
-    from routerlab.export import choose
-
     rows = []
     for floor in (0.8, 0.85, 0.9, 0.95, 1.0):
         c = choose(
@@ -173,3 +172,32 @@ def _floors(study: Study) -> str:
             }
         )
     return "Other floors, for comparison (chosen on dev, measured on test):\n\n" + _table(pd.DataFrame(rows), 4)
+
+
+def write_outputs(
+    study: Study,
+    *,
+    reports_dir: str | os.PathLike[str] | None = None,
+    policies_dir: str | os.PathLike[str] | None = None,
+    date: str | None = None,
+) -> dict[str, Path]:
+    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``."""
+    base = workspace_root()
+    rdir = Path(reports_dir) if reports_dir is not None else base / "reports" / study.name
+    pdir = Path(policies_dir) if policies_dir is not None else base / "policies"
+    rdir.mkdir(parents=True, exist_ok=True)
+    pdir.mkdir(parents=True, exist_ok=True)
+    policy_path = pdir / f"{study.name}.json"
+    export_policy(
+        study.outcomes,
+        study.choice,
+        policy_path,
+        evalset_sha256=evalset_sha256(study.evalset_path),
+        dataset=study.name,
+        split_seed=SPLIT_SEED,
+        date=date,
+    )
+    png = save_frontier_png(study, rdir / "frontier.png")
+    md = rdir / "report.md"
+    atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
+    return {"report": md, "frontier": png, "policy": policy_path}

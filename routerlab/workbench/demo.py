@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from routerlab.policy import load_policy
-from routerlab.workbench import run_study, write_outputs
+from routerlab.workbench.report import write_outputs
+from routerlab.workbench.study import run_study
 
 
 def run_demo(

@@ -34,7 +34,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -42,33 +42,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routerlab.cassettes import (
+from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.consistency import SIMILARITY_NAMES, agreement, get_similarity
+from routerlab.data.cassettes import (
     ESTIMATED_HEADER,
     LATENCY_HEADER,
     RecordedResponse,
-    _request_key,
     cassette_name,
     load_cassette_index,
     read_manifest,
     replay_keys,
+    request_key,
 )
-from routerlab.classifier import COMPLEXITY_CLASSES, classify_complexity
-from routerlab.consistency import SIMILARITY_NAMES, agreement, get_similarity
-from routerlab.errors import DataError, MalformedResponseError, ProviderError, ReplayMissError
-from routerlab.evalset import EvalItem
+from routerlab.data.evalset import EvalItem
+from routerlab.data.paths import default_cache_dir
+from routerlab.decision import (
+    PreparedQuery,
+    Reply,
+    TierCall,
+    account_replies,
+    call_shape,
+    effective_max_tokens,
+    prepare_query,
+    quote_worst_case,
+)
+from routerlab.errors import DataError, ReplayMissError
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
-from routerlab.providers import get_adapter
-from routerlab.router import (
-    effective_max_tokens,
-    estimate_input_tokens,
-    tier_requests,
-    unpriced_reserve_usd,
-    worst_case_cost_usd,
-    writes_prompt_cache,
-)
-from routerlab.scoring import get_scorer, scorer_fingerprint
-from routerlab.types import Completion, Usage
+from routerlab.types import Signal
+from routerlab.workbench.scoring import get_scorer, scorer_fingerprint
 
 PICO = Decimal(10) ** 12
 TABLE_VERSION = "3"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1
@@ -90,52 +92,165 @@ class Outcomes:
     policy: RouterPolicy
     key: str
     cassettes_sha256: str = ""  # sha256 over the items' cassette files (name and bytes, in item order)
+    _dense: tuple[pd.DataFrame, DenseTable] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_items(self) -> int:
         return len(self.items)
 
+    def dense(self) -> DenseTable:
+        """The calls table as dense arrays (built once; rebuilt if ``calls`` is replaced)."""
+        if self._dense is None or self._dense[0] is not self.calls:
+            self._dense = (self.calls, _build_dense(self))
+        return self._dense[1]
 
-def _to_pico(cost: Decimal) -> int:
+
+@dataclass
+class DenseTable:
+    """The calls table as dense arrays over (item, tier) and (k, item, non-final tier), for the sweep."""
+
+    n: int
+    t: int
+    cls: np.ndarray  # (N,)
+    s_cost: np.ndarray  # (N, T) int64 pico
+    s_worst: np.ndarray
+    s_res: np.ndarray  # reserve counted against the cap beyond the cost (unparsed 2xx replies)
+    s_err: np.ndarray  # 0 ok, 1 retryable, 2 fatal
+    s_lat: np.ndarray
+    s_q: dict[str, np.ndarray]
+    ks: list[int]
+    sims: list[str]
+    k_cost: np.ndarray  # (nk, N, T-1)
+    k_worst: np.ndarray
+    k_res: np.ndarray
+    k_err: np.ndarray
+    k_lat: np.ndarray
+    k_q: dict[str, np.ndarray]
+    agree: np.ndarray  # (nsim, nk, N, T-1)
+    k_count: np.ndarray  # (nk,) int: (item, non-final tier) pairs with that k recorded
+
+    @property
+    def k_present(self) -> np.ndarray:
+        """(nk,) bool: that k is recorded for every item at every non-final tier."""
+        present: np.ndarray = self.k_count == self.n * (self.t - 1)
+        return present
+
+
+def _build_dense(o: Outcomes) -> DenseTable:
+    calls = o.calls
+    pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
+    n, t = len(pos), len(o.tiers)
+    ii = calls["item_id"].map(pos).to_numpy()
+    ti = calls["tier_index"].to_numpy()
+    err = np.where(calls["error_kind"].isna(), 0, np.where(calls["fatal"], 2, 1))
+    single = (calls["variant"] == "single").to_numpy()
+
+    def grid(values: np.ndarray, mask: np.ndarray, shape: tuple[int, ...], fill: Any, dtype: Any) -> np.ndarray:
+        out = np.full(shape, fill, dtype=dtype)
+        out[ii[mask], ti[mask]] = values[mask]
+        return out
+
+    s_cost = grid(calls["cost_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_worst = grid(calls["worst_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_res = grid(calls["reserve_pico"].to_numpy(), single, (n, t), 0, np.int64)
+    s_err = grid(err, single, (n, t), 0, np.int8)
+    s_lat = grid(calls["latency_ms"].to_numpy(), single, (n, t), 0.0, float)
+    s_q = {sc: grid(calls[f"q_{sc}"].to_numpy(dtype=float), single, (n, t), np.nan, float) for sc in o.scorers}
+    ks = list(o.ks)
+    sims = list(o.similarities)
+    tk = max(t - 1, 1)
+    nk = max(len(ks), 1)
+    k_cost = np.zeros((nk, n, tk), np.int64)
+    k_worst = np.zeros((nk, n, tk), np.int64)
+    k_res = np.zeros((nk, n, tk), np.int64)
+    k_err = np.zeros((nk, n, tk), np.int8)
+    k_lat = np.zeros((nk, n, tk))
+    k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
+    agree = np.full((len(sims), nk, n, tk), np.nan)
+    k_count = np.zeros(nk, np.int64)
+    for j, k in enumerate(ks):
+        m = (calls["variant"] == f"k{k}").to_numpy()
+        k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
+        k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
+        k_res[j][ii[m], ti[m]] = calls["reserve_pico"].to_numpy()[m]
+        k_err[j][ii[m], ti[m]] = err[m]
+        k_lat[j][ii[m], ti[m]] = calls["latency_ms"].to_numpy()[m]
+        for sc in o.scorers:
+            k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
+        for si, sim in enumerate(sims):
+            agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
+        k_count[j] = int(m.sum())
+    cls = o.items["class_index"].to_numpy()
+    return DenseTable(
+        n,
+        t,
+        cls,
+        s_cost,
+        s_worst,
+        s_res,
+        s_err,
+        s_lat,
+        s_q,
+        ks,
+        sims,
+        k_cost,
+        k_worst,
+        k_res,
+        k_err,
+        k_lat,
+        k_q,
+        agree,
+        k_count,
+    )
+
+
+def to_pico(cost: Decimal) -> int:
+    """``cost`` in whole 1e-12 USD (the sweep's exact integer unit); finer amounts are a DataError."""
     scaled = cost * PICO
     if scaled != scaled.to_integral_value():
         raise DataError(f"cost {cost} USD is not a whole number of 1e-12 USD; the exact sweep cannot represent it")
     return int(scaled)
 
 
-def _latency(headers: dict[str, str], output_tokens: int) -> tuple[float, bool]:
-    for k, v in headers.items():
-        if k.lower() == LATENCY_HEADER:
-            return float(v), False
-    return LATENCY_BASE_MS + LATENCY_PER_TOKEN_MS * output_tokens, True
+def _latency(replies: Sequence[Reply], output_tokens: int) -> tuple[float, bool]:
+    """A call's latency: the recorded ``x-routerlab-latency-ms`` of each reply; where a reply has none
+    (imported outputs), ``400 ms + 15 ms per output token`` (the call's output shared evenly), flagged
+    as estimated."""
+    total, missing = 0.0, 0
+    for r in replies:
+        v = next((v for k, v in (r.headers or {}).items() if k.lower() == LATENCY_HEADER), None)
+        if v is None:
+            missing += 1
+        else:
+            total += float(v)
+    if missing:
+        total += LATENCY_BASE_MS * missing + LATENCY_PER_TOKEN_MS * output_tokens * missing / len(replies)
+    return total, missing > 0
 
 
-def _variant_rows(
+def _variant_row(
     item: EvalItem,
+    query: PreparedQuery,
     policy: RouterPolicy,
     index: dict[tuple[str, str, str], list[RecordedResponse]],
     tier_index: int,
-    cls: str,
-    signal: str,
-    k: int | None,
+    signal: Signal,
+    k: int,
     prices: PriceBook,
     keys: dict[str, str],
-    input_estimate: tuple[int, bool],
-) -> dict[str, Any] | None:
-    """One (item, tier, variant) row; ``input_estimate`` is the item's (estimated input tokens, cache writes)."""
+) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """One (item, tier, variant) row and its sample texts, accounted by the router's own functions
+    (:func:`~routerlab.decision.account_replies`, :func:`~routerlab.decision.quote_worst_case`);
+    None when a k-sample variant was not recorded."""
     tier = policy.tiers[tier_index]
-    max_tokens = effective_max_tokens(policy, tier_index, cls)
+    n_requests, samples = call_shape(tier, signal, k)
     api_key = keys.get(tier.api_key_env) if tier.api_key_env else None
-    specs, samples = tier_requests(policy, tier_index, list(item.messages), signal, max_tokens, api_key, k=k)
+    max_tokens = effective_max_tokens(policy, tier_index, query.complexity)
+    call = TierCall(tier_index, tier, signal, k, max_tokens, n_requests, samples, policy, query.messages, api_key)
     played: Counter[tuple[str, str, str]] = Counter()
-    completions: list[Completion] = []
-    unpriced = 0  # 2xx replies whose body could not be parsed (maybe billed; the router reserves their worst case)
-    error: ProviderError | None = None
-    latency = 0.0
-    lat_est = False
-    usage_est = False
-    for s in specs:
-        key = _request_key(s.method, s.url, s.content())
+    replies: list[Reply] = []
+    for s in call.requests():
+        key = request_key(s.method, s.url, s.content())
         recorded = index.get(key, [])
         n = played[key]
         if n >= len(recorded):
@@ -149,48 +264,28 @@ def _variant_rows(
             return None  # this k-sample variant was not recorded (e.g. a single-answer dataset)
         played[key] = n + 1
         r = recorded[n]
-        headers = dict(r.headers)
-        adapter = get_adapter(tier.provider)
-        try:
-            c = adapter.parse_response(r.status, headers, r.body, model=tier.model)
-            completions.append(c)
-            lat, est = _latency(headers, c.usage.output_tokens)
-            usage_est = usage_est or any(h.lower() == ESTIMATED_HEADER for h in headers)
-        except ProviderError as e:
-            error = error or e
-            lat, est = _latency(headers, 0)
-            unpriced += 200 <= r.status < 300
-        latency += lat
-        lat_est = lat_est or est
-    usage = sum((c.usage for c in completions), Usage())
-    cost = (
-        prices.cost_usd(usage, tier.model, provider=tier.pricing_provider, override=tier.price)
-        if completions
-        else Decimal(0)
-    )
-    texts = tuple(t for c in completions for t in c.texts)
-    if error is None and len(texts) < samples:
-        error = MalformedResponseError(f"asked for {samples} samples, got {len(texts)}")
-    est_in, cache_writes = input_estimate
-    worst = worst_case_cost_usd(prices, tier, est_in, max_tokens, len(specs), samples, cache_writes=cache_writes)
-    return {
+        replies.append(Reply(r.status, dict(r.headers), r.body))
+    worst = quote_worst_case(prices, call, query)
+    tr = account_replies(prices, tier, replies, samples, worst)
+    latency, lat_est = _latency(replies, tr.usage.output_tokens)
+    row = {
         "variant": "single" if signal == "none" else f"k{k}",
-        "k": 1 if signal == "none" else k,
-        "n_requests": len(specs),
-        "error_kind": None if error is None else error.kind,
-        "fatal": bool(error is not None and not error.retryable),
-        "cost_usd": float(cost),
-        "cost_pico": _to_pico(cost),
-        "worst_pico": _to_pico(worst),
-        "reserve_pico": _to_pico(unpriced_reserve_usd(worst, len(specs), unpriced)),
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_tokens": usage.cache_read_tokens,
-        "usage_estimated": usage_est,
+        "k": samples,
+        "n_requests": n_requests,
+        "error_kind": None if tr.error is None else tr.error.kind,
+        "fatal": bool(tr.error is not None and not tr.error.retryable),
+        "cost_usd": float(tr.cost_usd),
+        "cost_pico": to_pico(tr.cost_usd),
+        "worst_pico": to_pico(worst),
+        "reserve_pico": to_pico(tr.reserve_usd),
+        "input_tokens": tr.usage.input_tokens,
+        "output_tokens": tr.usage.output_tokens,
+        "cached_tokens": tr.usage.cache_read_tokens,
+        "usage_estimated": any(h.lower() == ESTIMATED_HEADER for r in replies for h in (r.headers or {})),
         "latency_ms": latency,
         "latency_estimated": lat_est,
-        "texts": texts,
     }
+    return row, tr.texts
 
 
 def outcome_key(
@@ -285,8 +380,6 @@ def build_outcomes(
 
 
 def _default_cache() -> Path:
-    from routerlab.datasets import default_cache_dir
-
     return default_cache_dir() / "outcomes"
 
 
@@ -318,19 +411,24 @@ def _build(
     n_tiers = len(policy.tiers)
     for it in items:
         index = load_cassette_index(cdir / cassette_name(it.id))
-        cls = classify_complexity(it.prompt, policy.classifier).value
-        input_estimate = (estimate_input_tokens(it.messages), writes_prompt_cache(it.messages))
+        query = prepare_query(it.messages, policy.classifier)
         for t in range(n_tiers):
-            variants: list[tuple[str, int | None]] = [("none", None)]
+            variants: list[tuple[Signal, int]] = [("none", 1)]
             if t < n_tiers - 1:
                 variants += [("consistency", k) for k in ks]
             for signal, k in variants:
-                row = _variant_rows(it, policy, index, t, cls, signal, k, prices, keys, input_estimate)
-                if row is None:
+                got = _variant_row(it, query, policy, index, t, signal, k, prices, keys)
+                if got is None:
                     continue
-                texts = row.pop("texts")
+                row, texts = got
                 tier = policy.tiers[t]
-                base = {"item_id": it.id, "complexity": cls, "tier_index": t, "tier": tier.name, "model": tier.model}
+                base = {
+                    "item_id": it.id,
+                    "complexity": query.complexity,
+                    "tier_index": t,
+                    "tier": tier.name,
+                    "model": tier.model,
+                }
                 for name, sim in sims.items():
                     row[f"agree_{name}"] = agreement(texts, sim) if signal != "none" and len(texts) >= 2 else np.nan
                 for name, fn in scorer_fns.items():

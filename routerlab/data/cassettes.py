@@ -6,7 +6,7 @@ recorded (ladder, sample counts, eval-set hash). Per-item cassettes keep
 vcrpy's linear matching cheap and make a recording resumable item by item.
 
 Recording sends, for every item, the requests the router could send it (built
-by :func:`routerlab.router.tier_requests`, so the bodies are the router's own
+by :func:`routerlab.decision.tier_requests`, so the bodies are the router's own
 bytes): one sample from every tier, and k samples from every non-final tier.
 vcrpy records in ``new_episodes`` mode, so a re-run plays what is there and
 records only what is missing. Secrets never reach a file: auth headers and
@@ -38,13 +38,15 @@ from typing import Any
 
 import httpx
 
-from routerlab.classifier import classify_complexity
+from routerlab.data.evalset import EvalItem
+from routerlab.decision import effective_max_tokens, prepare_query, tier_requests
 from routerlab.errors import DataError, ProviderError, ReplayMissError, RoutingError
-from routerlab.evalset import EvalItem
-from routerlab.policy import RouterPolicy, atomic_write_text
+from routerlab.jsonio import atomic_write_text
+from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook
 from routerlab.providers import RequestSpec, get_adapter
-from routerlab.router import effective_max_tokens, tier_requests
+from routerlab.router import CascadeRouter
+from routerlab.types import Signal
 
 LATENCY_HEADER = "x-routerlab-latency-ms"
 ESTIMATED_HEADER = "x-routerlab-usage-estimated"
@@ -76,7 +78,7 @@ def canonical_body(body: bytes | str | None) -> str:
         return text
 
 
-def _request_key(method: str, url: str, body: bytes | str | None) -> tuple[str, str, str]:
+def request_key(method: str, url: str, body: bytes | str | None) -> tuple[str, str, str]:
     return (method.upper(), _strip_secret_query(url), canonical_body(body))
 
 
@@ -118,12 +120,12 @@ def needed_requests(
     cannot fill.
     """
     ks = tuple(ks) if ks else (policy.confidence.k,)
-    cls = classify_complexity(item.prompt, policy.classifier).value
+    cls = prepare_query(item.messages, policy.classifier).complexity
     needs: dict[tuple[int, tuple[str, str, str]], tuple[RequestSpec, int]] = {}
     messages = list(item.messages)
     for i, tier in enumerate(policy.tiers):
         max_tokens = effective_max_tokens(policy, i, cls)
-        variants: list[tuple[str, int | None]] = [("none", None)]
+        variants: list[tuple[Signal, int | None]] = [("none", None)]
         if i < len(policy.tiers) - 1:
             limit = (sample_limits or {}).get(i)
             variants += [("consistency", k) for k in ks if limit is None or k <= limit]
@@ -132,9 +134,9 @@ def needed_requests(
         for signal, k in variants:
             api_key = (keys or {}).get(tier.api_key_env, DUMMY_KEY) if tier.api_key_env else None
             specs, _ = tier_requests(policy, i, messages, signal, max_tokens, api_key, k=k)
-            counts = Counter(_request_key(s.method, s.url, s.content()) for s in specs)
+            counts = Counter(request_key(s.method, s.url, s.content()) for s in specs)
             for s in specs:
-                key = (i, _request_key(s.method, s.url, s.content()))
+                key = (i, request_key(s.method, s.url, s.content()))
                 prev = needs.get(key)
                 needs[key] = (s, max(counts[key[1]], prev[1] if prev else 0))
     return [
@@ -389,8 +391,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def write_manifest(out: Path, policy: RouterPolicy, ks: Sequence[int], **extra: Any) -> None:
     """Write ``manifest.json``: the ladder and settings the cassettes were recorded with."""
-    from routerlab.policy import policy_to_dict
-
     policy_data = policy_to_dict(policy)
     for t in policy_data["tiers"]:  # a key in a base_url's query string must not reach the file either
         t["base_url"] = _strip_secret_query(t["base_url"])
@@ -449,7 +449,7 @@ def load_cassette_index(path: Path) -> dict[tuple[str, str, str], list[RecordedR
     for n, it in enumerate(_load_interactions(path)):
         try:
             rq, rs = it["request"], it["response"]
-            key = _request_key(rq["method"], rq["uri"], _body_bytes(rq.get("body")))
+            key = request_key(rq["method"], rq["uri"], _body_bytes(rq.get("body")))
             headers = tuple(
                 (k, str(v))
                 for k, vals in rs.get("headers", {}).items()
@@ -501,7 +501,7 @@ class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def _respond(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
-        key = _request_key(request.method, str(request.url), body)
+        key = request_key(request.method, str(request.url), body)
         with self._lock:
             recorded = self._index.get(key)
             n = self._played[key]
@@ -583,8 +583,6 @@ def replay_router(
     policy: RouterPolicy, cassette_dir: str | os.PathLike[str], **kwargs: Any
 ) -> tuple[Any, ReplayTransport]:
     """The real :class:`CascadeRouter` wired to a :class:`ReplayTransport` over ``cassette_dir``."""
-    from routerlab.router import CascadeRouter
-
     transport = ReplayTransport(cassette_dir, tiers=tier_map(policy))
     router = CascadeRouter.from_policy(
         policy, client=httpx.Client(transport=transport), api_keys=replay_keys(policy), **kwargs

@@ -1,0 +1,172 @@
+"""The one way routerlab reads and writes its JSON files (policies, eval sets, outputs, manifests).
+
+Every reader here applies the same rules, so the formats agree:
+
+- the file must be UTF-8; a byte-order mark is accepted;
+- a key given twice in one object is an error (never "the last one wins");
+- ``NaN``, ``Infinity`` and ``-Infinity`` are errors (they are not JSON);
+- nesting deeper than :data:`MAX_DEPTH` is an error (not a ``RecursionError``);
+- in JSONL, LF, CRLF and CR all end a line and blank lines are skipped.
+
+Problems are reported through the caller's ``error(message, line, field)``
+factory, so each format raises its own error type naming the file, the line
+and the field. :func:`atomic_write_text` is the one writer: readers see the
+old file or the new one, never a mix, and a new file is readable by others
+(mode 0644 under the usual umask; an existing file keeps its mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_DEPTH = 200  # far beyond any real policy or eval item; far below Python's recursion limit
+
+ErrorFactory = Callable[[str, "int | None", "str | None"], Exception]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")  # JSON strings cannot hold a raw CR or LF; U+2028 is not a line end
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Invalid(f"invalid JSON: {name} is not valid JSON")
+
+
+def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Invalid(f"duplicate key {key!r} in a JSON object", key)
+        out[key] = value
+    return out
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_DEPTH (checked before decoding)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def loads(text: str, error: ErrorFactory, line: int | None = None) -> Any:
+    """Decode one JSON document by the rules above; problems go through ``error``."""
+    if _too_deep(text):
+        raise error(f"JSON nested more than {MAX_DEPTH} levels deep", line, None)
+    try:
+        return json.loads(text, object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        if line is None:
+            raise error(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", exc.lineno, None) from None
+        raise error(f"invalid JSON: {exc.msg} (column {exc.colno})", line, None) from None
+    except _Invalid as exc:
+        raise error(exc.message, line, exc.field) from None
+    except RecursionError:
+        raise error(f"JSON nested too deeply (more than {MAX_DEPTH} levels)", line, None) from None
+
+
+def read_text(path: str | os.PathLike[str], error: ErrorFactory, *, what: str) -> str:
+    """The file as text: UTF-8 (a byte-order mark is dropped); ``what`` names it in "cannot read <what>"."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what}: {exc.strerror or exc}", None, None) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(f"is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line}", line, None) from None
+
+
+def read_json(path: str | os.PathLike[str], error: ErrorFactory, *, what: str) -> Any:
+    """One JSON document from a file (a policy, a manifest)."""
+    return loads(read_text(path, error, what=what), error)
+
+
+def iter_jsonl(path: str | os.PathLike[str], error: ErrorFactory, *, what: str) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of a JSONL file, decoded, with its 1-based line number."""
+    text = read_text(path, error, what=what)
+    for lineno, line_text in enumerate(_LINE_END.split(text), start=1):
+        if line_text.strip():
+            yield lineno, loads(line_text, error, lineno)
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix.
+
+    The text goes to a temporary file in the same folder, is flushed to disk and renamed over
+    ``path``; on any failure the old file is untouched and the temporary file removed. An existing
+    file keeps its mode; a new one gets the umask's default (0644 under the usual 022).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _new_file_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best effort: make the rename durable (not possible on every platform)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+__all__ = ["MAX_DEPTH", "atomic_write_text", "iter_jsonl", "loads", "read_json", "read_text"]

@@ -1,0 +1,117 @@
+"""The workbench: tune a routing policy on recorded traffic (pandas, matplotlib, ipywidgets).
+
+This is the one surface the notebooks import from. The pipeline, one module
+per arrow: :mod:`~routerlab.workbench.outcomes` (the outcome table, built
+with the router's own accounting), :mod:`~routerlab.workbench.sweep` (many
+policies at once, vectorised), :mod:`~routerlab.workbench.reference` (the
+decision procedure itself over the outcome table: what the sweep is checked
+against), :mod:`~routerlab.workbench.frontier` (frontier, baselines,
+metrics), :mod:`~routerlab.workbench.export` (choose and export),
+:mod:`~routerlab.workbench.study` (the whole pipeline for one eval set),
+:mod:`~routerlab.workbench.plots`, :mod:`~routerlab.workbench.report` and
+:mod:`~routerlab.workbench.widgets`. Needs ``pip install routerlab[workbench]``.
+"""
+
+from routerlab.data.cassettes import record, replay_items
+from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
+from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_outputs, load_outputs
+from routerlab.data.paths import workspace_root
+from routerlab.policy import dump_policy, load_policy
+from routerlab.workbench.export import Choice, choose, export_policy
+from routerlab.workbench.frontier import metrics_table, oracle_point, pareto_frontier, random_mix, single_tier_baselines
+from routerlab.workbench.outcomes import Outcomes, build_outcomes
+from routerlab.workbench.plots import frontier_figure, plot_frontier, plot_study, save_frontier_png
+from routerlab.workbench.reference import simulate_reference
+from routerlab.workbench.report import render_report, write_outputs
+from routerlab.workbench.scoring import applicable_scorers, get_scorer, register_scorer
+from routerlab.workbench.study import (
+    SPLIT_SEED,
+    Study,
+    capture_summary,
+    choice_table,
+    frontier_table,
+    missing_keys,
+    open_dataset,
+    route_examples,
+    run_study,
+    split_masks,
+    tier_table,
+)
+from routerlab.workbench.sweep import (
+    Grid,
+    PolicyPoint,
+    SimResult,
+    default_grid,
+    evaluate,
+    per_item,
+    point_by_id,
+    point_from_policy,
+    points_of,
+    simulate,
+    split_items,
+    summarize,
+    sweep,
+)
+from routerlab.workbench.widgets import Explorer, explorer
+
+__all__ = [
+    "DEFAULT_LADDERS",
+    "SPLIT_SEED",
+    "Choice",
+    "EvalItem",
+    "Explorer",
+    "Grid",
+    "Outcomes",
+    "PolicyPoint",
+    "SimResult",
+    "Study",
+    "applicable_scorers",
+    "build_outcomes",
+    "capture_summary",
+    "choice_table",
+    "choose",
+    "default_grid",
+    "dump_evalset",
+    "dump_policy",
+    "evalset_sha256",
+    "evaluate",
+    "explorer",
+    "export_policy",
+    "frontier_figure",
+    "frontier_table",
+    "get_scorer",
+    "import_dataset",
+    "import_outputs",
+    "load_evalset",
+    "load_outputs",
+    "load_policy",
+    "metrics_table",
+    "missing_keys",
+    "open_dataset",
+    "oracle_point",
+    "pareto_frontier",
+    "per_item",
+    "plot_frontier",
+    "plot_study",
+    "point_by_id",
+    "point_from_policy",
+    "points_of",
+    "random_mix",
+    "record",
+    "register_scorer",
+    "render_report",
+    "replay_items",
+    "route_examples",
+    "run_study",
+    "save_frontier_png",
+    "simulate",
+    "simulate_reference",
+    "single_tier_baselines",
+    "split_items",
+    "split_masks",
+    "summarize",
+    "sweep",
+    "tier_table",
+    "workspace_root",
+    "write_outputs",
+]

@@ -1,0 +1,175 @@
+"""The reference simulator: the router's own decision procedure, driven over the outcome table.
+
+:func:`simulate_reference` routes every item under every policy by running
+:func:`routerlab.decision.plan_route`, the very generator the production
+routers run, and answering its commands from the outcome table instead of
+the network: each :class:`~routerlab.decision.TierCall` gets the
+:class:`~routerlab.decision.TierReply` recorded for that (item, tier,
+variant), each cost-cap quote the recorded worst case, each breaker gate
+"closed" (items are independent, as in replays). Nothing is parsed per
+policy: the replies are built once per table.
+
+It is slow (a Python generator per policy and item) and exact by
+construction, which is what the vectorised :func:`routerlab.workbench.sweep.simulate`
+is checked against: same answering tier, variant, exact cost, escalations,
+premium calls, latency and quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from routerlab.decision import BreakerEffect, Gate, PreparedQuery, RouteOutcome, TierCall, TierReply, plan_route
+from routerlab.errors import DataError, provider_error
+from routerlab.policy import RouterPolicy
+from routerlab.pricing import PriceBook
+from routerlab.types import Usage
+from routerlab.workbench.outcomes import Outcomes
+from routerlab.workbench.sweep import PolicyPoint, SimResult
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    reply: TierReply
+    worst_usd: Decimal
+    latency_ms: float
+    error_kind: str | None
+    quality: dict[str, float]
+
+
+def _usd(pico: Any) -> Decimal:
+    return Decimal(int(pico)).scaleb(-12)
+
+
+def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
+    """Every (item_id, tier_index, variant) of the table as the reply the router would have accounted."""
+    sims = list(o.similarities)
+    out: dict[tuple[str, int, str], _Recorded] = {}
+    cols = ["item_id", "tier_index", "variant", "k", "n_requests", "error_kind", "fatal", "cost_pico", "worst_pico"]
+    cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "text"]
+    sim_cols = [f"agree_{s}" for s in sims]
+    q_cols = [f"q_{s}" for s in o.scorers]
+    for row in o.calls[cols + sim_cols + q_cols].itertuples(index=False, name=None):
+        r = dict(zip(cols + sim_cols + q_cols, row, strict=True))
+        kind = r["error_kind"] if isinstance(r["error_kind"], str) else None
+        if kind is not None and provider_error(kind, "").retryable == bool(r["fatal"]):
+            raise DataError(
+                f"outcome table row {r['item_id']!r} tier {r['tier_index']} {r['variant']}: error kind {kind!r} "
+                f"is {'retryable' if not r['fatal'] else 'fatal'} in the router, the table says otherwise"
+            )
+        reply = TierReply(
+            texts=(str(r["text"]),),
+            usage=Usage(int(r["input_tokens"]), int(r["output_tokens"]), cache_read_tokens=int(r["cached_tokens"])),
+            cost_usd=_usd(r["cost_pico"]),
+            reserve_usd=_usd(r["reserve_pico"]),
+            error=None,
+            n_requests=int(r["n_requests"]),
+            agreements={s: float(r[f"agree_{s}"]) for s in sims},
+        )
+        quality = {s: float(r[f"q_{s}"]) for s in o.scorers}
+        key = (str(r["item_id"]), int(r["tier_index"]), str(r["variant"]))
+        out[key] = _Recorded(reply, _usd(r["worst_pico"]), float(r["latency_ms"]), kind, quality)
+    return out
+
+
+class _VirtualClock:
+    """Seconds; advanced by each call's recorded latency."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _variant(call: TierCall) -> str:
+    return "single" if call.signal == "none" else f"k{call.k}"
+
+
+def route_recorded(
+    policy: RouterPolicy,
+    item_id: str,
+    complexity: str,
+    table: dict[tuple[str, int, str], _Recorded],
+    prices: PriceBook,
+) -> tuple[RouteOutcome, dict[int, str], bool]:
+    """One item under one policy: the plan's outcome, the variant called at each tier, and whether the
+    final tier was called."""
+    clock = _VirtualClock()
+    query = PreparedQuery((), complexity, 0, False)
+
+    def quote(call: TierCall) -> Decimal:
+        return table[(item_id, call.tier_index, _variant(call))].worst_usd
+
+    keys = {tr.api_key_env: "replay" for tr in policy.tiers if tr.api_key_env}  # replays need no real key
+    plan = plan_route(policy, query, prices=prices, api_keys=keys, clock=clock, quote=quote)
+    called: dict[int, str] = {}
+    final_called = False
+    answer: Any = None
+    try:
+        while True:
+            cmd = plan.send(answer)
+            if isinstance(cmd, Gate):
+                answer = True
+            elif isinstance(cmd, BreakerEffect):
+                answer = None
+            else:
+                v = _variant(cmd)
+                try:
+                    rec = table[(item_id, cmd.tier_index, v)]
+                except KeyError:
+                    raise DataError(
+                        f"the outcome table has no {v!r} call for item {item_id!r} at tier {cmd.tier_index}"
+                    ) from None
+                called[cmd.tier_index] = v
+                final_called |= cmd.tier_index == len(policy.tiers) - 1
+                clock.now += rec.latency_ms / 1000.0
+                reply = rec.reply
+                if rec.error_kind is not None:  # a fresh error per route: the plan attaches its attempts to it
+                    err = provider_error(rec.error_kind, "recorded failure", model=cmd.tier.model)
+                    reply = TierReply(
+                        reply.texts, reply.usage, reply.cost_usd, reply.reserve_usd, err, reply.n_requests
+                    )
+                answer = reply
+    except StopIteration as done:
+        return done.value, called, final_called
+
+
+def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
+    """Route every item under every policy with the decision procedure itself; arrays of shape (P, N)."""
+    table = recorded_replies(o)
+    prices = PriceBook()
+    items = list(zip(o.items["item_id"].astype(str), o.items["complexity"].astype(str), strict=True))
+    p, n, t = len(points), len(items), len(o.tiers)
+    tier = np.full((p, n), -1, np.int64)
+    variant = np.zeros((p, n), np.int8)
+    cost = np.zeros((p, n), np.int64)
+    esc = np.zeros((p, n), np.int64)
+    premium = np.zeros((p, n), bool)
+    lat = np.zeros((p, n))
+    quality = {s: np.zeros((p, n)) for s in o.scorers}
+    for pi, pt in enumerate(points):
+        policy = pt.to_policy(o.policy)
+        for ni, (iid, cls) in enumerate(items):
+            out, called, final_called = route_recorded(policy, iid, cls, table, prices)
+            cost[pi, ni] = int(out.spent_usd.scaleb(12))
+            esc[pi, ni] = len(out.reasons)
+            premium[pi, ni] = final_called
+            lat[pi, ni] = out.latency_ms
+            if out.result is not None:
+                ti = out.result.tier_index
+                v = called[ti]
+                tier[pi, ni] = ti
+                variant[pi, ni] = 0 if v == "single" else 1
+                for s in o.scorers:
+                    quality[s][pi, ni] = table[(iid, ti, v)].quality[s]
+    assert t == len(o.policy.tiers)
+    return SimResult(tier, variant, cost, esc, premium, lat, quality)
+
+
+__all__ = ["recorded_replies", "route_recorded", "simulate_reference"]
