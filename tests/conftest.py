@@ -130,8 +130,8 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Import
     """Import a public dataset once per test session (into a temp workspace) and build its outcome table."""
     from routerlab.data.evalset import load_evalset
     from routerlab.data.importers import import_dataset
-    from routerlab.workbench.outcomes import build_outcomes
     from routerlab.policy import load_policy
+    from routerlab.workbench.outcomes import build_outcomes
 
     root = tmp_path_factory.mktemp("workspace")
     done: dict[str, ImportedSet] = {}

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from routerlab.data import cassettes, datasets, importers, paths
+from routerlab.data import cassettes, importers, paths
 from routerlab.data.cassettes import (
     ESTIMATED_HEADER,
     LATENCY_HEADER,
@@ -32,8 +32,8 @@ from routerlab.data.cassettes import (
     replay_items,
     vcr_playback,
 )
-from routerlab.errors import ReplayMissError
 from routerlab.data.evalset import EvalItem, load_evalset
+from routerlab.errors import ReplayMissError
 from routerlab.fakes import FakeProviders
 from routerlab.policy import RouterPolicy, load_policy, policy_from_dict
 from routerlab.providers import RequestSpec

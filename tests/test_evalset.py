@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from routerlab.data import evalset
-from routerlab.errors import DataError, EvalSetError
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
+from routerlab.errors import DataError, EvalSetError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "data" / "example.jsonl"
 

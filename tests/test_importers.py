@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from routerlab.data import datasets, importers, paths
-from routerlab.data.cassettes import ESTIMATED_HEADER, cassette_name, read_manifest, replay_items
 from routerlab.consistency import extract_answer
-from routerlab.errors import DataError
+from routerlab.data import importers, paths
+from routerlab.data.cassettes import ESTIMATED_HEADER, cassette_name, read_manifest, replay_items
 from routerlab.data.evalset import EvalItem, load_evalset
 from routerlab.data.importers import ImportResult, OutputRow, dump_outputs, load_outputs
+from routerlab.errors import DataError
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import cost_usd
 from routerlab.types import Usage

@@ -13,11 +13,11 @@ import pytest
 from routerlab.data.cassettes import cassette_name, record
 from routerlab.data.evalset import EvalItem
 from routerlab.fakes import FakeProviders
-from routerlab.workbench.outcomes import PICO, build_outcomes
 from routerlab.policy import policy_from_dict
 from routerlab.pricing import cost_usd
-from routerlab.workbench.scoring import register_scorer
 from routerlab.types import Usage
+from routerlab.workbench.outcomes import PICO, build_outcomes
+from routerlab.workbench.scoring import register_scorer
 
 POLICY = {
     "schema_version": 1,

@@ -459,8 +459,8 @@ def test_input_estimate_counts_non_ascii_by_bytes_and_symbols_one_each() -> None
 
 
 def test_cost_cap_prices_input_as_cache_writes_when_the_prompt_asks_for_caching() -> None:
-    from routerlab.pricing import PriceBook
     from routerlab.decision import worst_case_cost_usd, writes_prompt_cache
+    from routerlab.pricing import PriceBook
 
     cached = [
         {"role": "user", "content": [{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]}
@@ -473,8 +473,8 @@ def test_cost_cap_prices_input_as_cache_writes_when_the_prompt_asks_for_caching(
 
 
 def test_an_unparseable_2xx_reply_counts_its_worst_case_against_the_cap() -> None:
-    from routerlab.pricing import PriceBook
     from routerlab.decision import estimate_input_tokens, worst_case_cost_usd
+    from routerlab.pricing import PriceBook
 
     pol = policy_from_dict(policy_dict(max_cost_per_query_usd="1"))
     est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])
@@ -538,8 +538,8 @@ def test_a_reload_naming_an_unpriced_model_is_refused(tmp_path: Path, caplog: py
 
 def test_an_answer_lost_after_the_request_went_out_counts_against_the_cap() -> None:
     """A read timeout may still be billed: its worst case is charged, so the next tier must fit beside it."""
-    from routerlab.pricing import PriceBook
     from routerlab.decision import estimate_input_tokens, worst_case_cost_usd
+    from routerlab.pricing import PriceBook
 
     pol = policy_from_dict(policy_dict())
     est = estimate_input_tokens([{"role": "user", "content": MEDIUM_Q}])

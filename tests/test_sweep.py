@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import ImportedSet
 
-from routerlab.data.cassettes import replay_items
 from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.data.cassettes import replay_items
 from routerlab.errors import RoutingError
 from routerlab.workbench.outcomes import PICO
 from routerlab.workbench.scoring import get_scorer

@@ -11,9 +11,9 @@ from conftest import require_mirror
 
 from routerlab import ModelMismatchError, dump_policy, load_policy
 from routerlab.workbench.export import choose, export_policy, premium_point
-from routerlab.workbench.sweep import evaluate, point_from_policy
 from routerlab.workbench.report import write_outputs
 from routerlab.workbench.study import SPLIT_SEED, run_study
+from routerlab.workbench.sweep import evaluate, point_from_policy
 
 
 @pytest.fixture(scope="module")
