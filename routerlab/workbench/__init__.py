@@ -9,7 +9,8 @@ against), :mod:`~routerlab.workbench.frontier` (frontier, baselines,
 metrics), :mod:`~routerlab.workbench.export` (choose and export),
 :mod:`~routerlab.workbench.study` (the whole pipeline for one eval set),
 :mod:`~routerlab.workbench.plots`, :mod:`~routerlab.workbench.report` and
-:mod:`~routerlab.workbench.widgets`. Needs ``pip install routerlab[workbench]``.
+:mod:`~routerlab.workbench.widgets`. Needs ``pip install routerlab[workbench]``. (``sweep`` here is the module: call
+``routerlab.workbench.sweep.sweep``.)
 """
 
 from routerlab.data.cassettes import record, replay_items
@@ -50,7 +51,6 @@ from routerlab.workbench.sweep import (
     simulate,
     split_items,
     summarize,
-    sweep,
 )
 from routerlab.workbench.widgets import Explorer, explorer
 
@@ -110,7 +110,6 @@ __all__ = [
     "split_items",
     "split_masks",
     "summarize",
-    "sweep",
     "tier_table",
     "workspace_root",
     "write_outputs",

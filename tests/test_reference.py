@@ -1,0 +1,270 @@
+"""The vectorised sweep equals the decision procedure itself, on random policies and random outcome tables.
+
+The reference is :func:`routerlab.workbench.reference.simulate_reference`: the
+router's own ``plan_route`` generator answered from the outcome table. The
+tables here are synthetic and full of everything the router tells apart:
+429, 5xx, 529, timeouts (maybe billed), unparseable 2xx replies, fatal 4xx,
+fewer samples than asked, unpriced replies, agreements exactly at the
+threshold and cost caps that bind. Every comparison names its seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.errors import DataError
+from routerlab.policy import policy_from_dict
+from routerlab.workbench import reference
+from routerlab.workbench.outcomes import PICO, Outcomes
+from routerlab.workbench.reference import simulate_reference
+from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, SimResult, simulate
+
+SEEDS = list(range(40))
+LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # agreements and thresholds share values: ties at the threshold happen
+SIMS = ["answer", "difflib"]
+SCORERS = ["s1", "s2"]
+RETRYABLE = ["rate_limit", "server", "overloaded", "timeout", "connection", "malformed"]
+FATAL = ["invalid_request", "auth", "not_found"]
+
+
+def _ladder(n_tiers: int) -> Any:
+    tiers = [
+        {
+            "name": f"t{i}",
+            "provider": "openai" if i % 2 == 0 else "anthropic",
+            "model": f"model-{i}",
+            "base_url": f"https://host-{i}.example/v1",
+            "price": {"input_usd_per_mtok": str(i + 1), "output_usd_per_mtok": str(2 * i + 2)},
+        }
+        for i in range(n_tiers)
+    ]
+    return policy_from_dict({"schema_version": 1, "tiers": tiers})
+
+
+def _reply(rng: random.Random, worst: int) -> dict[str, Any]:
+    """One call's recorded outcome, drawn over every kind the router distinguishes."""
+    u = rng.random()
+    cost, reserve, kind = rng.randint(1, max(worst, 1)), 0, None
+    if u < 0.55:
+        pass  # an answer
+    elif u < 0.65:
+        kind, cost = rng.choice(["rate_limit", "server", "overloaded", "connection"]), 0
+    elif u < 0.72:  # a timeout: maybe billed (the cap reserves it), nothing parsed
+        kind, cost, reserve = "timeout", 0, rng.choice([0, worst // 2, worst])
+    elif u < 0.80:  # an unparseable 2xx (alone, or beside parsed samples that were paid for)
+        kind, reserve = "malformed", rng.randint(1, max(worst, 1))
+        cost = rng.choice([0, cost])
+    elif u < 0.85:  # fewer samples than asked: paid, not reserved
+        kind = "malformed"
+    elif u < 0.93:
+        kind, cost = rng.choice(FATAL), 0
+    else:  # an answer whose other request went unpriced
+        reserve = rng.randint(0, max(worst, 1))
+    return {
+        "error_kind": kind,
+        "fatal": kind in FATAL,
+        "cost_pico": cost,
+        "worst_pico": worst,
+        "reserve_pico": reserve,
+    }
+
+
+def random_table(seed: int) -> Outcomes:
+    """A synthetic outcome table: 1-4 tiers, k in {2, 3}, every failure kind, NaN qualities."""
+    rng = random.Random(seed)
+    n_tiers = rng.randint(1, 4)
+    n_items = rng.randint(5, 30)
+    ks = [2, 3] if n_tiers > 1 else []
+    policy = _ladder(n_tiers)
+    rows: list[dict[str, Any]] = []
+    classes = [rng.choice(COMPLEXITY_CLASSES) for _ in range(n_items)]
+    for i in range(n_items):
+        for t in range(n_tiers):
+            variants = [("single", 1)] + ([(f"k{k}", k) for k in ks] if t < n_tiers - 1 else [])
+            for variant, k in variants:
+                worst = rng.randint(1, 10**6) * (t + 1) * k
+                r = _reply(rng, worst)
+                failed = r["error_kind"] is not None
+                q = {f"q_{s}": (np.nan if rng.random() < 0.1 else rng.choice([0.0, 0.5, 1.0])) for s in SCORERS}
+                agree = {f"agree_{s}": (np.nan if k == 1 else rng.choice(LEVELS)) for s in SIMS}
+                rows.append(
+                    {
+                        "item_id": f"i{i}",
+                        "complexity": classes[i],
+                        "tier_index": t,
+                        "tier": f"t{t}",
+                        "model": f"model-{t}",
+                        "variant": variant,
+                        "k": k,
+                        "n_requests": k if t % 2 else 1,
+                        **r,
+                        "cost_usd": r["cost_pico"] / 1e12,
+                        "input_tokens": rng.randint(0, 500),
+                        "output_tokens": 0 if failed else rng.randint(1, 300),
+                        "cached_tokens": 0,
+                        "usage_estimated": False,
+                        "latency_ms": round(rng.uniform(5, 3000), 3),
+                        "latency_estimated": False,
+                        **agree,
+                        **q,
+                        "text": "" if failed else f"answer {rng.randint(0, 3)}",
+                    }
+                )
+    calls = pd.DataFrame(rows)
+    for c in ("cost_pico", "worst_pico", "reserve_pico"):
+        calls[c] = calls[c].astype("int64")
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "complexity": classes,
+            "class_index": [COMPLEXITY_CLASSES.index(c) for c in classes],
+            "position": np.arange(n_items),
+        }
+    )
+    return Outcomes(
+        calls=calls,
+        samples=pd.DataFrame(),
+        items=items,
+        tiers=[t.name for t in policy.tiers],
+        models=[t.model for t in policy.tiers],
+        ks=ks,
+        similarities=list(SIMS),
+        scorers=list(SCORERS),
+        policy=policy,
+        key=f"synthetic-{seed}",
+    )
+
+
+def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
+    """Random policies over every knob; caps drawn from the table's worst cases so that they bind."""
+    rng = random.Random(seed)
+    t = len(o.tiers)
+    worst = o.calls["worst_pico"].to_numpy()
+    pts = []
+    for _ in range(n):
+        start = tuple(rng.randrange(t) for _ in range(3))
+        cap = None
+        if rng.random() < 0.6:
+            cap = Decimal(int(rng.choice(worst) * rng.choice([0.5, 1, 1.5, 2, 3]))) / PICO
+        cascade = rng.random() < 0.8
+        if o.ks and rng.random() < 0.85:
+            classes = tuple(c for c in COMPLEXITY_CLASSES if rng.random() < 0.7) or ("medium",)
+            thr = tuple(rng.choice(LEVELS) for _ in range(t - 1))
+            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), rng.choice(o.ks), classes, thr, cap))
+        else:
+            pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
+    return pts
+
+
+def mismatches(fast: SimResult, ref: SimResult) -> list[str]:
+    """What differs between two simulations (empty: identical)."""
+    out = []
+    for name in ("tier", "variant", "cost_pico", "escalations", "premium_call"):
+        a, b = getattr(fast, name), getattr(ref, name)
+        if name == "variant":  # the variant only means something where a tier answered
+            a, b = np.where(ref.tier >= 0, a, 0), np.where(ref.tier >= 0, b, 0)
+        bad = np.argwhere(a != b)
+        if len(bad):
+            p, n = bad[0]
+            out.append(f"{name} differs at policy {p}, item {n}: sweep {a[p, n]} vs reference {b[p, n]}")
+    if not np.allclose(fast.latency_ms, ref.latency_ms, rtol=1e-9, atol=1e-6):
+        out.append("latency_ms differs")
+    for s in ref.quality:
+        if not np.array_equal(fast.quality[s], ref.quality[s], equal_nan=True):
+            out.append(f"quality {s} differs")
+    return out
+
+
+def check(seed: int, n_points: int = 40, sim: Callable[..., SimResult] = simulate) -> tuple[list[str], int]:
+    o = random_table(seed)
+    points = random_points(o, n_points, seed)
+    return mismatches(sim(o, points), simulate_reference(o, points)), len(points) * o.n_items
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sweep_equals_the_decision_procedure_on_random_tables(seed: int) -> None:
+    print(f"seed={seed} (reproduce: check({seed}) in tests/test_reference.py)")
+    problems, pairs = check(seed)
+    assert pairs > 0
+    assert not problems, f"seed {seed}: {problems}"
+
+
+def test_the_random_tables_exercise_every_branch() -> None:
+    """The property above means something only if the tables hit the cases it is about."""
+    kinds: set[str] = set()
+    seen = {"fallback": 0, "failed": 0, "cap_blocked": 0, "accepted_k": 0, "low_confidence": 0}
+    for seed in SEEDS[:10]:
+        o = random_table(seed)
+        kinds |= set(o.calls["error_kind"].dropna())
+        pts = random_points(o, 40, seed)
+        table = reference.recorded_replies(o)
+        for pt in pts:
+            policy = pt.to_policy(o.policy)
+            for iid, cls in zip(o.items["item_id"], o.items["complexity"], strict=True):
+                out, _, _ = reference.route_recorded(policy, iid, cls, table, reference.PriceBook())
+                outcomes = [a.outcome for a in out.attempts]
+                seen["fallback"] += "fallback" in outcomes
+                seen["failed"] += out.result is None
+                seen["cap_blocked"] += "skipped_cost_cap" in outcomes
+                seen["low_confidence"] += "low_confidence" in outcomes
+                seen["accepted_k"] += any(a.outcome == "accepted" and a.calls > 0 and a.similarity is not None
+                                          for a in out.attempts)  # fmt: skip
+    assert kinds == set(RETRYABLE) | set(FATAL)
+    assert all(v > 20 for v in seen.values()), seen
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "fatal_as_retryable",
+        "ignore_reserve",
+        "strict_threshold",
+        "fallback_to_single",
+    ],
+)
+def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a bug in the sweep's inputs or logic; the property check must notice within a few seeds."""
+    from routerlab.workbench import sweep as sweep_mod
+
+    real_dense = Outcomes.dense
+
+    def dense(self: Outcomes) -> Any:
+        a = real_dense(self)
+        if plant == "fatal_as_retryable":
+            a = replace(a, s_err=np.minimum(a.s_err, 1), k_err=np.minimum(a.k_err, 1))
+        elif plant == "ignore_reserve":
+            a = replace(a, s_res=np.zeros_like(a.s_res), k_res=np.zeros_like(a.k_res))
+        elif plant == "strict_threshold":  # agree > thr instead of agree >= thr
+            a = replace(a, agree=np.nextafter(a.agree, -np.inf))
+        return a
+
+    if plant == "fallback_to_single":
+        real_simulate = sweep_mod.simulate
+
+        def simulate_bug(o: Outcomes, points: Any, **kw: Any) -> SimResult:
+            r = real_simulate(o, points, **kw)
+            return replace(r, variant=np.zeros_like(r.variant), quality={s: q * 0 for s, q in r.quality.items()})
+
+        caught = [seed for seed in SEEDS[:8] if check(seed, sim=simulate_bug)[0]]
+    else:
+        monkeypatch.setattr(Outcomes, "dense", dense)
+        caught = [seed for seed in SEEDS[:8] if check(seed)[0]]
+    assert caught, f"planted divergence {plant!r} went unnoticed"
+
+
+def test_reference_refuses_a_table_whose_error_kind_contradicts_its_fatal_flag() -> None:
+    o = random_table(1)
+    calls = o.calls.copy()
+    i = calls.index[calls["error_kind"].isin(RETRYABLE)][0]
+    calls.loc[i, "fatal"] = True
+    with pytest.raises(DataError, match="the table says otherwise"):
+        simulate_reference(replace(o, calls=calls), random_points(o, 1, 1))
