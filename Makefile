@@ -1,4 +1,5 @@
-# The README's two commands are `make demo` and `make test`; CI runs `make test`.
+# The README's two commands are `make demo` and `make test`; CI runs `make test` and `make lint`.
+# The venv gets the dev extra (workbench + test tools); `pip install routerlab` alone is the production router.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,7 +28,8 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check routerlab tests benchmarks
-	$(VENV)/bin/mypy routerlab
+	$(VENV)/bin/ruff format --check routerlab tests benchmarks
+	$(VENV)/bin/mypy --strict routerlab
 
 bench: install
 	cd benchmarks && for b in bench_replay bench_sweep bench_rouge bench_overhead; do ../$(PY) $$b.py || exit 1; done

@@ -17,9 +17,12 @@ similarity of the pair.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+
+from routerlab.errors import ConfigError
 
 SimilarityFn = Callable[[str, str], float]
 
@@ -93,11 +96,24 @@ def answer_similarity_fn(pattern: str = DEFAULT_ANSWER_PATTERN) -> SimilarityFn:
 SIMILARITY_NAMES: tuple[str, ...] = ("answer", "difflib", "rougeL")
 
 
+def require_similarity(name: str) -> None:
+    """Raise :class:`ConfigError` now if similarity ``name`` cannot run in this install (``rougeL``
+    needs the ``rouge`` extra), rather than on the first query that reaches a consistency check."""
+    if name == "rougeL":
+        missing = [m for m in ("nltk", "rapidfuzz") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"the rougeL similarity needs {' and '.join(missing)}, which this install lacks; "
+                "run pip install 'routerlab[rouge]' (or choose the difflib or answer similarity)"
+            )
+
+
 def get_similarity(name: str, *, answer_pattern: str = DEFAULT_ANSWER_PATTERN) -> SimilarityFn:
     """The similarity function called ``name`` (one of :data:`SIMILARITY_NAMES`)."""
     if name == "difflib":
         return difflib_similarity
     if name == "rougeL":
+        require_similarity(name)
         return rougel_similarity
     if name == "answer":
         return answer_similarity_fn(answer_pattern)

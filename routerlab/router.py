@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from routerlab.breaker import BreakerSettings, CircuitBreaker
+from routerlab.consistency import require_similarity
 from routerlab.decision import (
     BreakerEffect,
     Gate,
@@ -68,9 +69,9 @@ class _RouterCore:
         self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
         self._lock = threading.Lock()
         if isinstance(policy, PolicyHolder):
-            policy.add_check(self._check_prices)  # a reload naming an unpriced model is refused too
+            policy.add_check(self._check_policy)  # a reload naming an unpriced model is refused too
         else:
-            self._check_prices(policy)
+            self._check_policy(policy)
 
     @property
     def policy(self) -> RouterPolicy:
@@ -78,9 +79,14 @@ class _RouterCore:
         src = self._source
         return src.get() if isinstance(src, PolicyHolder) else src
 
-    def _check_prices(self, policy: RouterPolicy) -> None:
-        for t in policy.tiers:  # an unpriced model is an error now, not $0 later
+    def _check_policy(self, policy: RouterPolicy) -> None:
+        """What must hold before a route runs: every model priced (an error now, not $0 later), and the
+        similarity the consistency check uses installed."""
+        for t in policy.tiers:
             self._prices.price(t.model, provider=t.pricing_provider, override=t.price)
+        conf = policy.confidence
+        if policy.cascade and conf.classes and conf.signal == "consistency":
+            require_similarity(conf.similarity)
 
     def reset_breakers(self) -> None:
         """Forget every breaker's history (replays do this between items to keep items independent)."""
