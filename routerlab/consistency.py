@@ -126,10 +126,3 @@ def agreement(samples: Sequence[str], similarity: SimilarityFn) -> float:
         raise ValueError("agreement needs at least two samples")
     first = samples[0]
     return sum(similarity(first, other) for other in samples[1:]) / (len(samples) - 1)
-
-
-def mean_logprob(logprobs: Sequence[float]) -> float:
-    """Mean token log-probability (the one-call confidence signal)."""
-    if not logprobs:
-        raise ValueError("no token log-probabilities")
-    return sum(logprobs) / len(logprobs)

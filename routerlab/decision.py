@@ -181,7 +181,7 @@ def call_shape(tier: Tier, signal: Signal, k: int) -> tuple[int, int]:
     """(HTTP requests, samples) of one tier's call: k samples are one request with ``n=k`` where the
     tier accepts ``n``, else k requests."""
     if signal == "consistency":
-        return (1 if tier.accepts_n else k), k
+        return (1 if tier.supports_n else k), k
     return 1, 1
 
 
@@ -236,7 +236,7 @@ def worst_case_cost_usd(
         input_tokens=input_tokens,
         output_tokens=out_per_request,
         model=tier.model,
-        provider=tier.pricing_provider,
+        provider=tier.price_provider,
         override=tier.price,
         cache_writes=cache_writes,
     )
@@ -396,9 +396,7 @@ def account_replies(
             error = error or e
             unpriced += r.error is None and 200 <= r.status < 300
     usage = sum((c.usage for c in done), Usage())
-    cost = (
-        prices.cost_usd(usage, tier.model, provider=tier.pricing_provider, override=tier.price) if done else Decimal(0)
-    )
+    cost = prices.cost_usd(usage, tier.model, provider=tier.price_provider, override=tier.price) if done else Decimal(0)
     texts = tuple(t for c in done for t in c.texts)
     if error is None and len(texts) < samples:
         error = MalformedResponseError(

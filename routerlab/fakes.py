@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,9 +65,6 @@ class FakeProviders:
         else:
             q.append(_Queued(None, status, timeout, body, delay_s, input_tokens, output_tokens, logprob))
         return self
-
-    def pending(self, model: str) -> int:
-        return len(self._queues[model])
 
     def calls(self, model: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self.requests if model is None or r["body"].get("model") == model]
@@ -204,6 +200,3 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-Handler = Callable[[httpx.Request], httpx.Response]

@@ -62,21 +62,18 @@ class Tier:
     max_tokens: int = 1024
     temperature: float | None = 0.0
     price: PriceOverride | None = None
-    price_provider: str | None = None
-    supports_n: bool | None = None  # None: the provider's default (openai yes, anthropic no)
+    price_provider: str | None = None  # genai-prices provider id; None in a file: the provider's default
+    supports_n: bool | None = None  # one request with n=k for k samples; None in a file: the provider's default
 
-    @property
-    def accepts_n(self) -> bool:
-        if self.supports_n is not None:
-            return self.supports_n
-        return self.provider == "openai"
+    def __post_init__(self) -> None:
+        # resolve the provider defaults once, so every reader sees one value under one name
+        if self.price_provider is None:
+            object.__setattr__(self, "price_provider", _DEFAULT_PRICE_PROVIDER.get(self.provider))
+        if self.supports_n is None:
+            object.__setattr__(self, "supports_n", self.provider == "openai")
 
-    @property
-    def pricing_provider(self) -> str | None:
-        """genai-prices provider id used to look up this tier's prices."""
-        if self.price_provider is not None:
-            return self.price_provider
-        return "anthropic" if self.provider == "anthropic" else None
+
+_DEFAULT_PRICE_PROVIDER = {"anthropic": "anthropic"}  # openai-compatible hosts: genai-prices matches by model
 
 
 @dataclass(frozen=True)
@@ -133,10 +130,6 @@ class RouterPolicy:
             if t.name == name:
                 return i
         raise KeyError(name)
-
-    def threshold(self, tier_index: int) -> float:
-        c = self.confidence
-        return (c.thresholds if c.signal == "consistency" else c.logprob_thresholds)[tier_index]
 
     def with_changes(self, **changes: Any) -> RouterPolicy:
         return replace(self, **changes)
@@ -480,10 +473,6 @@ def validate_policy(p: RouterPolicy) -> None:
 # ---------------------------------------------------------------- writer
 
 
-def _num(x: float) -> int | float:
-    return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
-
-
 def _real(x: Any) -> Any:
     """A float field as the reader returns it (8 set in code is written 8.0, like a loaded 8);
     anything else (bool, None, junk) unchanged so validation still sees it."""
@@ -511,9 +500,9 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
         }
         if t.price is not None:
             out["price"] = {k: str(getattr(t.price, k)) for k in _PRICE_KEYS if getattr(t.price, k) is not None}
-        if t.price_provider is not None:
+        if t.price_provider != _DEFAULT_PRICE_PROVIDER.get(t.provider):  # defaults stay implicit in files
             out["price_provider"] = t.price_provider
-        if t.supports_n is not None:
+        if t.supports_n != (t.provider == "openai"):
             out["supports_n"] = t.supports_n
         return out
 

@@ -188,7 +188,6 @@ class ProviderAdapter:
     """Base adapter: shared error parsing and JSON handling."""
 
     name: ClassVar[str] = ""
-    supports_n: ClassVar[bool] = False
 
     def build_request(
         self,
@@ -338,7 +337,6 @@ class OpenAIAdapter(ProviderAdapter):
     """OpenAI-compatible ``/chat/completions`` (OpenAI, Groq, Together, Mistral, DeepSeek, OpenRouter, Ollama, vLLM)."""
 
     name: ClassVar[str] = "openai"
-    supports_n: ClassVar[bool] = True
 
     def build_request(
         self,
@@ -483,7 +481,6 @@ class AnthropicAdapter(ProviderAdapter):
     """Anthropic's native Messages API (``/v1/messages``)."""
 
     name: ClassVar[str] = "anthropic"
-    supports_n: ClassVar[bool] = False
     version: ClassVar[str] = "2023-06-01"
 
     def build_request(

@@ -83,7 +83,7 @@ class _RouterCore:
         """What must hold before a route runs: every model priced (an error now, not $0 later), and the
         similarity the consistency check uses installed."""
         for t in policy.tiers:
-            self._prices.price(t.model, provider=t.pricing_provider, override=t.price)
+            self._prices.price(t.model, provider=t.price_provider, override=t.price)
         conf = policy.confidence
         if policy.cascade and conf.classes and conf.signal == "consistency":
             require_similarity(conf.similarity)

@@ -19,7 +19,6 @@ from routerlab.consistency import (
     difflib_similarity,
     extract_answer,
     get_similarity,
-    mean_logprob,
     normalize_answer,
     rougel_similarity,
 )
@@ -289,14 +288,6 @@ def test_agreement_k3_is_mean_similarity_of_first_to_others() -> None:
 def test_agreement_needs_two_samples(samples: Sequence[str]) -> None:
     with pytest.raises(ValueError, match="at least two"):
         agreement(samples, difflib_similarity)
-
-
-def test_mean_logprob() -> None:
-    assert mean_logprob([-0.5]) == -0.5
-    assert mean_logprob([-0.1, -0.2, -0.6]) == pytest.approx(-0.3)
-    assert mean_logprob((0.0, -2.0)) == -1.0
-    with pytest.raises(ValueError, match="no token log-probabilities"):
-        mean_logprob([])
 
 
 def test_tokenize_is_safe_when_threads_overflow_the_stem_cache(

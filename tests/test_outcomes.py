@@ -214,3 +214,24 @@ def test_sweep_matches_the_router_when_an_unparseable_2xx_is_charged_to_the_cap(
                 assert (res.tier, res.cost_usd, res.escalations) == (row["tier"], row["cost_usd"], row["escalations"])
                 outcomes_seen.add(res.tier)
     assert outcomes_seen == {"failed", "mid"}  # the cap bound on both sides
+
+
+def test_scorer_fingerprint_follows_the_helpers_it_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scorer whose own code is unchanged but whose helper changed must not reuse a cached table."""
+    import importlib
+    import sys
+
+    from routerlab.workbench.scoring import scorer_fingerprint
+
+    mod = tmp_path / "my_scorers.py"
+    body = "def helper(text):\n    return {}\n\ndef score(item, text, model):\n    return helper(text)\n"
+    mod.write_text(body.format("1.0"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = importlib.import_module("my_scorers")
+    register_scorer("helped", m.score, replace=True)
+    before = scorer_fingerprint("helped")
+    mod.write_text(body.format("0.0"))  # only the helper changes
+    m = importlib.reload(m)
+    register_scorer("helped", m.score, replace=True)
+    assert scorer_fingerprint("helped") != before
+    sys.modules.pop("my_scorers", None)

@@ -71,9 +71,9 @@ def test_load_example_policy() -> None:
     assert (cheap.timeout_s, cheap.max_tokens, cheap.temperature) == (8.0, 512, 0.0)
     assert isinstance(cheap.timeout_s, float)
     assert (mid.timeout_s, premium.timeout_s) == (15.0, 30.0)
-    assert cheap.accepts_n and not mid.accepts_n and premium.accepts_n
-    assert mid.pricing_provider == "anthropic" and cheap.pricing_provider is None
-    assert cheap.price is None and cheap.supports_n is None
+    assert cheap.supports_n and not mid.supports_n and premium.supports_n
+    assert mid.price_provider == "anthropic" and cheap.price_provider is None
+    assert cheap.price is None and cheap.supports_n is True  # the provider default, resolved on load
     assert dict(p.routing) == {
         "simple": ClassRoute(start_tier=0, max_tokens=512),
         "medium": ClassRoute(start_tier=0, max_tokens=None),
@@ -93,7 +93,7 @@ def test_load_example_policy() -> None:
     assert p.tier_index("mid") == 1
     with pytest.raises(KeyError):
         p.tier_index("nope")
-    assert p.threshold(1) == 0.75
+    assert p.confidence.thresholds[1] == 0.75
 
 
 def test_sections_default_when_left_out() -> None:
@@ -180,9 +180,9 @@ def test_roundtrip_rich_policy(tmp_path: Path, cap: Any) -> None:
     assert t0.price == PriceOverride(Decimal("0.15"), Decimal("0.60"), Decimal("0.075"), Decimal("0.1875"))
     assert t1.price == PriceOverride(Decimal("3"), Decimal("15.5"))
     assert t1.price is not None and t1.price.cache_read_usd_per_mtok is None
-    assert t0.supports_n is True and t1.supports_n is False and t2.supports_n is None
+    assert t0.supports_n is True and t1.supports_n is False and t2.supports_n is True  # unset: openai default
     assert t1.temperature is None
-    assert t2.api_key_env is None and t2.price_provider == "openai" and t2.pricing_provider == "openai"
+    assert t2.api_key_env is None and t2.price_provider == "openai"
     assert q.provenance["sweep"] == {
         "grid": {"k": [2, 3], "thresholds": [[0.6, 0.7], [0.8, 0.9]]},
         "best": {"cost": "0.0123"},
@@ -215,7 +215,6 @@ def test_roundtrip_logprob_signal_with_openai_non_final_tiers(tmp_path: Path) ->
     assert [t.provider for t in p.tiers] == ["openai", "openai", "anthropic"]
     assert p.confidence.signal == "logprob"
     assert p.confidence.logprob_thresholds == (-0.2, -0.9)
-    assert p.threshold(0) == -0.2 and p.threshold(1) == -0.9  # logprob thresholds for the logprob signal
     roundtrip(p, tmp_path)
 
 

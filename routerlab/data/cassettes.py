@@ -372,7 +372,7 @@ def _record_item(
                 try:
                     c = adapter.parse_response(resp.status_code, resp.headers, resp.content, model=tier.model)
                     report.spend_usd += prices.cost_usd(
-                        c.usage, tier.model, provider=tier.pricing_provider, override=tier.price
+                        c.usage, tier.model, provider=tier.price_provider, override=tier.price
                     )
                 except ProviderError as e:
                     report.errors += 1

@@ -288,13 +288,6 @@ def _variant_row(
     return row, tr.texts
 
 
-def outcome_key(
-    policy: RouterPolicy, cassette_dir: Path, items: Sequence[EvalItem], ks: Sequence[int], scorers: Sequence[str]
-) -> str:
-    """A hash of everything the tables depend on: cassettes, eval items, ladder, ks, scorers, prices."""
-    return _hashes(policy, cassette_dir, items, ks, scorers)[0]
-
-
 def _hashes(
     policy: RouterPolicy, cassette_dir: Path, items: Sequence[EvalItem], ks: Sequence[int], scorers: Sequence[str]
 ) -> tuple[str, str]:

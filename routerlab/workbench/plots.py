@@ -115,18 +115,6 @@ def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
     )
 
 
-def plot_tier_mix(ax: Axes, row: pd.Series, tiers: list[str], *, title: str = "answered by tier") -> Axes:
-    """A bar per tier: the share of queries it answered under one policy."""
-    shares = [float(row[f"share_tier_{i}"]) for i in range(len(tiers))]
-    ax.bar(tiers, shares, color=TIER_COLORS[: len(tiers)])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of queries")
-    ax.set_title(title)
-    for i, s in enumerate(shares):
-        ax.text(i, s + 0.02, f"{s:.0%}", ha="center", fontsize=9)
-    return ax
-
-
 def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
     """The study's frontier, baselines and chosen policy on ``ax`` (see :func:`plot_frontier`)."""
     return plot_frontier(

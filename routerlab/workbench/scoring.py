@@ -17,8 +17,12 @@ Register your own with :func:`register_scorer`.
 from __future__ import annotations
 
 import hashlib
+import inspect
+import sys
 from collections.abc import Callable
+from importlib import metadata
 
+from routerlab import consistency, rouge
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, extract_answer, normalize_answer
 from routerlab.data.evalset import EvalItem
 from routerlab.errors import WorkbenchError
@@ -31,9 +35,7 @@ LABEL_MIN, LABEL_MAX = 1.0, 10.0
 def rougel_scorer(item: EvalItem, text: str, model: str) -> float | None:
     if item.reference is None:
         return None
-    from routerlab.rouge import rouge_l_f
-
-    return rouge_l_f(item.reference, text)
+    return rouge.rouge_l_f(item.reference, text)
 
 
 def exact_scorer(item: EvalItem, text: str, model: str) -> float | None:
@@ -69,13 +71,29 @@ def get_scorer(name: str) -> Scorer:
 
 
 def scorer_fingerprint(name: str) -> str:
-    """Name plus a hash of the scorer's code, so a replaced scorer invalidates cached outcome tables."""
+    """Name plus a hash of everything the scorer's values depend on, so a change to any of it
+    invalidates cached outcome tables: the function's code and constants, the whole source of the
+    module that defines it (helpers, patterns, constants), the answer extraction and ROUGE-L modules
+    the built-in scorers use, and the versions of the packages behind them (nltk's stemmer)."""
     fn = get_scorer(name)
     h = hashlib.sha256(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}".encode())
     code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
     if code is not None:
         h.update(code.co_code)
         h.update(repr(code.co_consts).encode())
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    for mod in (module, consistency, rouge):
+        if mod is None:
+            continue
+        try:
+            h.update(inspect.getsource(mod).encode())
+        except (OSError, TypeError):  # defined interactively: its code above is all there is
+            pass
+    for dist in ("nltk", "rapidfuzz", "rouge-score"):
+        try:
+            h.update(f"{dist}=={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist} absent".encode())
     return f"{name}:{h.hexdigest()[:12]}"
 
 

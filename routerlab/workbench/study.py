@@ -22,7 +22,7 @@ from routerlab.data.paths import workspace_root
 from routerlab.errors import DataError, WorkbenchError
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import PriceBook
-from routerlab.workbench.export import Choice, choose, single_tier_point
+from routerlab.workbench.export import Choice, choose
 from routerlab.workbench.frontier import (
     metrics_table,
     oracle_point,
@@ -33,7 +33,7 @@ from routerlab.workbench.frontier import (
 )
 from routerlab.workbench.outcomes import Outcomes, build_outcomes
 from routerlab.workbench.scoring import applicable_scorers
-from routerlab.workbench.sweep import default_grid, evaluate, split_items, sweep
+from routerlab.workbench.sweep import default_grid, split_items, sweep
 
 DEFAULT_SCORER = {"alpaca_eval": "rougeL", "arena_bench_v1": "label", "mot_date": "exact"}
 SCORER_LABELS = {
@@ -182,7 +182,7 @@ def tier_table(study: Study) -> pd.DataFrame:
     book = PriceBook()
     rows = []
     for i, t in enumerate(study.policy.tiers):
-        p = book.price(t.model, provider=t.pricing_provider, override=t.price)
+        p = book.price(t.model, provider=t.price_provider, override=t.price)
         b = study.baselines.iloc[i]
         rows.append(
             {
@@ -196,26 +196,6 @@ def tier_table(study: Study) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def single_tier_rows(study: Study, mask: np.ndarray) -> list[pd.Series]:
-    return [
-        evaluate(study.outcomes, single_tier_point(study.outcomes, i), mask=mask, bootstrap=1000)
-        for i in range(len(study.outcomes.tiers))
-    ]
-
-
-def study_summary(study: Study) -> dict[str, Any]:
-    """A few headline numbers (for the demo's console output)."""
-    m = study.choice.metrics()
-    return {
-        "dataset": study.name,
-        "scorer": study.scorer,
-        "chosen": study.choice.point.label(),
-        "dev_quality_share": m["dev"]["quality_share_of_premium"],
-        "test_quality_share": m["test"]["quality_share_of_premium"],
-        "test_cost_reduction": m["test"]["cost_reduction_vs_premium"],
-    }
 
 
 def capture_summary(o: Outcomes) -> pd.DataFrame:
