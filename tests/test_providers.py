@@ -612,7 +612,7 @@ def test_openai_build_request() -> None:
     )
     assert "Authorization" not in many.headers and "temperature" not in many.body
     assert many.body["n"] == 3 and many.body["logprobs"] is True
-    assert adapter.supports_n and adapter.name == "openai"
+    assert adapter.name == "openai"
 
 
 def test_content_is_deterministic_utf8() -> None:
@@ -658,7 +658,7 @@ def test_anthropic_build_request() -> None:
         base_url="https://a", model="c", messages=MESSAGES[1:], max_tokens=1, temperature=0.5, api_key=None
     )
     assert "system" not in bare.body and "x-api-key" not in bare.headers and bare.body["temperature"] == 0.5
-    assert not adapter.supports_n and adapter.name == "anthropic"
+    assert adapter.name == "anthropic"
 
 
 @pytest.mark.parametrize(
