@@ -560,3 +560,49 @@ def test_estimate_counts_each_letter_run_at_least_once() -> None:
 
     spaced = " ".join("ABCDEFGHIJKLMNOPQRST")  # 20 one-letter words: about 20 tokens in any tokenizer
     assert estimate_input_tokens([{"role": "user", "content": spaced}]) == 20 + 8
+
+
+def test_a_route_never_mixes_two_policy_versions(tmp_path: Path) -> None:
+    """The policy file changes while the cheap tier's call is in flight: the rest of that route (its
+    thresholds, its next tier, the breaker settings) still follows the version it started with."""
+    import os
+
+    path = tmp_path / "policy.json"
+    dump_policy(policy_from_dict(policy_dict()), path)
+    v2 = policy_dict(confidence={**policy_dict()["confidence"], "thresholds": [0.0, 0.0]}, breaker={
+        "failure_threshold": 9, "window_s": 60, "recovery_s": 30})  # fmt: skip
+    fake = FakeProviders()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not fake.requests:  # the first request of the route: swap the file under it
+            path.write_text(json.dumps(v2))
+            os.utime(path, ns=(7, 7))
+        return fake.handle(request)
+
+    router = CascadeRouter.from_policy_file(path, client=httpx.Client(transport=httpx.MockTransport(handler)),
+                                            api_keys=KEYS)  # fmt: skip
+    fake.enqueue(MINI, "Paris", "Lyon is my guess")  # disagree: v1 (0.8) escalates, v2 (0.0) would accept
+    fake.enqueue(SONNET, "Paris", "Paris")
+    r = router.route(MEDIUM_Q)
+    assert [a.outcome for a in r.attempts][:1] == ["low_confidence"] and r.tier == "mid"
+    mid = router.policy.tiers[1]
+    used = router._breakers[(mid.provider, mid.base_url, mid.model)]  # the breaker the route consulted
+    assert used.settings.failure_threshold == 2  # v1's, though v2 (9) was on disk by then
+    # the next route sees the new version
+    fake.enqueue(MINI, "Paris", "Lyon is my guess")
+    assert router.route(MEDIUM_Q).tier == "cheap"
+
+
+def test_the_decision_module_does_no_io_of_its_own() -> None:
+    """plan_route reads no environment, clock, logger or breaker: all of that comes through the driver."""
+    import ast
+    import inspect
+
+    from routerlab import decision
+
+    tree = ast.parse(inspect.getsource(decision))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"os", "time", "logging", "asyncio", "threading", "random", "routerlab.breaker"}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not names & {"os", "time", "logging", "environ", "CircuitBreaker"}
