@@ -20,7 +20,8 @@ from pathlib import Path
 from _common import machine, table
 
 from routerlab import rouge
-from routerlab.data.datasets import fetch, get_dataset, mirror_dir
+from routerlab.data.datasets import fetch, get_dataset
+from routerlab.data.paths import mirror_dir
 
 
 def load(model: str) -> list[dict[str, str]]:
