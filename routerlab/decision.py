@@ -2,7 +2,7 @@
 
 This module is the single definition of a route. :func:`plan_route` is a
 sans-I/O generator: it never opens a socket, reads the environment, logs,
-sleeps or touches a circuit breaker. It *yields* commands and *receives*
+sleeps, touches a circuit breaker or imports an HTTP library. It *yields* commands and *receives*
 their answers:
 
 ======================  ==========================================  =====================
@@ -59,18 +59,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from routerlab.classifier import ClassifierSettings, classify_complexity
 from routerlab.consistency import agreement, get_similarity
 from routerlab.errors import (
     CascadeExhaustedError,
-    ConnectionFailedError,
     CostCapError,
     MalformedResponseError,
     MissingApiKeyError,
     ProviderError,
-    ProviderTimeoutError,
     RouterlabError,
 )
 from routerlab.policy import RouterPolicy, Tier
@@ -110,11 +106,17 @@ def last_user_text(messages: Messages) -> str:
     return ""
 
 
+def complexity_of(messages: Messages, classifier: ClassifierSettings) -> str:
+    """The complexity class of a conversation: the classifier on its last user message."""
+    return classify_complexity(last_user_text(messages), classifier).value
+
+
 def prepare_query(query: str | Messages, classifier: ClassifierSettings) -> PreparedQuery:
     """Classify the query and estimate its input once."""
     messages = as_messages(query)
-    klass = classify_complexity(last_user_text(messages), classifier)
-    return PreparedQuery(messages, klass.value, estimate_input_tokens(messages), writes_prompt_cache(messages))
+    return PreparedQuery(
+        messages, complexity_of(messages, classifier), estimate_input_tokens(messages), writes_prompt_cache(messages)
+    )
 
 
 _LETTERS_AND_SPACE = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz ")
@@ -308,13 +310,14 @@ class TierCall:
 
 @dataclass(frozen=True)
 class Reply:
-    """What came back for one request: a response, or the transport exception raised sending it."""
+    """What came back for one request: a response, or the provider error the driver made of a
+    transport failure (``maybe_billed``: the request went out, so the provider may have run it)."""
 
     status: int = 0
     headers: Mapping[str, str] | None = None
     content: bytes = b""
-    error: BaseException | None = None
-    latency_ms: float = 0.0
+    error: ProviderError | None = None
+    maybe_billed: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,7 @@ class TierReply:
     n_requests: int
     mean_logprobs: tuple[float, ...] = ()
     agreements: Mapping[str, float] | None = None
+    reply_usage: tuple[Usage | None, ...] = ()  # per reply: its usage, None where it failed
 
 
 @dataclass(frozen=True)
@@ -350,26 +354,11 @@ class RouteOutcome:
 
 
 Command = Gate | TierCall | BreakerEffect
-Answer = bool | list[Reply] | TierReply | None
 Plan = Generator[Command, Any, RouteOutcome]
 Quote = Callable[[TierCall], Decimal]
 
 
 # ---------------------------------------------------------------- accounting (shared with the outcome table)
-
-# Transport failures after the request was sent: the provider may have run (and billed) it.
-_MAYBE_BILLED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
-
-
-def transport_error(exc: BaseException, tier: Tier) -> ProviderError:
-    """The provider error for a transport exception (anything else is re-raised: a bug, not a reply)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeoutError(
-            f"no answer within {tier.timeout_s} s ({type(exc).__name__})", provider=tier.provider, model=tier.model
-        )
-    if isinstance(exc, httpx.TransportError):
-        return ConnectionFailedError(f"{type(exc).__name__}: {exc}", provider=tier.provider, model=tier.model)
-    raise exc
 
 
 def account_replies(
@@ -386,15 +375,18 @@ def account_replies(
     done: list[Completion] = []
     error: ProviderError | None = None
     unpriced = 0
+    per_reply: list[Usage | None] = []
     for r in replies:
         try:
             if r.error is not None:
-                unpriced += isinstance(r.error, _MAYBE_BILLED)
-                raise transport_error(r.error, tier)
+                unpriced += r.maybe_billed
+                raise r.error
             done.append(adapter.parse_response(r.status, r.headers or {}, r.content, model=tier.model))
+            per_reply.append(done[-1].usage)
         except ProviderError as e:
             error = error or e
             unpriced += r.error is None and 200 <= r.status < 300
+            per_reply.append(None)
     usage = sum((c.usage for c in done), Usage())
     cost = prices.cost_usd(usage, tier.model, provider=tier.price_provider, override=tier.price) if done else Decimal(0)
     texts = tuple(t for c in done for t in c.texts)
@@ -406,7 +398,7 @@ def account_replies(
     if worst is not None and unpriced > 0:
         reserve = unpriced_reserve_usd(worst, len(replies), unpriced)
     logprobs = done[0].mean_logprobs if done else ()
-    return TierReply(texts, usage, cost, reserve, error, len(replies), logprobs)
+    return TierReply(texts, usage, cost, reserve, error, len(replies), logprobs, reply_usage=tuple(per_reply))
 
 
 # ---------------------------------------------------------------- the plan
@@ -463,7 +455,7 @@ def plan_route(
                 attempts=tuple(attempts),
             )
         if error is not None:
-            error.attempts = tuple(attempts)  # type: ignore[attr-defined]
+            error.attempts = tuple(attempts)
         return RouteOutcome(
             cls, result, error, tuple(attempts), tuple(reasons), spent, usage_total, (clock() - t_start) * 1000.0
         )
@@ -604,7 +596,6 @@ def plan_route(
 
 
 __all__ = [
-    "Answer",
     "BreakerEffect",
     "Command",
     "Gate",
@@ -617,6 +608,7 @@ __all__ = [
     "account_replies",
     "as_messages",
     "call_shape",
+    "complexity_of",
     "effective_max_tokens",
     "estimate_input_tokens",
     "last_user_text",
@@ -625,7 +617,6 @@ __all__ = [
     "quote_worst_case",
     "tier_requests",
     "tier_signal",
-    "transport_error",
     "unpriced_reserve_usd",
     "worst_case_cost_usd",
     "writes_prompt_cache",

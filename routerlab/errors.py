@@ -44,7 +44,11 @@ from routerlab.types import ErrorKind
 
 
 class RouterlabError(Exception):
-    """Root of every error routerlab raises on purpose."""
+    """Root of every error routerlab raises on purpose.
+
+    ``attempts`` holds the steps of the route that ended in this error (empty outside a route)."""
+
+    attempts: tuple[Any, ...] = ()
 
 
 class ConfigError(RouterlabError):
@@ -161,8 +165,8 @@ class RoutingError(RouterlabError):
     """A route produced no answer; ``attempts`` holds what was tried."""
 
     def __init__(self, message: str, *, attempts: tuple[Any, ...] = ()) -> None:
-        self.attempts = attempts
         super().__init__(message)
+        self.attempts = attempts
 
 
 class CascadeExhaustedError(RoutingError):

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import httpx
@@ -28,14 +28,18 @@ from routerlab.breaker import BreakerSettings, CircuitBreaker
 from routerlab.consistency import require_similarity
 from routerlab.decision import (
     BreakerEffect,
+    Clock,
     Gate,
+    Messages,
     Plan,
     Reply,
     RouteOutcome,
     TierCall,
+    as_messages,
     plan_route,
     prepare_query,
 )
+from routerlab.errors import ConnectionFailedError, ProviderError, ProviderTimeoutError
 from routerlab.policy import PolicyHolder, RouterPolicy, Tier
 from routerlab.pricing import PriceBook
 from routerlab.providers import RequestSpec
@@ -43,8 +47,8 @@ from routerlab.types import RouteResult
 
 logger = logging.getLogger("routerlab.router")
 
-Clock = Callable[[], float]
-Messages = Sequence[Mapping[str, Any]]
+# Transport failures after the request was sent: the provider may have run (and billed) it.
+_MAYBE_BILLED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 class _RouterCore:
@@ -94,13 +98,15 @@ class _RouterCore:
             self._breakers.clear()
 
     def breaker(self, tier: Tier, settings: BreakerSettings | None = None) -> CircuitBreaker:
-        """The breaker of ``tier``'s (provider, endpoint, model), under ``settings`` (default: the policy
-        in force); a change of settings starts it afresh."""
-        settings = settings or self.policy.breaker
+        """The breaker of ``tier``'s (provider, endpoint, model). A new one is made under ``settings``
+        (default: the policy in force); an existing one is started afresh only when the policy in force
+        has other settings, so routes still running on an older policy never reset it."""
+        live = self.policy.breaker
+        settings = settings or live
         key = (tier.provider, tier.base_url, tier.model)
         with self._lock:
             b = self._breakers.get(key)
-            if b is None or b.settings != settings:
+            if b is None or (b.settings != settings and settings == live):
                 b = CircuitBreaker(settings, self._clock)
                 self._breakers[key] = b
             return b
@@ -116,7 +122,7 @@ class _RouterCore:
                     out[env] = key
         return out
 
-    def _start(self, query: str | Messages) -> tuple[RouterPolicy, Plan]:
+    def _start(self, query: str | Messages) -> tuple[_RouteState, Plan]:
         policy = self.policy  # one snapshot for the whole route
         plan = plan_route(
             policy,
@@ -125,12 +131,17 @@ class _RouterCore:
             api_keys=self._keys(policy),
             clock=self._clock,
         )
-        return policy, plan
+        return _RouteState(policy), plan
 
-    def _effect(self, policy: RouterPolicy, cmd: Gate | BreakerEffect) -> bool | None:
-        b = self.breaker(policy.tiers[cmd.tier_index], policy.breaker)
+    def _effect(self, route: _RouteState, cmd: Gate | BreakerEffect) -> bool | None:
+        """Answer a breaker command with the breaker this route gated that tier on."""
         if isinstance(cmd, Gate):
-            return b.allow()
+            b = self.breaker(route.policy.tiers[cmd.tier_index], route.policy.breaker)
+            allowed = b.allow()
+            if allowed:  # this route now holds the tier (in half-open state: the probe) until its effect
+                route.gated[cmd.tier_index] = b
+            return allowed
+        b = route.gated.pop(cmd.tier_index)
         if cmd.effect == "success":
             b.record_success()
         elif cmd.effect == "failure":
@@ -138,6 +149,14 @@ class _RouterCore:
         else:
             b.release_probe()
         return None
+
+    @staticmethod
+    def _abandon(route: _RouteState) -> None:
+        """The route stopped between a gate and its effect (cancelled, or an error building or sending a
+        request): hand any half-open probe back, or the tier would stay skipped until restart."""
+        for b in route.gated.values():
+            b.release_probe()
+        route.gated.clear()
 
     def _end(self, query: str | Messages, query_id: str | None, out: RouteOutcome) -> RouteResult:
         for a in out.attempts:
@@ -174,8 +193,28 @@ class _RouterCore:
             "ts": time.time(),
         }
         if self._log_prompts:
-            record["messages"] = [{"role": "user", "content": query}] if isinstance(query, str) else list(query)
+            record["messages"] = [dict(m) for m in as_messages(query)]
         logger.info(json.dumps(record, ensure_ascii=False))
+
+
+class _RouteState:
+    """One route's policy snapshot and the breakers it has gated and not yet reported on."""
+
+    def __init__(self, policy: RouterPolicy) -> None:
+        self.policy = policy
+        self.gated: dict[int, CircuitBreaker] = {}
+
+
+def _failed(exc: httpx.TransportError, tier: Tier) -> Reply:
+    """The reply for a request whose transport failed."""
+    err: ProviderError
+    if isinstance(exc, httpx.TimeoutException):
+        err = ProviderTimeoutError(
+            f"no answer within {tier.timeout_s} s ({type(exc).__name__})", provider=tier.provider, model=tier.model
+        )
+    else:
+        err = ConnectionFailedError(f"{type(exc).__name__}: {exc}", provider=tier.provider, model=tier.model)
+    return Reply(error=err, maybe_billed=isinstance(exc, _MAYBE_BILLED))
 
 
 def _to_request(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec, timeout_s: float) -> httpx.Request:
@@ -203,26 +242,28 @@ class CascadeRouter(_RouterCore):
 
     def route(self, query: str | Messages, *, query_id: str | None = None) -> RouteResult:
         """Route one query (a prompt string or a list of chat messages)."""
-        policy, plan = self._start(query)
+        route, plan = self._start(query)
         answer: Any = None
         try:
             while True:
                 cmd = plan.send(answer)
                 if isinstance(cmd, TierCall):
-                    answer = [self._send(s, cmd.tier.timeout_s) for s in cmd.requests()]
+                    answer = [self._send(s, cmd.tier) for s in cmd.requests()]
                 else:
-                    answer = self._effect(policy, cmd)
+                    answer = self._effect(route, cmd)
         except StopIteration as done:
             return self._end(query, query_id, done.value)
+        except BaseException:
+            self._abandon(route)
+            raise
 
-    def _send(self, spec: RequestSpec, timeout_s: float) -> Reply:
-        t0 = self._clock()
+    def _send(self, spec: RequestSpec, tier: Tier) -> Reply:
         try:
-            resp = self.client.send(_to_request(self.client, spec, timeout_s))
+            resp = self.client.send(_to_request(self.client, spec, tier.timeout_s))
             content = resp.read()
         except httpx.TransportError as e:
-            return Reply(error=e, latency_ms=(self._clock() - t0) * 1000.0)
-        return Reply(resp.status_code, resp.headers, content, latency_ms=(self._clock() - t0) * 1000.0)
+            return _failed(e, tier)
+        return Reply(resp.status_code, resp.headers, content)
 
 
 class AsyncCascadeRouter(_RouterCore):
@@ -246,27 +287,29 @@ class AsyncCascadeRouter(_RouterCore):
 
     async def route(self, query: str | Messages, *, query_id: str | None = None) -> RouteResult:
         """Route one query; decides exactly as :meth:`CascadeRouter.route`."""
-        policy, plan = self._start(query)
+        route, plan = self._start(query)
         answer: Any = None
         try:
             while True:
                 cmd = plan.send(answer)
                 if isinstance(cmd, TierCall):
-                    sends: list[Awaitable[Reply]] = [self._send(s, cmd.tier.timeout_s) for s in cmd.requests()]
+                    sends: list[Awaitable[Reply]] = [self._send(s, cmd.tier) for s in cmd.requests()]
                     answer = list(await asyncio.gather(*sends))
                 else:
-                    answer = self._effect(policy, cmd)
+                    answer = self._effect(route, cmd)
         except StopIteration as done:
             return self._end(query, query_id, done.value)
+        except BaseException:  # cancelled (e.g. asyncio.wait_for) or failed mid-route
+            self._abandon(route)
+            raise
 
-    async def _send(self, spec: RequestSpec, timeout_s: float) -> Reply:
-        t0 = self._clock()
+    async def _send(self, spec: RequestSpec, tier: Tier) -> Reply:
         try:
-            resp = await self.client.send(_to_request(self.client, spec, timeout_s))
+            resp = await self.client.send(_to_request(self.client, spec, tier.timeout_s))
             content = await resp.aread()
         except httpx.TransportError as e:
-            return Reply(error=e, latency_ms=(self._clock() - t0) * 1000.0)
-        return Reply(resp.status_code, resp.headers, content, latency_ms=(self._clock() - t0) * 1000.0)
+            return _failed(e, tier)
+        return Reply(resp.status_code, resp.headers, content)
 
 
 __all__ = ["AsyncCascadeRouter", "CascadeRouter"]

@@ -156,10 +156,11 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
         if rng.random() < 0.6:
             cap = Decimal(int(rng.choice(worst) * rng.choice([0.5, 1, 1.5, 2, 3]))) / PICO
         cascade = rng.random() < 0.8
-        if o.ks and rng.random() < 0.85:
+        if rng.random() < 0.85:  # a one-tier ladder gets checked policies too: nothing to check, same as none
             classes = tuple(c for c in COMPLEXITY_CLASSES if rng.random() < 0.7) or ("medium",)
             thr = tuple(rng.choice(LEVELS) for _ in range(t - 1))
-            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), rng.choice(o.ks), classes, thr, cap))
+            k = rng.choice(o.ks) if o.ks else 2
+            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap))
         else:
             pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
     return pts
@@ -268,3 +269,21 @@ def test_reference_refuses_a_table_whose_error_kind_contradicts_its_fatal_flag()
     calls.loc[i, "fatal"] = True
     with pytest.raises(DataError, match="the table says otherwise"):
         simulate_reference(replace(o, calls=calls), random_points(o, 1, 1))
+
+
+@pytest.mark.parametrize("damage", ["drop_single", "duplicate_k", "k_at_final_tier"])
+def test_an_incomplete_table_is_refused_not_read_as_free_calls(damage: str) -> None:
+    o = random_table(3)
+    calls = o.calls
+    final = len(o.tiers) - 1
+    if damage == "drop_single":
+        calls = calls.drop(calls.index[calls["variant"] == "single"][0])
+    elif damage == "duplicate_k":
+        k2 = calls[calls["variant"] == "k2"]
+        calls = pd.concat([calls.drop(k2.index[1]), k2.iloc[[0]]], ignore_index=True)  # count unchanged
+    else:
+        extra = calls[calls["variant"] == "k2"].iloc[[0]].assign(tier_index=final)
+        calls = pd.concat([calls, extra], ignore_index=True)
+    broken = replace(o, calls=calls)
+    with pytest.raises(DataError, match="outcome table"):
+        simulate(broken, random_points(o, 3, 3))

@@ -39,9 +39,9 @@ from typing import Any
 import httpx
 
 from routerlab.data.evalset import EvalItem
-from routerlab.decision import effective_max_tokens, prepare_query, tier_requests
+from routerlab.decision import complexity_of, effective_max_tokens, tier_requests
 from routerlab.errors import DataError, ProviderError, ReplayMissError, RoutingError
-from routerlab.jsonio import atomic_write_text
+from routerlab.jsonio import atomic_write_text, read_json
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook
 from routerlab.providers import RequestSpec, get_adapter
@@ -120,7 +120,7 @@ def needed_requests(
     cannot fill.
     """
     ks = tuple(ks) if ks else (policy.confidence.k,)
-    cls = prepare_query(item.messages, policy.classifier).complexity
+    cls = complexity_of(item.messages, policy.classifier)
     needs: dict[tuple[int, tuple[str, str, str]], tuple[RequestSpec, int]] = {}
     messages = list(item.messages)
     for i, tier in enumerate(policy.tiers):
@@ -404,14 +404,20 @@ def write_manifest(out: Path, policy: RouterPolicy, ks: Sequence[int], **extra: 
     atomic_write_text(out / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def _data_error(path: Path) -> Callable[[str, int | None, str | None], DataError]:
+    def error(message: str, line: int | None, fieldname: str | None) -> DataError:
+        return DataError(f"{path}{f':{line}' if line else ''}: {message}")
+
+    return error
+
+
 def read_manifest(cassette_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(cassette_dir) / MANIFEST
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no manifest: is {cassette_dir} a routerlab cassette folder?") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest: is {cassette_dir} a routerlab cassette folder?")
+    data = read_json(path, _data_error(path), what="cassette manifest")
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: a manifest must be a JSON object")
     return data
 
 
@@ -426,10 +432,7 @@ class RecordedResponse:
 
 
 def _load_interactions(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: cassette is not valid JSON ({e.msg})") from None
+    data = read_json(path, _data_error(path), what="cassette")
     inter = data.get("interactions") if isinstance(data, dict) else None
     if not isinstance(inter, list):
         raise DataError(f"{path}: not a vcrpy cassette (no 'interactions' list)")

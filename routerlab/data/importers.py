@@ -28,7 +28,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +42,7 @@ from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256
 from routerlab.data.paths import workspace_root
 from routerlab.errors import DataError, DatasetError, EvalSetError
 from routerlab.fakes import anthropic_message, openai_completion
-from routerlab.jsonio import atomic_write_text, iter_jsonl
+from routerlab.jsonio import atomic_write_text, iter_jsonl, read_json
 from routerlab.policy import RouterPolicy, dump_policy, policy_from_dict
 
 SINGLE_TEMPERATURE = 0.0
@@ -454,22 +454,19 @@ def import_outputs(
 # ---------------------------------------------------------------- the three public datasets
 
 
+def _dataset_error(path: Path) -> Callable[[str, int | None, str | None], DatasetError]:
+    def error(message: str, line: int | None, fieldname: str | None) -> DatasetError:
+        return DatasetError(f"{path}{f':{line}' if line else ''}: {message}")
+
+    return error
+
+
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from None
+    return read_json(path, _dataset_error(path), what="dataset file")
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-    return out
+    return [obj for _, obj in iter_jsonl(path, _dataset_error(path), what="dataset file")]
 
 
 def alpaca_eval_rows(files: Mapping[str, Path]) -> list[OutputRow]:

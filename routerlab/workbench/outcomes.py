@@ -10,8 +10,8 @@ the real adapters and prices it with the real price book, giving two tables:
     ``k2``, ``k3`` ...), k, n_requests, error_kind, fatal, cost_usd,
     cost_pico (the exact cost in 1e-12 USD, an integer), worst_pico (the
     router's worst-case estimate for the cost cap), reserve_pico (what the
-    router counts against the cap beyond cost_pico: the worst case of each
-    2xx reply whose body could not be parsed), input_tokens,
+    router counts against the cap beyond cost_pico: one request's share of the
+    worst case for each 2xx reply whose body could not be parsed), input_tokens,
     output_tokens, cached_tokens, usage_estimated, latency_ms,
     latency_estimated, agree_<similarity> (agreement of the samples; NaN for
     single), q_<scorer> (quality of the answer the router would return: the
@@ -69,11 +69,11 @@ from routerlab.decision import (
 from routerlab.errors import DataError, ReplayMissError
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
-from routerlab.types import Signal
+from routerlab.types import Signal, Usage
 from routerlab.workbench.scoring import get_scorer, scorer_fingerprint
 
 PICO = Decimal(10) ** 12
-TABLE_VERSION = "3"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1
+TABLE_VERSION = "4"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
 LATENCY_BASE_MS, LATENCY_PER_TOKEN_MS = 400.0, 15.0
 
 
@@ -140,6 +140,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
     calls = o.calls
     pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
     n, t = len(pos), len(o.tiers)
+    _check_complete(calls, n, t)
     ii = calls["item_id"].map(pos).to_numpy()
     ti = calls["tier_index"].to_numpy()
     err = np.where(calls["error_kind"].isna(), 0, np.where(calls["fatal"], 2, 1))
@@ -204,6 +205,25 @@ def _build_dense(o: Outcomes) -> DenseTable:
     )
 
 
+def _check_complete(calls: pd.DataFrame, n_items: int, n_tiers: int) -> None:
+    """Every (item, tier) has one single-call row and at most one row per k variant, k rows only at
+    non-final tiers: a gap or a duplicate would otherwise read as a free, successful call."""
+    dup = calls.duplicated(["item_id", "tier_index", "variant"])
+    if dup.any():
+        r = calls[dup].iloc[0]
+        raise DataError(f"outcome table: item {r['item_id']!r}, tier {r['tier_index']}, {r['variant']} appears twice")
+    single = calls[calls["variant"] == "single"]
+    if len(single) != n_items * n_tiers:
+        have = set(zip(single["item_id"], single["tier_index"], strict=True))
+        missing = next(((i, t) for i in calls["item_id"].unique() for t in range(n_tiers) if (i, t) not in have), None)
+        raise DataError(
+            f"outcome table: {n_items * n_tiers - len(single)} (item, tier) single calls are missing"
+            + (f", e.g. item {missing[0]!r} at tier {missing[1]}" if missing else "")
+        )
+    if ((calls["variant"] != "single") & (calls["tier_index"] >= n_tiers - 1)).any():
+        raise DataError("outcome table: k-sample rows at the final tier (the router never checks there)")
+
+
 def to_pico(cost: Decimal) -> int:
     """``cost`` in whole 1e-12 USD (the sweep's exact integer unit); finer amounts are a DataError."""
     scaled = cost * PICO
@@ -212,20 +232,23 @@ def to_pico(cost: Decimal) -> int:
     return int(scaled)
 
 
-def _latency(replies: Sequence[Reply], output_tokens: int) -> tuple[float, bool]:
-    """A call's latency: the recorded ``x-routerlab-latency-ms`` of each reply; where a reply has none
-    (imported outputs), ``400 ms + 15 ms per output token`` (the call's output shared evenly), flagged
+def _header(r: Reply, name: str) -> str | None:
+    return next((v for k, v in (r.headers or {}).items() if k.lower() == name), None)
+
+
+def _latency(replies: Sequence[Reply], usage: Sequence[Usage | None]) -> tuple[float, bool]:
+    """A call's latency: the sum of each reply's recorded ``x-routerlab-latency-ms``; a reply without
+    one (imported outputs) counts ``400 ms + 15 ms per output token`` of its own and flags the sum
     as estimated."""
-    total, missing = 0.0, 0
-    for r in replies:
-        v = next((v for k, v in (r.headers or {}).items() if k.lower() == LATENCY_HEADER), None)
+    total, estimated = 0.0, False
+    for r, u in zip(replies, usage, strict=True):
+        v = _header(r, LATENCY_HEADER)
         if v is None:
-            missing += 1
+            total += LATENCY_BASE_MS + LATENCY_PER_TOKEN_MS * (u.output_tokens if u is not None else 0)
+            estimated = True
         else:
             total += float(v)
-    if missing:
-        total += LATENCY_BASE_MS * missing + LATENCY_PER_TOKEN_MS * output_tokens * missing / len(replies)
-    return total, missing > 0
+    return total, estimated
 
 
 def _variant_row(
@@ -267,7 +290,7 @@ def _variant_row(
         replies.append(Reply(r.status, dict(r.headers), r.body))
     worst = quote_worst_case(prices, call, query)
     tr = account_replies(prices, tier, replies, samples, worst)
-    latency, lat_est = _latency(replies, tr.usage.output_tokens)
+    latency, lat_est = _latency(replies, tr.reply_usage)
     row = {
         "variant": "single" if signal == "none" else f"k{k}",
         "k": samples,
@@ -281,7 +304,10 @@ def _variant_row(
         "input_tokens": tr.usage.input_tokens,
         "output_tokens": tr.usage.output_tokens,
         "cached_tokens": tr.usage.cache_read_tokens,
-        "usage_estimated": any(h.lower() == ESTIMATED_HEADER for r in replies for h in (r.headers or {})),
+        "usage_estimated": any(
+            u is not None and _header(r, ESTIMATED_HEADER) is not None
+            for r, u in zip(replies, tr.reply_usage, strict=True)
+        ),
         "latency_ms": latency,
         "latency_estimated": lat_est,
     }

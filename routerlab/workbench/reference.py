@@ -12,13 +12,14 @@ policy: the replies are built once per table.
 It is slow (a Python generator per policy and item) and exact by
 construction, which is what the vectorised :func:`routerlab.workbench.sweep.simulate`
 is checked against: same answering tier, variant, exact cost, escalations,
-premium calls, latency and quality.
+premium calls and quality, and the same latency up to float rounding (the
+reference sums seconds on a virtual clock, the sweep milliseconds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -132,9 +133,7 @@ def route_recorded(
                 reply = rec.reply
                 if rec.error_kind is not None:  # a fresh error per route: the plan attaches its attempts to it
                     err = provider_error(rec.error_kind, "recorded failure", model=cmd.tier.model)
-                    reply = TierReply(
-                        reply.texts, reply.usage, reply.cost_usd, reply.reserve_usd, err, reply.n_requests
-                    )
+                    reply = replace(reply, error=err)
                 answer = reply
     except StopIteration as done:
         return done.value, called, final_called
@@ -145,7 +144,7 @@ def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
     table = recorded_replies(o)
     prices = PriceBook()
     items = list(zip(o.items["item_id"].astype(str), o.items["complexity"].astype(str), strict=True))
-    p, n, t = len(points), len(items), len(o.tiers)
+    p, n = len(points), len(items)
     tier = np.full((p, n), -1, np.int64)
     variant = np.zeros((p, n), np.int8)
     cost = np.zeros((p, n), np.int64)
@@ -168,7 +167,6 @@ def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
                 variant[pi, ni] = 0 if v == "single" else 1
                 for s in o.scorers:
                     quality[s][pi, ni] = table[(iid, ti, v)].quality[s]
-    assert t == len(o.policy.tiers)
     return SimResult(tier, variant, cost, esc, premium, lat, quality)
 
 

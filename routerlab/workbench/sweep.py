@@ -7,13 +7,15 @@ cap. Everything else (ladder, prompts, max_tokens, temperatures) is fixed by
 the recording, so the outcome table holds every answer any such policy can
 get.
 
-:func:`simulate` runs the router's decision procedure (see
-:mod:`routerlab.router`) vectorised over items and over a batch of policies
+:func:`simulate` runs the router's decision procedure (defined once, in
+:mod:`routerlab.decision`) vectorised over items and over a batch of policies
 with numpy. Costs are exact: integers in 1e-12 USD, so the cost-cap test
 ``charged + worst_case > cap`` (charged: the cost so far plus the worst case
 of any 2xx reply that could not be priced) is decided exactly as the router
-decides it in ``Decimal``. A test replays the real :class:`CascadeRouter` through the
-cassettes for random policies and checks identical tiers, costs and quality.
+decides it in ``Decimal``. Tests check it against the reference simulator
+(:mod:`routerlab.workbench.reference`: ``plan_route`` itself, answered from the
+outcome table) on random policies over random tables with every failure kind,
+and against the real :class:`CascadeRouter` replaying the cassettes.
 
 Circuit breakers are not simulated: replays treat items as independent
 (``reset_breakers`` between items), and so does the sweep.
@@ -130,8 +132,8 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
     check_on = np.array([pt.similarity != NO_CHECK for pt in points], bool)
     inclass = np.array([[c in pt.classes for c in COMPLEXITY_CLASSES] for pt in points], bool).reshape(p, 3)
     for pt in points:
-        if pt.similarity == NO_CHECK or not pt.cascade:
-            continue  # no k-sample call is ever made
+        if pt.similarity == NO_CHECK or not pt.cascade or a.t == 1:
+            continue  # no k-sample call is ever made (a one-tier ladder has no tier to check)
         if pt.similarity not in a.sims:
             raise WorkbenchError(f"unknown similarity {pt.similarity!r}; the outcome table has {a.sims}")
         if pt.k not in a.ks:
@@ -144,7 +146,7 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
             )
         if len(pt.thresholds) != a.t - 1:
             raise WorkbenchError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
-    live = [pt.cascade and pt.similarity != NO_CHECK for pt in points]  # the check can run at all
+    live = [pt.cascade and pt.similarity != NO_CHECK and a.t > 1 for pt in points]  # the check can run at all
     sim_idx = np.array([a.sims.index(pt.similarity) if on else 0 for pt, on in zip(points, live, strict=True)])
     k_idx = np.array([a.ks.index(pt.k) if on else 0 for pt, on in zip(points, live, strict=True)])
     thr = np.zeros((p, max(a.t - 1, 1)))
