@@ -119,40 +119,51 @@ def iter_jsonl(path: str | os.PathLike[str], error: ErrorFactory, *, what: str) 
             yield lineno, loads(line_text, error, lineno)
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-and-restore (briefly process-wide)
+    os.umask(mask)
+    return mask
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
+    """Let ``write(tmp)`` fill a temporary file beside ``path``, then rename it over ``path``.
 
-    The text goes to a temporary file in the same folder, is flushed to disk and renamed over
-    ``path``; on any failure the old file is untouched and the temporary file removed. An existing
-    file keeps its mode; a new one gets the umask's default (0644 under the usual 022).
+    Readers see the old file or the new one, never a mix; on any failure the old file is untouched
+    and the temporary file removed. An existing file keeps its mode; a new one gets the umask's
+    default (0644 under the usual 022), never mkstemp's private 0600.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        mode = _new_file_mode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        mode = 0o666 & ~_umask()
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8, LF line ends) to ``path`` atomically; see :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -169,4 +180,4 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-__all__ = ["MAX_DEPTH", "atomic_write_text", "iter_jsonl", "loads", "read_json", "read_text"]
+__all__ = ["MAX_DEPTH", "atomic_write", "atomic_write_text", "iter_jsonl", "loads", "read_json", "read_text"]

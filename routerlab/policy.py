@@ -51,7 +51,13 @@ logger = logging.getLogger("routerlab.policy")
 
 @dataclass(frozen=True)
 class Tier:
-    """One rung of the ladder: a model behind a provider endpoint."""
+    """One rung of the ladder: a model behind a provider endpoint.
+
+    ``price_provider`` and ``supports_n`` left as None take the provider's defaults when the tier is
+    built (anthropic: priced as anthropic, no ``n``; openai-compatible: priced by model, ``n`` sent).
+    ``dataclasses.replace(tier, provider=...)`` keeps the resolved values: pass ``price_provider=None,
+    supports_n=None`` with it to take the new provider's defaults.
+    """
 
     name: str
     provider: str

@@ -606,3 +606,48 @@ def test_the_decision_module_does_no_io_of_its_own() -> None:
     assert not imported & {"os", "time", "logging", "asyncio", "threading", "random", "routerlab.breaker"}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"os", "time", "logging", "environ", "CircuitBreaker"}
+
+
+def _half_open(router: Any, clock: FakeClock, tier_index: int = 0) -> Any:
+    b = router.breaker(router.policy.tiers[tier_index])
+    for _ in range(router.policy.breaker.failure_threshold):
+        b.record_failure()
+    clock.advance(router.policy.breaker.recovery_s + 1)
+    assert b.state == "half_open"
+    return b
+
+
+def test_a_cancelled_route_hands_the_half_open_probe_back() -> None:
+    """asyncio.wait_for cancels the route while its probe call is in flight: the tier must not stay
+    skipped until restart (the probe slot is released, so the next route may probe)."""
+    clock = FakeClock()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        raise AssertionError("never answered")
+
+    router = AsyncCascadeRouter.from_policy(
+        policy_from_dict(policy_dict()), client=httpx.AsyncClient(transport=httpx.MockTransport(slow)),
+        clock=clock, api_keys=KEYS,
+    )  # fmt: skip
+    b = _half_open(router, clock)
+
+    async def go() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(router.route(MEDIUM_Q), 0.05)
+
+    asyncio.run(go())
+    assert b.allow()  # the probe is free again
+
+
+def test_a_request_that_cannot_be_built_hands_the_probe_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    router, fake, clock = make()
+    b = _half_open(router, clock)
+
+    def boom(self: Any) -> Any:
+        raise ValueError("cannot build this request")
+
+    monkeypatch.setattr("routerlab.decision.TierCall.requests", boom)
+    with pytest.raises(ValueError, match="cannot build"):
+        router.route(MEDIUM_Q)
+    assert b.allow()

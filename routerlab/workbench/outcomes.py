@@ -67,6 +67,7 @@ from routerlab.decision import (
     quote_worst_case,
 )
 from routerlab.errors import DataError, ReplayMissError
+from routerlab.jsonio import atomic_write
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
 from routerlab.types import Signal, Usage
@@ -403,9 +404,7 @@ def _default_cache() -> Path:
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _build(

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 
+from routerlab.jsonio import atomic_write
 from routerlab.workbench.study import Study
 
 COST = "cost_per_1k_usd"
@@ -149,12 +150,9 @@ def save_frontier_png(study: Study, path: str | os.PathLike[str]) -> Path:
     import matplotlib.pyplot as plt
 
     png = Path(path)
-    png.parent.mkdir(parents=True, exist_ok=True)
     fig = frontier_figure(study)
-    tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png")
+        atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-    os.replace(tmp, png)
     return png
