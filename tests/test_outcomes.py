@@ -235,3 +235,26 @@ def test_scorer_fingerprint_follows_the_helpers_it_calls(tmp_path: Path, monkeyp
     register_scorer("helped", m.score, replace=True)
     assert scorer_fingerprint("helped") != before
     sys.modules.pop("my_scorers", None)
+
+
+@pytest.mark.parametrize("floor", [0.5, 1.0])
+def test_export_keeps_the_production_cost_cap(recorded: tuple[Any, Path], tmp_path: Path, floor: float) -> None:
+    """A ladder policy with a cap: the sweep simulates under that cap and the exported policy keeps it
+    (it used to come back as null), whether a cheaper policy or all-premium is chosen."""
+    from routerlab import load_policy
+    from routerlab.workbench.export import choose, export_policy
+    from routerlab.workbench.sweep import default_grid, split_items, sweep
+
+    _, cdir = recorded
+    capped = policy_from_dict({**POLICY, "max_cost_per_query_usd": "0.05", "breaker": {"failure_threshold": 3}})
+    o = build_outcomes(ITEMS, capped, cdir, scorers=["exact"], cache_dir=tmp_path / "c", progress=False)
+    grid = default_grid(o)
+    assert grid.caps == (Decimal("0.05"),)
+    dev, test = split_items(o, seed=0)
+    table = sweep(o, grid, mask=dev, bootstrap=20)
+    choice = choose(o, table, scorer="exact", floor=floor, dev=dev, test=test, bootstrap=20)
+    out = tmp_path / "chosen.json"
+    export_policy(o, choice, out, evalset_sha256="x", dataset="mine", split_seed=0)
+    exported = load_policy(out)
+    assert exported.max_cost_per_query_usd == Decimal("0.05")
+    assert exported.breaker.failure_threshold == 3 and exported.tiers == capped.tiers

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -90,8 +90,8 @@ def choose(
     q = f"quality_{scorer}"
     prem_dev = evaluate(o, premium_point(o), mask=dev, bootstrap=bootstrap, seed=seed)
     ok = sweep_dev[(sweep_dev[q] >= floor * prem_dev[q]) & (sweep_dev["failure_rate"] == 0)]
-    if ok.empty:
-        point = premium_point(o)
+    if ok.empty:  # all-premium, under the ladder's own cost cap (the baseline itself runs uncapped)
+        point = replace(premium_point(o), cap_usd=o.policy.max_cost_per_query_usd)
     else:
         best = ok.sort_values(["cost_per_1k_usd", q], ascending=[True, False], kind="stable").iloc[0]
         point = point_by_id(sweep_dev)[str(best["policy_id"])]

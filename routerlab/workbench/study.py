@@ -80,7 +80,11 @@ def open_dataset(
     evalset, policy = data / "evalset.jsonl", data / "ladder-policy.json"
     if not (evalset.exists() and policy.exists() and (cassettes / "manifest.json").exists()):
         if name not in DEFAULT_LADDERS:
-            raise DataError(f"{data}: no imported eval set; run `routerlab data import {name}` first")
+            raise DataError(
+                f"{data}: no study named {name!r} in {base}; import your own outputs with `routerlab data import "
+                f"OUTPUTS.jsonl --ladder LADDER.json --name {name}`, or one of the public datasets "
+                f"({', '.join(DEFAULT_LADDERS)}) with `routerlab data import NAME`"
+            )
         import_dataset(name, root=base, mirror=mirror, progress=progress)
     return load_policy(policy), load_evalset(evalset), evalset, cassettes
 

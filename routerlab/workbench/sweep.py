@@ -324,8 +324,14 @@ class Grid:
         return pts
 
 
-def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] = (None,), n_thresholds: int = 8) -> Grid:
-    """All monotone start mappings; every similarity; the ks recorded for every item (others warn)."""
+def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] | None = None, n_thresholds: int = 8) -> Grid:
+    """All monotone start mappings; every similarity; the ks recorded for every item (others warn).
+
+    ``caps`` default to the ladder policy's own ``max_cost_per_query_usd``: the sweep simulates the cap
+    production runs with, and the exported policy keeps it.
+    """
+    if caps is None:
+        caps = (o.policy.max_cost_per_query_usd,)
     a = o.dense()
     ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
     for j, k in enumerate(a.ks):
