@@ -65,8 +65,31 @@ def _data_fetch(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    from routerlab.data.importers import import_dataset
+    from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_outputs, load_ladder, load_outputs
 
+    if args.name not in DEFAULT_LADDERS:  # your own outputs file
+        src = Path(args.name)
+        if not src.is_file():
+            raise RouterlabError(
+                f"{args.name!r} is neither a public dataset ({', '.join(DEFAULT_LADDERS)}) nor an outputs file"
+            )
+        if not args.ladder or not Path(args.ladder).is_file():
+            raise RouterlabError(
+                f"importing {src} needs --ladder LADDER.json: which of its model names are the tiers, cheapest "
+                "first, with provider, base_url and price (see README, 'Importing your own logged outputs')"
+            )
+        name = args.study or src.stem
+        res = import_outputs(
+            load_outputs(src), load_ladder(args.ladder), name=name, root=args.root, ks=args.k or (2,),
+            force=args.force, progress=not args.quiet, strict=args.strict,
+        )  # fmt: skip
+        print(
+            f"{res.name}: {res.items} items -> {res.evalset}"
+            + (f" ({res.dropped} items left out: a ladder model has no row for them)" if res.dropped else "")
+            + f"\n  ladder policy -> {res.policy}\n  cassettes -> {res.cassettes}\n"
+            f"  next: routerlab sweep {name}" + (f" --root {args.root}" if args.root else "")
+        )
+        return 0
     ladder = args.ladder.split(",") if args.ladder else None
     r = import_dataset(
         args.name,
@@ -297,9 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_data_fetch)
-    im = dsub.add_parser("import", help="turn a dataset into an eval set + cassettes the router replays")
-    im.add_argument("name", help="alpaca_eval, arena_bench_v1 or mot_date")
-    im.add_argument("--ladder", help="comma-separated dataset model names, cheapest first (default per dataset)")
+    im = dsub.add_parser(
+        "import",
+        help="turn a public dataset, or your own logged outputs, into a study: eval set + ladder policy + cassettes",
+        description="routerlab data import mot_date  |  routerlab data import outputs.jsonl --ladder ladder.json "
+        "--study mine. An outputs file has one JSON object per (item, model) line (README: 'Importing your own "
+        "logged outputs'); the ladder file says which of its model names are the tiers, cheapest first.",
+    )
+    im.add_argument("name", help="alpaca_eval, arena_bench_v1, mot_date, or the path of your outputs JSONL")
+    im.add_argument(
+        "--ladder",
+        help="for a public dataset: comma-separated model names, cheapest first (default per dataset); "
+        "for your own outputs: the ladder JSON file (required)",
+    )
+    im.add_argument("--study", help="study name for your own outputs (default: the file name without extension)")
+    im.add_argument("--strict", action="store_true", help="an item lacking a ladder model is an error, not dropped")
     im.add_argument("--k", type=_ks, help="sample counts to record for the consistency check, e.g. 2,3 (default 2)")
     im.add_argument("--root", help="where data/imported/ and cassettes/ go (default: the checkout)")
     im.add_argument("--mirror", help=mirror_help)

@@ -40,10 +40,11 @@ from routerlab.data import datasets
 from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, record
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256
 from routerlab.data.paths import workspace_root
-from routerlab.errors import DataError, DatasetError, EvalSetError
+from routerlab.errors import DataError, DatasetError, EvalSetError, PolicyError, PricingError
 from routerlab.fakes import anthropic_message, openai_completion
 from routerlab.jsonio import atomic_write_text, iter_jsonl, read_json
 from routerlab.policy import RouterPolicy, dump_policy, policy_from_dict
+from routerlab.pricing import PriceBook
 
 SINGLE_TEMPERATURE = 0.0
 SAMPLE_TEMPERATURE = 0.7
@@ -64,6 +65,7 @@ class Rung:
     base_url: str
     api_key_env: str | None
     price_provider: str | None = None
+    tier: Mapping[str, Any] = field(default_factory=dict)  # more policy-tier fields (price, supports_n, ...)
 
 
 _TOGETHER = ("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY", "together")
@@ -117,10 +119,73 @@ def make_ladder(source_models: Sequence[str]) -> list[Rung]:
     return rungs
 
 
+def load_ladder(path: str | os.PathLike[str]) -> list[Rung]:
+    """Read a ladder file: which model names of an outputs file are the tiers, cheapest first.
+
+    ``{"tiers": [{"source_model": "llama-3.1-8b-instruct", "provider": "openai",
+    "model": "meta-llama/Llama-3.1-8B-Instruct", "base_url": "https://api.together.xyz/v1",
+    "api_key_env": "TOGETHER_API_KEY", "price": {"input_usd_per_mtok": "0.18",
+    "output_usd_per_mtok": "0.18"}}, ...]}``. ``source_model`` is the name in the outputs file;
+    ``model`` (default: the same) is the id sent to the provider; ``name`` defaults to cheap / mid /
+    premium (or tier0, tier1, ...); the other keys are those of a policy tier (``price`` or a
+    ``price_provider`` hint for genai-prices, ``supports_n``, ``timeout_s``, ``max_tokens``).
+    Errors name the file and the field.
+    """
+    src = os.fspath(path)
+
+    def error(message: str, line: int | None, fieldname: str | None) -> DataError:
+        return DataError(f"{src}: {f'field {fieldname!r}: ' if fieldname else ''}{message}")
+
+    data = read_json(path, error, what="ladder file")
+    if not isinstance(data, dict) or set(data) - {"tiers"} or not isinstance(data.get("tiers"), list):
+        raise DataError(f'{src}: a ladder file is {{"tiers": [...]}}, one object per tier, cheapest first')
+    entries = data["tiers"]
+    if len(entries) < 2:
+        raise DataError(f"{src}: field 'tiers': a ladder needs at least two tiers, got {len(entries)}")
+    rungs = []
+    for i, e in enumerate(entries):
+        where = f"{src}: field 'tiers[{i}]"
+        if not isinstance(e, dict):
+            raise DataError(f"{where}': must be a JSON object")
+        src_model = e.get("source_model")
+        if not isinstance(src_model, str) or not src_model:
+            raise DataError(f"{where}.source_model': the model name used in the outputs file is required")
+        for req in ("provider", "base_url"):
+            if req not in e:
+                raise DataError(f"{where}.{req}': is required")
+        name = e.get("name") or (TIER_NAMES[i] if len(entries) == 3 else f"tier{i}")
+        extra = {k: v for k, v in e.items() if k not in ("source_model", "name", "provider", "model", "base_url",
+                                                          "api_key_env", "price_provider")}  # fmt: skip
+        rungs.append(
+            Rung(
+                name,
+                src_model,
+                e["provider"],
+                e.get("model") or src_model,
+                e["base_url"],
+                e.get("api_key_env"),
+                e.get("price_provider"),
+                extra,
+            )  # fmt: skip
+        )
+    try:  # the tier fields are a policy's: validate them the same way, naming the ladder file
+        ladder_policy(rungs, name="ladder")
+    except PolicyError as e:
+        raise DataError(f"{src}: {e}") from None
+    return rungs
+
+
 def ladder_policy(
-    rungs: Sequence[Rung], *, name: str, k: int = 2, consistency: bool = True, similarity: str = "difflib"
+    rungs: Sequence[Rung],
+    *,
+    name: str,
+    k: int = 2,
+    consistency: bool = True,
+    similarity: str = "difflib",
+    sample_temperature: float = 0.7,
 ) -> RouterPolicy:
-    """The recording policy for a ladder: single calls at temperature 0, k samples at 0.7.
+    """The recording policy for a ladder: single calls at temperature 0, k samples at
+    ``sample_temperature`` (the temperature the imported samples were drawn at).
 
     Without ``consistency`` (a dataset with one answer per model) no class
     gets the two-sample check: the tiers' single answers are all there is.
@@ -136,6 +201,7 @@ def ladder_policy(
             "max_tokens": IMPORT_MAX_TOKENS,
             "temperature": SINGLE_TEMPERATURE,
             **({"price_provider": r.price_provider} if r.price_provider else {}),
+            **r.tier,
         }
         for r in rungs
     ]
@@ -146,7 +212,7 @@ def ladder_policy(
             "tiers": tiers,
             "confidence": {
                 "k": k,
-                "temperature": SAMPLE_TEMPERATURE,
+                "temperature": sample_temperature,
                 "similarity": similarity,
                 **({} if consistency else {"classes": []}),
             },
@@ -172,9 +238,23 @@ class OutputRow:
     reference: str | None = None
     answer: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    temperature: float | None = None  # the temperature ``samples`` were drawn at
 
 
-_ROW_KEYS = ("id", "prompt", "messages", "model", "samples", "greedy", "usage", "score", "reference", "answer", "meta")
+_ROW_KEYS = (
+    "id",
+    "prompt",
+    "messages",
+    "model",
+    "samples",
+    "greedy",
+    "usage",
+    "score",
+    "reference",
+    "answer",
+    "meta",
+    "temperature",
+)
 
 
 def _row_from_obj(obj: Any, where: str) -> OutputRow:
@@ -227,6 +307,11 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
     for opt in ("greedy", "reference", "answer"):
         if obj.get(opt) is not None and not isinstance(obj[opt], str):
             raise bad(opt, "must be a string")
+    temp = obj.get("temperature")
+    if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float)) or not 0 <= temp <= 2):
+        raise bad(
+            "temperature", f"must be a number in [0, 2] (the temperature the samples were drawn at), got {temp!r}"
+        )
     return OutputRow(
         obj["id"],
         item.messages,
@@ -238,6 +323,7 @@ def _row_from_obj(obj: Any, where: str) -> OutputRow:
         obj.get("reference"),
         obj.get("answer"),
         dict(item.meta),
+        None if temp is None else float(temp),
     )
 
 
@@ -274,7 +360,7 @@ def row_to_json(r: OutputRow) -> dict[str, Any]:
         "model": r.model,
         "samples": list(r.samples),
     }
-    for k in ("greedy", "score", "reference", "answer"):
+    for k in ("greedy", "score", "reference", "answer", "temperature"):
         if getattr(r, k) is not None:
             d[k] = getattr(r, k)
     if r.usage is not None:
@@ -372,6 +458,7 @@ class ImportResult:
     policy: Path
     items: int
     requests_recorded: int
+    dropped: int = 0  # items left out because a ladder model has no row for them
 
 
 def import_outputs(
@@ -384,9 +471,16 @@ def import_outputs(
     force: bool = False,
     progress: bool = True,
     similarity: str = "difflib",
+    strict: bool = False,
 ) -> ImportResult:
     """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
-    ``cassettes/<name>/`` (one vcrpy cassette per item)."""
+    ``cassettes/<name>/`` (one vcrpy cassette per item).
+
+    Items lacking a row for some ladder model are left out and counted (``strict``: an error). Every
+    tier's price is checked before anything is written. The samples' temperature comes from the rows
+    (``temperature``; one value per model, the same for every sampled model), else 0.7 is assumed
+    and the policy's provenance says so.
+    """
     base = Path(root) if root is not None else workspace_root()
     wanted = {r.source_model for r in ladder}
     by_item: dict[str, dict[str, OutputRow]] = defaultdict(dict)
@@ -398,11 +492,15 @@ def import_outputs(
             order.append(r.id)
         by_item[r.id][r.model] = r
     items = []
+    dropped: list[str] = []
     for item_id in order:
         models = by_item[item_id]
         missing = wanted - set(models)
         if missing:
-            raise DataError(f"item {item_id!r} has no output for ladder model(s) {sorted(missing)}")
+            if strict:
+                raise DataError(f"item {item_id!r} has no output for ladder model(s) {sorted(missing)}")
+            dropped.append(item_id)
+            continue
         first = next(iter(models.values()))
         labels: dict[str, float] = {}
         for rg in ladder:
@@ -420,7 +518,22 @@ def import_outputs(
         raise DataError(f"no rows for the ladder models {sorted(wanted)}")
     limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
     sampled = all(limits[i] >= min(ks) for i in range(len(ladder) - 1))
-    policy = ladder_policy(ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity)
+    temperature = _sample_temperature(by_item, [it.id for it in items], ladder[:-1] if sampled else [])
+    policy = ladder_policy(
+        ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity,
+        sample_temperature=SAMPLE_TEMPERATURE if temperature is None else temperature,
+    )  # fmt: skip
+    if temperature is None and sampled:
+        policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": "assumed 0.7"})
+    book = PriceBook()
+    for rung, t in zip(ladder, policy.tiers, strict=True):  # before anything is written
+        try:
+            book.price(t.model, provider=t.price_provider, override=t.price)
+        except PricingError as e:
+            raise PricingError(
+                f"tier {t.name!r} ({rung.source_model} -> {t.model}) has no known price ({e}); give it a 'price' "
+                "(input_usd_per_mtok, output_usd_per_mtok) or a 'price_provider' hint in the ladder file"
+            ) from None
     out_data = base / "data" / "imported" / name
     cassettes = base / "cassettes" / name
     evalset_path = out_data / "evalset.jsonl"
@@ -448,7 +561,28 @@ def import_outputs(
             sample_limits=limits,
             measure_latency=False,
         )
-    return ImportResult(name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded)
+    return ImportResult(
+        name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped)
+    )
+
+
+def _sample_temperature(
+    by_item: Mapping[str, Mapping[str, OutputRow]], item_ids: Sequence[str], sampled: Sequence[Rung]
+) -> float | None:
+    """The one temperature the sampled tiers' rows say their samples were drawn at (None: not given)."""
+    seen: dict[float, str] = {}
+    for rg in sampled:
+        for iid in item_ids:
+            t = by_item[iid][rg.source_model].temperature
+            if t is not None:
+                seen.setdefault(t, f"{rg.source_model} (item {iid!r})")
+    if len(seen) > 1:
+        detail = "; ".join(f"{t:g} for {w}" for t, w in seen.items())
+        raise DataError(
+            f"the samples were drawn at different temperatures ({detail}); a policy samples every tier at one "
+            "temperature, so import the rows of one temperature at a time"
+        )
+    return next(iter(seen), None)
 
 
 # ---------------------------------------------------------------- the three public datasets

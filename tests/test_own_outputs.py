@@ -1,0 +1,135 @@
+"""Your own logged outputs, from the CLI: a ladder file names the tiers (any model names, explicit prices),
+items lacking a tier are dropped and counted, the samples' temperature goes into the policy."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routerlab import load_policy
+from routerlab.cli import main
+from routerlab.data.evalset import load_evalset
+
+MODELS = {"llama-3.1-8b-instruct": 0.5, "claude-3-haiku-20240307": 0.75, "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.95}
+LADDER = {
+    "tiers": [
+        {
+            "source_model": "llama-3.1-8b-instruct",
+            "provider": "openai",
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "base_url": "https://api.together.xyz/v1",
+            "api_key_env": "TOGETHER_API_KEY",
+            "price": {"input_usd_per_mtok": "0.18", "output_usd_per_mtok": "0.18"},
+        },
+        {
+            "source_model": "claude-3-haiku-20240307",
+            "provider": "anthropic",
+            "base_url": "https://api.anthropic.com",
+            "api_key_env": "ANTHROPIC_API_KEY",
+        },
+        {
+            "source_model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "provider": "openai",
+            "base_url": "https://api.together.xyz/v1",
+            "api_key_env": "TOGETHER_API_KEY",
+            "price": {"input_usd_per_mtok": "0.6", "output_usd_per_mtok": "0.6"},
+        },
+    ]
+}
+
+
+def write_outputs(path: Path, *, n: int = 12, temperature: Any = 0.8, skip: tuple[str, str] | None = None) -> Path:
+    rng = random.Random(7)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 50), rng.randint(2, 50)
+        for m, acc in MODELS.items():
+            if skip == (f"q{i}", m):
+                continue
+            samples = [f"Answer: {a + b if rng.random() < acc else a + b + 1}" for _ in range(3)]
+            row = {"id": f"q{i}", "prompt": f"What is {a} + {b}?", "model": m, "samples": samples, "answer": str(a + b)}
+            if temperature is not None:
+                row["temperature"] = temperature if not isinstance(temperature, dict) else temperature[m]
+            rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_ladder(path: Path, ladder: dict[str, Any] = LADDER) -> Path:
+    path.write_text(json.dumps(ladder), encoding="utf-8")
+    return path
+
+
+def test_import_own_outputs_with_unknown_model_names_and_explicit_prices(tmp_path: Path, capsys: Any) -> None:
+    outputs = write_outputs(tmp_path / "logs.jsonl", skip=("q3", "claude-3-haiku-20240307"))
+    ladder = write_ladder(tmp_path / "ladder.json")
+    root = tmp_path / "ws"
+    assert main(["data", "import", str(outputs), "--ladder", str(ladder), "--study", "mine", "--root", str(root),
+                 "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "11 items" in out and "1 items left out" in out and "routerlab sweep mine" in out
+    policy = load_policy(root / "data" / "imported" / "mine" / "ladder-policy.json")
+    assert [t.model for t in policy.tiers] == [
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "claude-3-haiku-20240307",
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    ]
+    assert policy.tiers[0].price is not None and str(policy.tiers[0].price.input_usd_per_mtok) == "0.18"
+    assert policy.confidence.temperature == 0.8  # from the file, not an assumed 0.7
+    assert len(load_evalset(root / "data" / "imported" / "mine" / "evalset.jsonl")) == 11
+    assert main(["sweep", "mine", "--root", str(root), "--scorer", "exact", "--quiet"]) == 0
+    assert (root / "reports" / "mine" / "sweep.csv").is_file()
+
+
+def test_strict_refuses_an_item_lacking_a_tier(tmp_path: Path, capsys: Any) -> None:
+    outputs = write_outputs(tmp_path / "logs.jsonl", skip=("q3", "claude-3-haiku-20240307"))
+    ladder = write_ladder(tmp_path / "ladder.json")
+    code = main(["data", "import", str(outputs), "--ladder", str(ladder), "--root", str(tmp_path), "--strict",
+                 "--quiet"])  # fmt: skip
+    assert code != 0 and "'q3' has no output for ladder model(s) ['claude-3-haiku-20240307']" in capsys.readouterr().err
+
+
+def test_an_unpriced_tier_is_refused_before_anything_is_written(tmp_path: Path, capsys: Any) -> None:
+    ladder = json.loads(json.dumps(LADDER))
+    del ladder["tiers"][0]["price"]  # a model genai-prices does not know, and no price given
+    code = main(["data", "import", str(write_outputs(tmp_path / "logs.jsonl")), "--ladder",
+                 str(write_ladder(tmp_path / "l.json", ladder)), "--root", str(tmp_path / "ws"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "has no known price" in err and "'price'" in err
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["tiers"][0].pop("source_model"), "tiers[0].source_model"),
+        (lambda d: d["tiers"][1].update(provider="azure"), "tiers[1].provider"),
+        (lambda d: d["tiers"].pop(), None),  # two tiers are a valid ladder
+        (lambda d: d.update(extra=1), '{"tiers": [...]}'),
+    ],
+)
+def test_ladder_file_errors_name_the_file_and_field(tmp_path: Path, change: Any, message: str | None) -> None:
+    from routerlab.data.importers import load_ladder
+    from routerlab.errors import DataError
+
+    ladder = json.loads(json.dumps(LADDER))
+    change(ladder)
+    path = write_ladder(tmp_path / "ladder.json", ladder)
+    if message is None:
+        assert len(load_ladder(path)) == 2
+        return
+    with pytest.raises(DataError) as info:
+        load_ladder(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_samples_drawn_at_different_temperatures_are_refused(tmp_path: Path, capsys: Any) -> None:
+    temps = {"llama-3.1-8b-instruct": 0.7, "claude-3-haiku-20240307": 1.0, "mistralai/Mixtral-8x7B-Instruct-v0.1": 1}
+    outputs = write_outputs(tmp_path / "logs.jsonl", temperature=temps)
+    code = main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), "--root",
+                 str(tmp_path), "--quiet"])  # fmt: skip
+    assert code != 0 and "different temperatures" in capsys.readouterr().err
