@@ -96,8 +96,8 @@ def test_strict_refuses_an_item_lacking_a_tier(tmp_path: Path, capsys: Any) -> N
 def test_an_unpriced_tier_is_refused_before_anything_is_written(tmp_path: Path, capsys: Any) -> None:
     ladder = json.loads(json.dumps(LADDER))
     del ladder["tiers"][0]["price"]  # a model genai-prices does not know, and no price given
-    code = main(["data", "import", str(write_outputs(tmp_path / "logs.jsonl")), "--ladder",
-                 str(write_ladder(tmp_path / "l.json", ladder)), "--root", str(tmp_path / "ws"), "--quiet"])  # fmt: skip
+    outputs, path = write_outputs(tmp_path / "logs.jsonl"), write_ladder(tmp_path / "l.json", ladder)
+    code = main(["data", "import", str(outputs), "--ladder", str(path), "--root", str(tmp_path / "ws"), "--quiet"])
     err = capsys.readouterr().err
     assert code != 0 and "has no known price" in err and "'price'" in err
     assert not (tmp_path / "ws").exists()
