@@ -6,8 +6,15 @@ A similarity function maps two answers to a score in [0, 1]:
   (the seed's choice: cheap, character level).
 - ``rougeL``: ROUGE-L F-measure as rouge-score computes it (its tokenizer and
   Porter stemmer); loaded lazily so the production import stays light.
-- ``answer``: 1.0 when the final answers extracted by a regex are equal after
-  normalisation, else 0.0.
+- ``answer``: 1.0 when the final answers extracted by the policy's
+  ``confidence.answer_pattern`` are equal after normalisation, else 0.0.
+
+``answer_pattern`` is either a regular expression (its ``answer`` group, else
+group 1, else the whole last match) or the name of a built-in extractor (see
+:data:`ANSWER_EXTRACTORS`): ``default`` (the default regex, with its fallbacks),
+``last_number``, ``boxed`` (the last ``\\boxed{...}``), ``letter`` (a
+multiple-choice letter A-E) and ``final_line``. A name always means the
+extractor; to match such a word literally write e.g. ``(?:boxed)``.
 
 With k samples the agreement is the mean similarity of the first sample (the
 one the router would return) to each of the others, so k=2 is simply the
@@ -19,6 +26,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -59,28 +67,180 @@ def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def _group(m: re.Match[str]) -> str:
+    if "answer" in m.re.groupindex:
+        return m.group("answer") or ""
+    if m.re.groups:
+        return m.group(1) or ""
+    return m.group(0)
+
+
+def _last_line(text: str) -> str | None:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
+def _last_match(rx: re.Pattern[str], text: str) -> re.Match[str] | None:
+    last = deque(rx.finditer(text), maxlen=1)
+    return last[0] if last else None
+
+
+def _regex_match(text: str, pattern: str) -> str | None:
+    """The raw answer of the last match of ``pattern``, else of "the answer is ..."; None without either."""
+    for rx in (_pattern(pattern), _ANSWER_IS):
+        last = _last_match(rx, text)
+        if last is not None:
+            return _group(last)
+    return None
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])|(?<![\w.])[-+]?\.\d+(?!\w)")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_LETTER_PATTERNS = (
+    # "Answer: C", "the correct answer is (B)", "**Final answer:** D"
+    re.compile(r"(?i:\banswer)(?:\s+(?:is|would be|should be))?[\s:*\-]*[(\[]?\s*([A-E])(?![A-Za-z0-9])"),
+    # "(B)" or "[b]" anywhere
+    re.compile(r"[(\[]([A-Ea-e])[)\]]"),
+    # a line that is just the letter: "B", "**B**", "B."
+    re.compile(r"(?m)^[\s*]*([A-E])[\s*]*[.):]?[\s*]*$"),
+)
+_LETTER_GOLD = re.compile(r"\s*\(?([A-Ea-e])[).:](?:\s|$)")
+
+
+def canonical_number(s: str) -> str | None:
+    """``s`` as a canonical decimal string (``"1,000.50"`` -> ``"1000.5"``, ``"$-3"`` -> ``"-3"``), or None
+    when ``s`` is not a plain number (optionally with a currency sign, thousands commas or a percent sign)."""
+    t = s.strip().strip("$\u20ac\u00a3%").strip().replace("\u2212", "-").lstrip("+")
+    if t.startswith("-$"):
+        t = "-" + t[2:]
+    if not re.fullmatch(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+", t):
+        return None
+    neg = t.startswith("-")
+    t = t.lstrip("-").replace(",", "")
+    whole, _, frac = t.partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    out = f"{whole}.{frac}" if frac else whole
+    return f"-{out}" if neg and out != "0" else out
+
+
+def _last_number(text: str) -> str | None:
+    last = _last_match(_NUMBER, text)
+    if last is None:
+        return None
+    return canonical_number(last.group(0))
+
+
+def _boxed(text: str) -> str | None:
+    """The contents of the last complete ``\\boxed{...}`` (nested braces balanced), None without one."""
+    found = None
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+            i += 1
+        if depth == 0:
+            found = text[m.end() : i - 1]
+    if found is None:
+        return None
+    inner = found.strip().strip("$").strip()
+    return canonical_number(inner) or inner
+
+
+def _letter(text: str) -> str | None:
+    for rx in _LETTER_PATTERNS:
+        last = _last_match(rx, text)
+        if last is not None:
+            return last.group(1)
+    return None
+
+
+_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "boxed": _boxed,
+    "default": lambda text: _regex_match(text, DEFAULT_ANSWER_PATTERN),
+    "final_line": _last_line,
+    "last_number": _last_number,
+    "letter": _letter,
+}
+ANSWER_EXTRACTORS: tuple[str, ...] = tuple(sorted(_EXTRACTORS))
+"""The names ``answer_pattern`` accepts besides a regular expression."""
+
+
+def is_extractor_name(pattern: str) -> bool:
+    """True when ``pattern`` names a built-in extractor rather than being a regular expression."""
+    return pattern in _EXTRACTORS
+
+
+def check_answer_pattern(pattern: str) -> None:
+    """Raise :class:`ConfigError` unless ``pattern`` is an extractor name or a valid regular expression."""
+    if is_extractor_name(pattern):
+        return
+    try:
+        _pattern(pattern)
+    except re.error as e:
+        raise ConfigError(
+            f"answer pattern {pattern!r} is neither an extractor name ({', '.join(ANSWER_EXTRACTORS)}) "
+            f"nor a valid regular expression: {e}"
+        ) from None
+
+
+def match_answer(text: str, pattern: str = DEFAULT_ANSWER_PATTERN) -> str | None:
+    """The normalised answer ``pattern`` finds in ``text``, or None when it finds none.
+
+    A regex (and ``default``) falls back to "the answer is ..."; the named
+    extractors have no fallback: ``boxed`` needs a ``\\boxed{}``, ``letter`` a
+    letter A-E given as an answer, ``last_number`` a number. Numbers found by
+    ``last_number`` and ``boxed`` are canonical (``1,000.0`` -> ``1000``)."""
+    fn = _EXTRACTORS.get(pattern)
+    raw = fn(text) if fn is not None else _regex_match(text, pattern)
+    return None if raw is None else normalize_answer(raw)
+
+
 def extract_answer(text: str, pattern: str = DEFAULT_ANSWER_PATTERN) -> str:
     """The normalised final answer of ``text``.
 
-    The last match of ``pattern`` (its ``answer`` group, else group 1, else the
-    whole match); failing that "the answer is ..."; failing that the last
-    non-empty line.
+    ``pattern`` is a regex or an extractor name (:data:`ANSWER_EXTRACTORS`). A
+    regex (or ``default``): its last match (the ``answer`` group, else group 1,
+    else the whole match); failing that "the answer is ..."; failing that the
+    last non-empty line. A named extractor: what it finds (see
+    :func:`match_answer`), else "".
     """
-    rx = _pattern(pattern)
-    matches = list(rx.finditer(text))
-    if not matches:
-        matches = list(_ANSWER_IS.finditer(text))
-    if matches:
-        m = matches[-1]
-        if "answer" in m.re.groupindex:
-            raw = m.group("answer")
-        elif m.re.groups:
-            raw = m.group(1)
-        else:
-            raw = m.group(0)
-        return normalize_answer(raw or "")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return normalize_answer(lines[-1]) if lines else ""
+    found = match_answer(text, pattern)
+    if found is not None:
+        return found
+    if is_extractor_name(pattern) and pattern != "default":
+        return ""
+    line = _last_line(text)
+    return normalize_answer(line) if line is not None else ""
+
+
+def gold_answer(gold: str, pattern: str = DEFAULT_ANSWER_PATTERN) -> str:
+    """An eval item's gold answer, normalised as :func:`extract_answer` normalises an answer: what
+    ``pattern`` finds in it (a gold ``\\boxed{12}`` or ``Answer: 12`` gives ``12``), else the whole gold
+    answer normalised (a bare ``12``, ``B`` or ``Paris``); numbers made canonical as the extractor does."""
+    found = match_answer(gold, pattern)
+    if found is None and pattern == "letter":
+        m = _LETTER_GOLD.match(gold)  # "B) Paris", "c. 12"
+        found = m.group(1).lower() if m else None
+    if found is None:
+        found = normalize_answer(gold)
+        if pattern in ("boxed", "last_number"):
+            found = canonical_number(found) or found
+    return found
+
+
+def answers_equal(a: str, b: str) -> bool:
+    """Two normalised answers are equal: the same non-empty text, or the same number
+    (``1,000`` and ``1000.0``)."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    na = canonical_number(a)
+    return na is not None and na == canonical_number(b)
 
 
 def answer_similarity_fn(pattern: str = DEFAULT_ANSWER_PATTERN) -> SimilarityFn:

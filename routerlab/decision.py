@@ -175,8 +175,14 @@ def effective_max_tokens(policy: RouterPolicy, tier_index: int, complexity: str)
 
 def tier_signal(policy: RouterPolicy, tier_index: int, complexity: str) -> Signal:
     """Which confidence signal the route uses at this tier (``none`` where no check applies)."""
-    check = policy.cascade and tier_index < len(policy.tiers) - 1 and complexity in policy.confidence.classes
-    return policy.confidence.signal if check else "none"
+    conf = policy.confidence
+    check = (
+        policy.cascade
+        and tier_index < len(policy.tiers) - 1
+        and complexity in conf.classes
+        and (conf.tiers is None or tier_index in conf.tiers)
+    )
+    return conf.signal if check else "none"
 
 
 def call_shape(tier: Tier, signal: Signal, k: int) -> tuple[int, int]:

@@ -102,6 +102,7 @@ class ConfidenceSettings:
     thresholds: tuple[float, ...] = ()
     logprob_thresholds: tuple[float, ...] = ()
     answer_pattern: str = DEFAULT_ANSWER_PATTERN
+    tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
 
 
 def _default_routing() -> Mapping[str, ClassRoute]:
@@ -260,6 +261,7 @@ _CONF_KEYS = (
     "thresholds",
     "logprob_thresholds",
     "answer_pattern",
+    "tiers",
 )
 _TOP_KEYS = (
     "schema_version",
@@ -309,6 +311,21 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
         else r.string(d["price_provider"], f"{path}.price_provider"),
         supports_n=supports_n,
     )
+
+
+def _check_tiers(r: _Reader, v: Any, n_tiers: int) -> tuple[int, ...] | None:
+    """``confidence.tiers``: distinct non-final tier indexes, ascending (a tier without recorded samples
+    can then stay unchecked while the others check)."""
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise r.fail("confidence.tiers", f"must be a list of non-final tier indexes (0..{n_tiers - 2}), or left out")
+    out = tuple(r.integer(x, f"confidence.tiers[{i}]", 0, max(n_tiers - 2, 0)) for i, x in enumerate(v))
+    if n_tiers < 2 and out:
+        raise r.fail("confidence.tiers", "a one-tier ladder has no tier to check")
+    if list(out) != sorted(set(out)):
+        raise r.fail("confidence.tiers", f"must list distinct tier indexes in ascending order, got {list(out)}")
+    return out
 
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -370,6 +387,7 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         thresholds=per_tier("thresholds", 0.75, 0.0, 1.0),
         logprob_thresholds=per_tier("logprob_thresholds", -0.5, -1000.0, 0.0),
         answer_pattern=r.string(cf.get("answer_pattern", DEFAULT_ANSWER_PATTERN), "confidence.answer_pattern"),
+        tiers=_check_tiers(r, cf.get("tiers"), n),
     )
     if signal == "logprob":
         for i, t in enumerate(tiers[:-1]):
@@ -379,10 +397,17 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
                     f"logprob needs token log-probabilities, which tier {i} "
                     f"({t.name!r}, anthropic) cannot return; use consistency",
                 )
-    try:
-        re.compile(conf.answer_pattern)
-    except re.error as e:
-        raise r.fail("confidence.answer_pattern", f"is not a valid regular expression: {e}") from None
+    from routerlab.consistency import ANSWER_EXTRACTORS  # a name (boxed, letter, ...) or a regex
+
+    if conf.answer_pattern not in ANSWER_EXTRACTORS:
+        try:
+            re.compile(conf.answer_pattern)
+        except re.error as e:
+            raise r.fail(
+                "confidence.answer_pattern",
+                f"is not a valid regular expression: {e}; nor is it an extractor name "
+                f"(one of {', '.join(ANSWER_EXTRACTORS)})",
+            ) from None
 
     bd = r.obj(d.get("breaker", {}), "breaker", ("failure_threshold", "window_s", "recovery_s"))
     breaker = BreakerSettings(
@@ -530,6 +555,7 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "thresholds": [_real(x) for x in c.thresholds],
             "logprob_thresholds": [_real(x) for x in c.logprob_thresholds],
             "answer_pattern": c.answer_pattern,
+            **({} if c.tiers is None else {"tiers": list(c.tiers)}),
         },
         "cascade": p.cascade,
         "max_cost_per_query_usd": None if p.max_cost_per_query_usd is None else str(p.max_cost_per_query_usd),

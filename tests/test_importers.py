@@ -368,9 +368,14 @@ def test_import_outputs_with_reported_usage_prices_exact_tokens(tmp_path: Path) 
     assert r.usage == Usage(input_tokens=29 + 31, output_tokens=6 + 12 + 2)
 
 
-def test_import_outputs_rejects_a_row_set_missing_a_ladder_model(tmp_path: Path) -> None:
+def test_import_outputs_drops_or_with_strict_rejects_an_item_missing_a_ladder_model(tmp_path: Path) -> None:
     rows = load_outputs(write_jsonl(tmp_path / "outputs.jsonl", GENERIC_ROWS[:3]))
     with pytest.raises(DataError, match="tortoise"):
         importers.import_outputs(
-            rows, importers.make_ladder([SMALL, BIG]), name="generic", root=tmp_path / "root", progress=False
-        )
+            rows, importers.make_ladder([SMALL, BIG]), name="generic", root=tmp_path / "root", progress=False,
+            strict=True,
+        )  # fmt: skip
+    res = importers.import_outputs(
+        rows, importers.make_ladder([SMALL, BIG]), name="generic", root=tmp_path / "root", progress=False
+    )
+    assert res.dropped == 1 and res.items == 1

@@ -172,7 +172,7 @@ def test_a_partly_recorded_k_is_refused_by_the_sweep(recorded: tuple[Any, Path],
     pt = PolicyPoint((0, 0, 0), True, "answer", 2, ("simple", "medium", "complex"), (1.0,))
     assert evaluate(o, pt, bootstrap=0)["n_items"] == 4
     partial = dc_replace(o, calls=o.calls.drop(o.calls.index[(o.calls["variant"] == "k2")][:1]))
-    with pytest.raises(ValueError, match="recorded for only 3 of 4"):
+    with pytest.raises(ValueError, match="recorded for 3 of 4 items at tier 0"):
         evaluate(partial, pt, bootstrap=0)
     with pytest.warns(UserWarning, match="leaves this k out"):
         grid = default_grid(partial)

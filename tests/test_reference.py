@@ -87,9 +87,12 @@ def random_table(seed: int) -> Outcomes:
     policy = _ladder(n_tiers)
     rows: list[dict[str, Any]] = []
     classes = [rng.choice(COMPLEXITY_CLASSES) for _ in range(n_items)]
+    # sometimes one non-final tier was logged greedy-only (no k samples): policies check the others only
+    gap = rng.randrange(n_tiers - 1) if n_tiers >= 3 and rng.random() < 0.4 else None
     for i in range(n_items):
         for t in range(n_tiers):
-            variants = [("single", 1)] + ([(f"k{k}", k) for k in ks] if t < n_tiers - 1 else [])
+            sampled = t < n_tiers - 1 and t != gap
+            variants = [("single", 1)] + ([(f"k{k}", k) for k in ks] if sampled else [])
             for variant, k in variants:
                 worst = rng.randint(1, 10**6) * (t + 1) * k
                 r = _reply(rng, worst)
@@ -145,9 +148,11 @@ def random_table(seed: int) -> Outcomes:
 
 
 def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
-    """Random policies over every knob; caps drawn from the table's worst cases so that they bind."""
+    """Random policies over every knob; caps drawn from the table's worst cases so that they bind; the
+    tiers that check drawn among those with samples (all of them, or a subset)."""
     rng = random.Random(seed)
     t = len(o.tiers)
+    sampled = sorted(set(o.calls.loc[o.calls["variant"] != "single", "tier_index"]))
     worst = o.calls["worst_pico"].to_numpy()
     pts = []
     for _ in range(n):
@@ -160,7 +165,12 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
             classes = tuple(c for c in COMPLEXITY_CLASSES if rng.random() < 0.7) or ("medium",)
             thr = tuple(rng.choice(LEVELS) for _ in range(t - 1))
             k = rng.choice(o.ks) if o.ks else 2
-            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap))
+            tiers: tuple[int, ...] | None = None
+            if t > 1 and (len(sampled) < t - 1 or rng.random() < 0.3):
+                tiers = tuple(x for x in sampled if rng.random() < 0.7) or tuple(sampled[:1]) or None
+            if t > 1 and not sampled:
+                continue
+            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap, tiers))
         else:
             pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
     return pts
@@ -221,6 +231,9 @@ def test_the_random_tables_exercise_every_branch() -> None:
                                           for a in out.attempts)  # fmt: skip
     assert kinds == set(RETRYABLE) | set(FATAL)
     assert all(v > 20 for v in seen.values()), seen
+    gaps = [s for s in SEEDS if len(set(random_table(s).calls.query("variant != 'single'")["tier_index"]))
+            < len(random_table(s).tiers) - 1]  # fmt: skip
+    assert len(gaps) >= 3  # greedy-only non-final tiers, with points that check the other tiers only
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,7 @@ def ladder_policy(
     consistency: bool = True,
     similarity: str = "difflib",
     sample_temperature: float = 0.7,
+    check_tiers: tuple[int, ...] | None = None,
 ) -> RouterPolicy:
     """The recording policy for a ladder: single calls at temperature 0, k samples at
     ``sample_temperature`` (the temperature the imported samples were drawn at).
@@ -215,6 +216,7 @@ def ladder_policy(
                 "temperature": sample_temperature,
                 "similarity": similarity,
                 **({} if consistency else {"classes": []}),
+                **({} if check_tiers is None or not consistency else {"tiers": list(check_tiers)}),
             },
             "provenance": {"ladder_source_models": [r.source_model for r in rungs]},
         }
@@ -517,11 +519,14 @@ def import_outputs(
     if not items:
         raise DataError(f"no rows for the ladder models {sorted(wanted)}")
     limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
-    sampled = all(limits[i] >= min(ks) for i in range(len(ladder) - 1))
-    temperature = _sample_temperature(by_item, [it.id for it in items], ladder[:-1] if sampled else [])
+    # each tier keeps the samples it has: the check runs wherever a non-final tier has k samples
+    check_tiers = tuple(i for i in range(len(ladder) - 1) if limits[i] >= min(ks))
+    sampled = bool(check_tiers)
+    temperature = _sample_temperature(by_item, [it.id for it in items], [ladder[i] for i in check_tiers])
     policy = ladder_policy(
         ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity,
         sample_temperature=SAMPLE_TEMPERATURE if temperature is None else temperature,
+        check_tiers=None if len(check_tiers) == len(ladder) - 1 else check_tiers,
     )  # fmt: skip
     if temperature is None and sampled:
         policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": "assumed 0.7"})

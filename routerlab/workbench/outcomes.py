@@ -128,13 +128,17 @@ class DenseTable:
     k_lat: np.ndarray
     k_q: dict[str, np.ndarray]
     agree: np.ndarray  # (nsim, nk, N, T-1)
-    k_count: np.ndarray  # (nk,) int: (item, non-final tier) pairs with that k recorded
+    k_count: np.ndarray  # (nk, T-1) int: items with that k recorded at that non-final tier
 
     @property
     def k_present(self) -> np.ndarray:
         """(nk,) bool: that k is recorded for every item at every non-final tier."""
-        present: np.ndarray = self.k_count == self.n * (self.t - 1)
+        present: np.ndarray = self.k_count.sum(axis=1) == self.n * (self.t - 1)
         return present
+
+    def k_tiers(self, j: int) -> tuple[int, ...]:
+        """The non-final tiers where k number ``j`` is recorded for every item."""
+        return tuple(int(ti) for ti in np.flatnonzero(self.k_count[j, : self.t - 1] == self.n))
 
 
 def _build_dense(o: Outcomes) -> DenseTable:
@@ -169,7 +173,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
     k_lat = np.zeros((nk, n, tk))
     k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
     agree = np.full((len(sims), nk, n, tk), np.nan)
-    k_count = np.zeros(nk, np.int64)
+    k_count = np.zeros((nk, tk), np.int64)
     for j, k in enumerate(ks):
         m = (calls["variant"] == f"k{k}").to_numpy()
         k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
@@ -181,7 +185,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
             k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
         for si, sim in enumerate(sims):
             agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
-        k_count[j] = int(m.sum())
+        k_count[j] = np.bincount(ti[m], minlength=tk)[:tk]
     cls = o.items["class_index"].to_numpy()
     return DenseTable(
         n,
@@ -418,7 +422,7 @@ def _build(
     prices = PriceBook()
     keys = replay_keys(policy)
     sims = {name: get_similarity(name, answer_pattern=policy.confidence.answer_pattern) for name in SIMILARITY_NAMES}
-    scorer_fns = {name: get_scorer(name) for name in scorers}
+    scorer_fns = {name: get_scorer(name, answer_pattern=policy.confidence.answer_pattern) for name in scorers}
     call_rows: list[dict[str, Any]] = []
     sample_rows: list[dict[str, Any]] = []
     bar = None

@@ -56,6 +56,7 @@ class PolicyPoint:
     classes: tuple[str, ...] = COMPLEXITY_CLASSES
     thresholds: tuple[float, ...] = ()
     cap_usd: Decimal | None = None
+    check_tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
 
     def to_policy(
         self, base: RouterPolicy, *, name: str | None = None, provenance: dict[str, Any] | None = None
@@ -74,6 +75,9 @@ class PolicyPoint:
             conf["similarity"] = self.similarity
             conf["classes"] = list(self.classes)
             conf["thresholds"] = [float(x) for x in self.thresholds]
+        conf.pop("tiers", None)
+        if self.check_tiers is not None and self.similarity != NO_CHECK:
+            conf["tiers"] = list(self.check_tiers)
         d["max_cost_per_query_usd"] = None if self.cap_usd is None else str(self.cap_usd)
         if name is not None:
             d["name"] = name
@@ -92,6 +96,7 @@ class PolicyPoint:
             "classes": list(self.classes),
             "thresholds": [repr(float(t)) for t in self.thresholds],
             "cap_usd": None if self.cap_usd is None else str(self.cap_usd),
+            **({} if self.check_tiers is None else {"check_tiers": list(self.check_tiers)}),
         }
         return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -103,6 +108,7 @@ class PolicyPoint:
             else (
                 f"{self.similarity} k={self.k} thr={','.join(f'{t:.3g}' for t in self.thresholds)} "
                 f"on {'+'.join(c[0] for c in self.classes)}"
+                + ("" if self.check_tiers is None else f" at tier {'+'.join(map(str, self.check_tiers))}")
             )
         )
         cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}"
@@ -139,10 +145,15 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
         if pt.k not in a.ks:
             raise WorkbenchError(f"k={pt.k} was not recorded; recorded: {a.ks or 'none (single answers only)'}")
         j = a.ks.index(pt.k)
-        if not a.k_present[j]:
+        wanted = range(a.t - 1) if pt.check_tiers is None else pt.check_tiers
+        short = [ti for ti in wanted if ti >= a.t - 1 or a.k_count[j, ti] != a.n]
+        if short:
+            ti = short[0]
+            got = int(a.k_count[j, ti]) if ti < a.t - 1 else 0
             raise WorkbenchError(
-                f"k={pt.k} samples are recorded for only {a.k_count[j]} of {a.n * (a.t - 1)} (item, non-final tier) "
-                "pairs; complete the recording (`routerlab record` resumes) or sweep without this k"
+                f"k={pt.k} samples are recorded for {got} of {a.n} items at tier {ti}, which this policy checks; "
+                "complete the recording (`routerlab record` resumes), or check only the tiers recorded "
+                f"for every item ({list(a.k_tiers(j)) or 'none'})"
             )
         if len(pt.thresholds) != a.t - 1:
             raise WorkbenchError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
@@ -150,9 +161,11 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
     sim_idx = np.array([a.sims.index(pt.similarity) if on else 0 for pt, on in zip(points, live, strict=True)])
     k_idx = np.array([a.ks.index(pt.k) if on else 0 for pt, on in zip(points, live, strict=True)])
     thr = np.zeros((p, max(a.t - 1, 1)))
+    tmask = np.zeros((p, max(a.t - 1, 1)), bool)  # which non-final tiers check
     for i, pt in enumerate(points):
         if live[i]:
             thr[i, : a.t - 1] = pt.thresholds
+            tmask[i, : a.t - 1] = True if pt.check_tiers is None else np.isin(np.arange(a.t - 1), pt.check_tiers)
     for pt in points:
         if pt.cap_usd is not None and pt.cap_usd * PICO != int(pt.cap_usd * PICO):
             raise WorkbenchError(f"cap {pt.cap_usd} is finer than 1e-12 USD")
@@ -169,6 +182,7 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
         "sim": sim_idx,
         "k": k_idx,
         "thr": thr,
+        "tiers": tmask,
         "cap": cap,
     }
 
@@ -194,7 +208,7 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
     for ti in range(t):
         active = ~done & (ti >= start)
         if ti < t - 1:
-            check = check_cls & active
+            check = check_cls & active & e["tiers"][:, ti][:, None]
             kc = a.k_cost[e["k"], :, ti]
             kw = a.k_worst[e["k"], :, ti]
             kr = a.k_res[e["k"], :, ti]
@@ -298,6 +312,7 @@ class Grid:
     cascade: tuple[bool, ...] = (True, False)
     caps: tuple[Decimal | None, ...] = (None,)
     n_thresholds: int = 8
+    k_tiers: tuple[tuple[int, ...] | None, ...] = ()  # per k: the tiers that check (None or absent: all)
 
     def points(self, o: Outcomes, *, mask: np.ndarray | None = None) -> list[PolicyPoint]:
         """Every policy of the grid; thresholds from the agreement quantiles of the ``mask`` items."""
@@ -305,19 +320,23 @@ class Grid:
         seen: set[PolicyPoint] = set()
         for start, cap in itertools.product(self.starts, self.caps):
             for cascade in self.cascade:
-                checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...]]] = []
+                checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...], tuple[int, ...] | None]] = []
                 if cascade:
-                    for sim, k in itertools.product(self.similarities, self.ks):
+                    for (ki, k), sim in itertools.product(enumerate(self.ks), self.similarities):
+                        tiers = self.k_tiers[ki] if ki < len(self.k_tiers) else None
                         per_tier = threshold_grid(o, sim, k, n=self.n_thresholds, mask=mask)
+                        if tiers is not None:  # an unchecked tier's threshold plays no part: one value
+                            per_tier = [g if ti in tiers else [1.0] for ti, g in enumerate(per_tier)]
                         for cs in self.class_sets:
-                            checks += [(sim, k, cs, thr) for thr in itertools.product(*per_tier)]
-                checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, ()))
-                for sim, k, cs, thr in checks:
+                            checks += [(sim, k, cs, thr, tiers) for thr in itertools.product(*per_tier)]
+                checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, (), None))
+                for sim, k, cs, thr, tiers in checks:
+                    last_checked = len(o.tiers) - 2 if tiers is None else max(tiers)
                     if sim != NO_CHECK and not any(
-                        s < len(o.tiers) - 1 for c, s in zip(COMPLEXITY_CLASSES, start, strict=True) if c in cs
+                        s <= last_checked for c, s in zip(COMPLEXITY_CLASSES, start, strict=True) if c in cs
                     ):
-                        continue  # no checked class starts below the final tier: same as no check
-                    pt = PolicyPoint(start, cascade, sim, k, cs, tuple(thr), cap)
+                        continue  # no checked class starts at or below a checked tier: same as no check
+                    pt = PolicyPoint(start, cascade, sim, k, cs, tuple(thr), cap, tiers)
                     if pt not in seen:
                         seen.add(pt)
                         pts.append(pt)
@@ -333,16 +352,27 @@ def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] | None = None, n
     if caps is None:
         caps = (o.policy.max_cost_per_query_usd,)
     a = o.dense()
-    ks = tuple(k for j, k in enumerate(a.ks) if a.k_present[j])
+    ks: list[int] = []
+    k_tiers: list[tuple[int, ...] | None] = []
     for j, k in enumerate(a.ks):
-        if not a.k_present[j]:
+        tiers = a.k_tiers(j)
+        if a.k_present[j]:
+            ks.append(k)
+            k_tiers.append(None)
+        elif tiers:  # e.g. a greedy-only mid tier between sampled tiers: check where the samples are
+            ks.append(k)
+            k_tiers.append(tiers)
+        else:
             warnings.warn(
-                f"k={k} samples are recorded for only {a.k_count[j]} of {a.n * (a.t - 1)} (item, non-final tier) "
-                "pairs; the default grid leaves this k out",
+                f"k={k} samples are not recorded for every item at any non-final tier; the default grid leaves "
+                "this k out",
                 stacklevel=2,
             )
     sims = tuple(o.similarities) if ks else ()
-    return Grid(tuple(monotone_starts(len(o.tiers))), sims, ks, caps=tuple(caps), n_thresholds=n_thresholds)
+    return Grid(
+        tuple(monotone_starts(len(o.tiers))), sims, tuple(ks), caps=tuple(caps), n_thresholds=n_thresholds,
+        k_tiers=tuple(k_tiers),
+    )  # fmt: skip
 
 
 def split_items(o: Outcomes, *, dev_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -393,6 +423,7 @@ def summarize(
         "similarity": [pt.similarity for pt in points],
         "k": [pt.k for pt in points],
         "classes": ["+".join(pt.classes) for pt in points],
+        "check_tiers": ["all" if pt.check_tiers is None else "+".join(map(str, pt.check_tiers)) for pt in points],
         "cap_usd": [np.nan if pt.cap_usd is None else float(pt.cap_usd) for pt in points],
         "n_items": n,
         "cost_usd_total": cost_usd.sum(axis=1),
@@ -513,4 +544,5 @@ def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
         classes=tuple(c.classes) if check else COMPLEXITY_CLASSES,
         thresholds=tuple(c.thresholds) if check else (),
         cap_usd=policy.max_cost_per_query_usd,
+        check_tiers=c.tiers if check else None,
     )
