@@ -133,3 +133,43 @@ def test_samples_drawn_at_different_temperatures_are_refused(tmp_path: Path, cap
     code = main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), "--root",
                  str(tmp_path), "--quiet"])  # fmt: skip
     assert code != 0 and "different temperatures" in capsys.readouterr().err
+
+
+def test_boxed_answers_a_greedy_mid_tier_and_a_missing_answer(tmp_path: Path, capsys: Any) -> None:
+    """The issue's case: model names outside the project's lists with explicit prices, a mid tier
+    logged greedy-only between sampled tiers, \\boxed{} answers, one item without a gold answer. The
+    cheap tier's check is swept (only there), and every tier scores above zero."""
+    import pandas as pd
+
+    rng = random.Random(11)
+    rows = []
+    for i in range(30):
+        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        for m, acc in MODELS.items():
+            n = 1 if m.startswith("claude") else 3  # the mid tier was logged greedy
+            samples = [f"{a} plus {b}: \\boxed{{{a + b if rng.random() < acc else a + b + 2}}}" for _ in range(n)]
+            row: dict[str, Any] = {"id": f"q{i}", "prompt": f"Add {a} and {b}.", "model": m, "samples": samples}
+            if i != 5:
+                row["answer"] = f"\\boxed{{{a + b}}}"
+            if n > 1:
+                row["temperature"] = 1.0
+            rows.append(row)
+    outputs = tmp_path / "logs.jsonl"
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    root = tmp_path / "ws"
+    assert main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), "--study",
+                 "boxed", "--answer-pattern", "boxed", "--root", str(root), "--quiet"]) == 0  # fmt: skip
+    policy = load_policy(root / "data" / "imported" / "boxed" / "ladder-policy.json")
+    assert policy.confidence.tiers == (0,) and policy.confidence.answer_pattern == "boxed"
+    assert policy.confidence.temperature == 1.0
+    assert main(["sweep", "boxed", "--root", str(root), "--quiet"]) == 0  # scorer chosen: the items carry answers
+    table = pd.read_csv(root / "reports" / "boxed" / "sweep.csv")
+    checked = table[table["similarity"] != "none"]
+    assert len(checked) > 0 and set(checked["check_tiers"]) == {"0"}
+    assert checked["escalation_rate"].max() > 0  # the cheap tier's samples disagree on some items
+    from routerlab.workbench.study import run_study
+
+    st = run_study("boxed", root=root, progress=False, bootstrap=50)
+    assert st.scorer == "exact" and st.scorer_warning is None
+    assert (st.baselines["quality"] > 0).all(), st.baselines
+    assert st.scorer_coverage is not None and "29 of 30" in st.scorer_coverage

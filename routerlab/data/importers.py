@@ -184,6 +184,7 @@ def ladder_policy(
     similarity: str = "difflib",
     sample_temperature: float = 0.7,
     check_tiers: tuple[int, ...] | None = None,
+    answer_pattern: str | None = None,
 ) -> RouterPolicy:
     """The recording policy for a ladder: single calls at temperature 0, k samples at
     ``sample_temperature`` (the temperature the imported samples were drawn at).
@@ -217,6 +218,7 @@ def ladder_policy(
                 "similarity": similarity,
                 **({} if consistency else {"classes": []}),
                 **({} if check_tiers is None or not consistency else {"tiers": list(check_tiers)}),
+                **({} if answer_pattern is None else {"answer_pattern": answer_pattern}),
             },
             "provenance": {"ladder_source_models": [r.source_model for r in rungs]},
         }
@@ -474,11 +476,14 @@ def import_outputs(
     progress: bool = True,
     similarity: str = "difflib",
     strict: bool = False,
+    answer_pattern: str | None = None,
 ) -> ImportResult:
     """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
     ``cassettes/<name>/`` (one vcrpy cassette per item).
 
-    Items lacking a row for some ladder model are left out and counted (``strict``: an error). Every
+    Items lacking a row for some ladder model are left out and counted (``strict``: an error).
+    ``answer_pattern`` (an extractor name such as ``boxed`` or ``last_number``, or a regex) says how
+    final answers are read, for the ``answer`` similarity and the ``exact`` scorer. Every
     tier's price is checked before anything is written. The samples' temperature comes from the rows
     (``temperature``; one value per model, the same for every sampled model), else 0.7 is assumed
     and the policy's provenance says so.
@@ -526,7 +531,7 @@ def import_outputs(
     policy = ladder_policy(
         ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity,
         sample_temperature=SAMPLE_TEMPERATURE if temperature is None else temperature,
-        check_tiers=None if len(check_tiers) == len(ladder) - 1 else check_tiers,
+        check_tiers=None if len(check_tiers) == len(ladder) - 1 else check_tiers, answer_pattern=answer_pattern,
     )  # fmt: skip
     if temperature is None and sampled:
         policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": "assumed 0.7"})

@@ -59,6 +59,10 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
         )
     if est_latency:
         notes.append("latencies are estimated (400 ms + 15 ms per output token): the datasets record no timing")
+    if study.scorer_coverage:
+        notes.append(study.scorer_coverage)
+    if study.scorer_warning:
+        out.append(f"**Warning: {study.scorer_warning}** `routerlab export` refuses this study unless forced.\n")
     if notes:
         out.append("Caveats: " + "; ".join(notes) + ".\n")
     out.append("## The ladder and each tier alone (dev split)\n")

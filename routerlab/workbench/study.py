@@ -19,7 +19,7 @@ from routerlab.data.cassettes import replay_items
 from routerlab.data.evalset import EvalItem, load_evalset
 from routerlab.data.importers import DEFAULT_LADDERS, import_dataset
 from routerlab.data.paths import workspace_root
-from routerlab.errors import DataError, WorkbenchError
+from routerlab.errors import DataError
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import PriceBook
 from routerlab.workbench.export import Choice, choose
@@ -32,7 +32,7 @@ from routerlab.workbench.frontier import (
     single_tier_baselines,
 )
 from routerlab.workbench.outcomes import Outcomes, build_outcomes
-from routerlab.workbench.scoring import applicable_scorers
+from routerlab.workbench.scoring import applicable_scorers, degenerate_scorer, resolve_scorer, scorer_coverage
 from routerlab.workbench.sweep import default_grid, split_items, sweep
 
 DEFAULT_SCORER = {"alpaca_eval": "rougeL", "arena_bench_v1": "label", "mot_date": "exact"}
@@ -64,6 +64,8 @@ class Study:
     oracle: dict[str, float]
     choice: Choice
     metrics: pd.DataFrame
+    scorer_warning: str | None = None  # the scorer cannot tell the tiers apart (see degenerate_scorer)
+    scorer_coverage: str | None = None  # e.g. "20 of 25 items have a gold answer; the other 5 are left out"
 
     @property
     def quality_label(self) -> str:
@@ -117,11 +119,13 @@ def run_study(
     """Import (if needed), build the outcome table, sweep on dev, choose, evaluate on test."""
     policy, items, evalset, cassettes = open_dataset(name, root=root, mirror=mirror, progress=progress)
     models = [t.model for t in policy.tiers]
-    scorers = applicable_scorers(items, models)
-    scorer = scorer or DEFAULT_SCORER.get(name) or scorers[0]
-    if scorer not in scorers:
-        raise WorkbenchError(f"scorer {scorer!r} does not apply to {name}; applicable: {', '.join(scorers)}")
+    pattern = policy.confidence.answer_pattern
+    # unknown, not applicable (with its coverage) and no scorer at all are three different errors
+    scorer = resolve_scorer(scorer or DEFAULT_SCORER.get(name), items, models, answer_pattern=pattern)
+    scorers = [*applicable_scorers(items, models), scorer]
+    scorers = sorted(set(scorers), key=scorers.index)
     o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
+    degenerate = degenerate_scorer(o.calls, scorer, answer_pattern=pattern)
     dev, test = split_masks(o)
     grid = default_grid(o, n_thresholds=n_thresholds)
     sweep_dev = sweep(o, grid, mask=dev, bootstrap=200, progress=progress)
@@ -147,6 +151,8 @@ def run_study(
         oracle=oracle_point(per_dev),
         choice=choice,
         metrics=_rounded(metrics_table(sweep_dev, per_dev, quality=q, tier_names=o.tiers)),
+        scorer_warning=degenerate,
+        scorer_coverage=scorer_coverage(scorer, items, models, answer_pattern=pattern).note,
     )
 
 
