@@ -40,6 +40,7 @@ from routerlab.data import datasets
 from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, record
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256
 from routerlab.data.paths import workspace_root
+from routerlab.data.studies import study_paths
 from routerlab.errors import DataError, DatasetError, EvalSetError, PolicyError, PricingError
 from routerlab.fakes import anthropic_message, openai_completion
 from routerlab.jsonio import atomic_write_text, iter_jsonl, read_json
@@ -544,10 +545,8 @@ def import_outputs(
                 f"tier {t.name!r} ({rung.source_model} -> {t.model}) has no known price ({e}); give it a 'price' "
                 "(input_usd_per_mtok, output_usd_per_mtok) or a 'price_provider' hint in the ladder file"
             ) from None
-    out_data = base / "data" / "imported" / name
-    cassettes = base / "cassettes" / name
-    evalset_path = out_data / "evalset.jsonl"
-    policy_path = out_data / "ladder-policy.json"
+    study = study_paths(name, root=base)
+    out_data, cassettes, evalset_path, policy_path = study.folder, study.cassettes, study.evalset, study.policy
     if force and cassettes.exists():
         for p in cassettes.glob("*.json"):
             p.unlink()

@@ -18,7 +18,7 @@ import pandas as pd
 from routerlab.data.cassettes import replay_items
 from routerlab.data.evalset import EvalItem, load_evalset
 from routerlab.data.importers import DEFAULT_LADDERS, import_dataset
-from routerlab.data.paths import workspace_root
+from routerlab.data.studies import study_paths
 from routerlab.errors import DataError
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import PriceBook
@@ -75,20 +75,20 @@ class Study:
 def open_dataset(
     name: str, *, root: str | os.PathLike[str] | None = None, mirror: str | Path | None = None, progress: bool = True
 ) -> tuple[RouterPolicy, list[EvalItem], Path, Path]:
-    """The imported eval set, ladder policy and cassettes of ``name``; imports it first when missing."""
-    base = Path(root) if root is not None else workspace_root()
-    data = base / "data" / "imported" / name
-    cassettes = base / "cassettes" / name
-    evalset, policy = data / "evalset.jsonl", data / "ladder-policy.json"
-    if not (evalset.exists() and policy.exists() and (cassettes / "manifest.json").exists()):
+    """The eval set, ladder policy and cassettes of study ``name`` (a name in the workspace, or a study
+    folder's path; see :mod:`routerlab.data.studies`); a public dataset is imported first when missing."""
+    paths = study_paths(name, root=root)
+    if not paths.exists():
         if name not in DEFAULT_LADDERS:
+            where = paths.folder if paths.evalset.is_file() else paths.folder.parent
             raise DataError(
-                f"{data}: no study named {name!r} in {base}; import your own outputs with `routerlab data import "
-                f"OUTPUTS.jsonl --ladder LADDER.json --name {name}`, or one of the public datasets "
-                f"({', '.join(DEFAULT_LADDERS)}) with `routerlab data import NAME`"
+                f"{where}: no complete study named {name!r} (it needs {paths.evalset.name}, {paths.policy.name} "
+                f"and recorded cassettes in {paths.cassettes}); create one with `routerlab record --evalset E "
+                f"--policy P --study {name}`, `routerlab data import OUTPUTS.jsonl --ladder LADDER.json --study "
+                f"{name}`, or import a public dataset ({', '.join(DEFAULT_LADDERS)}) with `routerlab data import NAME`"
             )
-        import_dataset(name, root=base, mirror=mirror, progress=progress)
-    return load_policy(policy), load_evalset(evalset), evalset, cassettes
+        import_dataset(name, root=root, mirror=mirror, progress=progress)
+    return load_policy(paths.policy), load_evalset(paths.evalset), paths.evalset, paths.cassettes
 
 
 def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) -> pd.DataFrame:
