@@ -15,8 +15,9 @@ metrics), :mod:`~routerlab.workbench.export` (choose and export),
 
 from routerlab.data.cassettes import record, replay_items
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
-from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_outputs, load_outputs
+from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_outputs, load_ladder, load_outputs
 from routerlab.data.paths import workspace_root
+from routerlab.data.studies import StudyPaths, create_study, study_paths
 from routerlab.policy import dump_policy, load_policy
 from routerlab.workbench.export import Choice, choose, export_policy
 from routerlab.workbench.frontier import metrics_table, oracle_point, pareto_frontier, random_mix, single_tier_baselines
@@ -24,7 +25,14 @@ from routerlab.workbench.outcomes import Outcomes, build_outcomes
 from routerlab.workbench.plots import frontier_figure, plot_frontier, plot_study, save_frontier_png
 from routerlab.workbench.reference import simulate_reference
 from routerlab.workbench.report import render_report, write_outputs
-from routerlab.workbench.scoring import applicable_scorers, get_scorer, register_scorer
+from routerlab.workbench.scoring import (
+    applicable_scorers,
+    degenerate_scorer,
+    get_scorer,
+    register_scorer,
+    resolve_scorer,
+    scorer_coverage,
+)
 from routerlab.workbench.study import (
     SPLIT_SEED,
     Study,
@@ -55,22 +63,25 @@ from routerlab.workbench.sweep import (
 from routerlab.workbench.widgets import Explorer, explorer
 
 __all__ = [
-    "DEFAULT_LADDERS",
-    "SPLIT_SEED",
     "Choice",
+    "DEFAULT_LADDERS",
     "EvalItem",
     "Explorer",
     "Grid",
     "Outcomes",
     "PolicyPoint",
+    "SPLIT_SEED",
     "SimResult",
     "Study",
+    "StudyPaths",
     "applicable_scorers",
     "build_outcomes",
     "capture_summary",
     "choice_table",
     "choose",
+    "create_study",
     "default_grid",
+    "degenerate_scorer",
     "dump_evalset",
     "dump_policy",
     "evalset_sha256",
@@ -83,6 +94,7 @@ __all__ = [
     "import_dataset",
     "import_outputs",
     "load_evalset",
+    "load_ladder",
     "load_outputs",
     "load_policy",
     "metrics_table",
@@ -101,14 +113,17 @@ __all__ = [
     "register_scorer",
     "render_report",
     "replay_items",
+    "resolve_scorer",
     "route_examples",
     "run_study",
     "save_frontier_png",
+    "scorer_coverage",
     "simulate",
     "simulate_reference",
     "single_tier_baselines",
     "split_items",
     "split_masks",
+    "study_paths",
     "summarize",
     "tier_table",
     "workspace_root",
