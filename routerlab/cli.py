@@ -81,7 +81,7 @@ def _data_import(args: argparse.Namespace) -> int:
         name = args.study or src.stem
         res = import_outputs(
             load_outputs(src), load_ladder(args.ladder), name=name, root=args.root, ks=args.k or (2,),
-            force=args.force, progress=not args.quiet, strict=args.strict,
+            force=args.force, progress=not args.quiet, strict=args.strict, answer_pattern=args.answer_pattern,
         )  # fmt: skip
         print(
             f"{res.name}: {res.items} items -> {res.evalset}"
@@ -108,25 +108,57 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
+    """``routerlab record``: 0 when every request got an answer, 2 when some failed after retries (or, in
+    mode none, when requests are missing)."""
     from routerlab.data.cassettes import record
     from routerlab.data.evalset import evalset_sha256, load_evalset
     from routerlab.policy import load_policy
 
+    if (args.out is None) == (args.study is None):
+        raise RouterlabError("give --study NAME (a study in the workspace) or --out FOLDER (cassettes only)")
+    out = args.out
+    if args.study is not None:  # the study holds the eval set and policy beside their cassettes
+        from routerlab.data.studies import create_study
+
+        out = create_study(args.study, args.evalset, args.policy, root=args.root, force=args.force).cassettes
     items = load_evalset(args.evalset)
     policy = load_policy(args.policy)
     rep = record(
         items,
         policy,
-        args.out,
+        out,
         ks=args.k,
         force=args.force,
+        mode=args.mode,
+        concurrency=args.concurrency,
+        max_retries=args.max_retries,
         progress=not args.quiet,
         evalset_sha256=evalset_sha256(args.evalset),
     )
+    if rep.mode == "none":
+        print(
+            f"mode none: nothing sent; {rep.requests_missing} requests missing for {len(rep.items_missing)} of "
+            f"{rep.items} items ({rep.requests_replayed} already in the cassettes)"
+        )
+        if rep.items_missing:
+            shown = ", ".join(rep.items_missing[:10]) + (" ..." if len(rep.items_missing) > 10 else "")
+            print(f"  items with missing requests: {shown}", file=sys.stderr)
+            return 2
+        return 0
     print(
         f"recorded {rep.requests_recorded} requests ({rep.requests_replayed} already in the cassettes) for "
-        f"{rep.items} items; {rep.errors} provider errors {dict(rep.errors_by_kind)}; spend ${rep.spend_usd:.4f}"
+        f"{rep.items} items; {rep.errors} provider errors {dict(rep.errors_by_kind)}; {rep.retries} retries; "
+        f"spend ${rep.spend_usd:.4f}"
     )
+    if rep.errors:
+        shown = ", ".join(rep.failed_items[:10]) + (" ..." if len(rep.failed_items) > 10 else "")
+        print(
+            f"routerlab: {rep.errors} request(s) failed after retries ({dict(rep.errors_by_kind)}) in "
+            f"{len(rep.failed_items)} item(s): {shown}; the failures are recorded (timeouts and connection "
+            f"failures leave nothing), re-record them with --force or into a new folder",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -158,15 +190,33 @@ def _replay(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> Any:
     from routerlab.workbench.study import run_study
 
-    return run_study(
-        args.name,
-        root=args.root,
-        mirror=args.mirror,
-        scorer=args.scorer,
-        floor=args.floor,
-        n_thresholds=args.thresholds,
-        progress=not args.quiet,
-    )
+    judge = None
+    if args.judge:  # an LLM judge, its calls recorded into the study's cassettes once, replayed after
+        from routerlab.data.studies import study_paths
+        from routerlab.workbench.judge import register_judge
+
+        cassette = study_paths(args.name, root=args.root).cassettes / "judge.json"
+        judge = register_judge("judge", args.judge, cassette, record=not args.judge_offline)
+    try:
+        st = run_study(
+            args.name,
+            root=args.root,
+            mirror=args.mirror,
+            scorer=args.scorer or ("judge" if judge is not None else None),
+            floor=args.floor,
+            n_thresholds=args.thresholds,
+            progress=not args.quiet,
+        )
+    finally:
+        if judge is not None:
+            judge.close()
+    if judge is not None:
+        js = judge.stats()
+        print(
+            f"judge: {js.sent} calls sent, {js.replayed} replayed from {cassette}, {js.unparseable} replies "
+            f"unparseable; spend this run ${js.spend_usd:.4f}"
+        )
+    return st
 
 
 def _reports_dir(args: argparse.Namespace) -> Path:
@@ -212,6 +262,8 @@ def _export(args: argparse.Namespace) -> int:
     from routerlab.workbench.study import SPLIT_SEED
 
     st = _study(args)
+    if st.scorer_warning and not args.force:
+        raise RouterlabError(f"{args.name}: {st.scorer_warning} Not exporting; pass --force to export anyway.")
     base = Path(args.root) if args.root else workspace_root()
     out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
     export_policy(
@@ -271,9 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def study_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "name", help="an imported eval set: alpaca_eval, arena_bench_v1, mot_date (imported if missing)"
+            "name",
+            help="a study: its name in the workspace (a public dataset's name imports it if missing) or its folder",
         )
-        sp.add_argument("--scorer", help="quality scorer: rougeL, exact, label (default per dataset)")
+        sp.add_argument(
+            "--scorer",
+            help="quality scorer: exact, rougeL, label, mixed, or your own as package.module:function "
+            "(default: what the eval set carries: gold answers -> exact, references -> rougeL, labels -> label)",
+        )
         sp.add_argument(
             "--floor", type=_floor, default=0.95, help="quality floor as a share of all-premium, in (0, 1] (0.95)"
         )
@@ -281,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--thresholds", type=_grid_points, default=8, help="threshold grid points per non-final tier (8)"
         )
         sp.add_argument("--root", help="workspace with data/imported and cassettes (default: the checkout)")
+        sp.add_argument(
+            "--judge",
+            help="score with an LLM judge: a JSON config (provider, model, base_url, prompt with {question} and "
+            "{answer}, scale); its calls are recorded into the study's cassettes once, then replayed",
+        )
+        sp.add_argument("--judge-offline", action="store_true", help="with --judge: replay only, never call the judge")
         sp.add_argument("--mirror", help="dataset mirror folder, if an import is needed")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -294,12 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="choose the cheapest policy above the floor on dev; write it with provenance")
     study_args(ex)
     ex.add_argument("--out", help="policy JSON path (default policies/<name>.json)")
+    ex.add_argument("--force", action="store_true", help="export even when the scorer cannot tell the tiers apart")
     ex.set_defaults(func=_export)
     rpt = sub.add_parser("report", help="the Markdown report (baselines, frontier, chosen policy, dev/test metrics)")
     study_args(rpt)
     rpt.set_defaults(func=_report)
 
-    data = sub.add_parser("data", help="public model outputs: list, fetch, import")
+    data = sub.add_parser(
+        "data", help="public model outputs (list, fetch, import), your own outputs (import), your logs (from-logs)"
+    )
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     ls = dsub.add_parser(
         "list",
@@ -335,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     im.add_argument("--study", help="study name for your own outputs (default: the file name without extension)")
     im.add_argument("--strict", action="store_true", help="an item lacking a ladder model is an error, not dropped")
+    im.add_argument(
+        "--answer-pattern",
+        help="how final answers are read (your own outputs): boxed, last_number, letter, final_line, or a regex "
+        "with an 'answer' group (default: 'Answer: ...' lines)",
+    )
     im.add_argument("--k", type=_ks, help="sample counts to record for the consistency check, e.g. 2,3 (default 2)")
     im.add_argument("--root", help="where data/imported/ and cassettes/ go (default: the checkout)")
     im.add_argument("--mirror", help=mirror_help)
@@ -342,12 +413,50 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--quiet", action="store_true", help="no progress bars")
     im.set_defaults(func=_data_import)
 
-    rec = sub.add_parser("record", help="record every tier's answers for an eval set against real providers")
+    from routerlab.data.fromlogs import add_from_logs_parser
+
+    add_from_logs_parser(dsub)
+
+    rec = sub.add_parser(
+        "record",
+        help="record every tier's answers for an eval set against real providers",
+        description="Record every request the router could send for each item (one vcrpy cassette per item), "
+        "up to --concurrency requests in flight per provider host, retrying 429/5xx/529/timeouts. Every tier's "
+        "API key and price are checked before anything is sent. Exit status: 0 when every request got an "
+        "answer; 2 when some failed after retries (the failures are recorded) or, with --mode none, when "
+        "requests are missing; 1 on an error before anything was sent (a missing key or price, a folder "
+        "recorded for another eval set).",
+    )
     rec.add_argument("--evalset", required=True, help="eval set JSONL (see data/README.md)")
     rec.add_argument("--policy", required=True, help="policy JSON naming the tier ladder and key variables")
-    rec.add_argument("--out", required=True, help="cassette folder (one cassette per item)")
+    rec.add_argument(
+        "--study",
+        help="record into a study of that name: data/imported/NAME/ gets the eval set and policy, cassettes/NAME/ "
+        "the cassettes; then routerlab sweep NAME",
+    )
+    rec.add_argument("--out", help="or: just a cassette folder (one cassette per item)")
+    rec.add_argument("--root", help="workspace for --study (default: the checkout, or $ROUTERLAB_WORKSPACE)")
     rec.add_argument("--k", type=_ks, help="sample counts for non-final tiers, e.g. 2,3 (default: the policy's k)")
-    rec.add_argument("--force", action="store_true", help="discard existing cassettes and record again")
+    rec.add_argument(
+        "--force",
+        action="store_true",
+        help="re-record everything (mode all): the new recording replaces the folder only once complete",
+    )
+    rec.add_argument(
+        "--mode",
+        choices=("none", "once", "new_episodes", "all"),
+        help="vcrpy record mode: new_episodes (default) records what is missing; all re-records everything; "
+        "once refuses a folder that has cassettes; none sends nothing and reports what is missing (exit 2 if any)",
+    )
+    rec.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight per provider host (default 8; 1 = in order)"
+    )
+    rec.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="retries of a 429/5xx/529/timeout/connection failure, after retry-after or a backoff (default 3)",
+    )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_record)
 

@@ -129,6 +129,9 @@ def test_cached_and_rebuilt_when_a_cassette_changes(recorded: tuple[Any, Path], 
         "string"
     ].replace("A: 0", "A: 7")
     path.write_text(json.dumps(data))
+    from routerlab.data.cassettes import seal_cassettes
+
+    seal_cassettes(cdir)  # a deliberate edit: re-hash the manifest, or the integrity check refuses the file
     c = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
     assert c.key != a.key
     assert "A: 7" in c.calls["text"].tolist()

@@ -8,11 +8,19 @@ vcrpy's linear matching cheap and make a recording resumable item by item.
 Recording sends, for every item, the requests the router could send it (built
 by :func:`routerlab.decision.tier_requests`, so the bodies are the router's own
 bytes): one sample from every tier, and k samples from every non-final tier.
-vcrpy records in ``new_episodes`` mode, so a re-run plays what is there and
-records only what is missing. Secrets never reach a file: auth headers and
-key-like query parameters are dropped and every API key value is replaced in
-request and response bodies. Each recorded response carries the measured
-latency in an ``x-routerlab-latency-ms`` header (vcrpy stores no timing).
+:func:`record` writes the cassettes itself, in exactly the format vcrpy writes
+(vcrpy's global patching is not safe for concurrent cassettes): items are
+recorded side by side (bounded per provider host), one item's requests in
+order, retryable failures retried after ``retry-after`` or a backoff. Record
+modes are vcrpy's: ``new_episodes`` (default) records only what is missing, so a
+re-run resumes; ``all`` re-records into a sibling folder swapped in when
+complete; ``once`` and ``none`` as in vcrpy. Secrets never reach a file: auth
+headers and key-like query parameters are dropped and every API key value is
+replaced in request and response bodies. Each recorded response carries the
+measured latency in an ``x-routerlab-latency-ms`` header (vcrpy stores no
+timing). The manifest lists every cassette's sha256; readers
+(:func:`load_cassette_index`, hence replay and the outcome table) refuse a
+cassette that changed since (:func:`verify_cassette`).
 
 Replay goes through :class:`ReplayTransport`, an indexed httpx transport that
 reads the same cassette files: requests match on method, URL and JSON body
@@ -23,28 +31,40 @@ the item, tier and model and the closest recorded request.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from routerlab.data.evalset import EvalItem
 from routerlab.decision import complexity_of, effective_max_tokens, tier_requests
-from routerlab.errors import DataError, ProviderError, ReplayMissError, RoutingError
-from routerlab.jsonio import atomic_write_text, read_json
+from routerlab.errors import (
+    ConfigError,
+    DataError,
+    MissingApiKeyError,
+    PricingError,
+    ProviderError,
+    ReplayMissError,
+    RoutingError,
+)
+from routerlab.jsonio import atomic_write_text, loads, read_json
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook
-from routerlab.providers import RequestSpec, get_adapter
+from routerlab.providers import RequestSpec, get_adapter, retry_after_seconds
 from routerlab.router import CascadeRouter
 from routerlab.types import Signal
 
@@ -145,7 +165,7 @@ def needed_requests(
     ]
 
 
-# ---------------------------------------------------------------- recording with vcrpy
+# ---------------------------------------------------------------- the cassette format (vcrpy's, written by us)
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:
@@ -153,6 +173,32 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
         if s:
             text = text.replace(s, "REDACTED")
     return text
+
+
+def _before_save(secrets: Sequence[str]) -> Callable[..., tuple[Any, Any]]:
+    """The scrubbing applied to every interaction before it is saved (vcrpy's ``before_save_interaction``)."""
+    secret_values = tuple(s for s in secrets if s)
+
+    def before_save(request: Any, response: Any, cassette: Any = None) -> tuple[Any, Any]:
+        request.headers = {k: v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS}
+        request.uri = _scrub(_strip_secret_query(request.uri), secret_values)
+        if request.body:
+            raw = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else request.body
+            request.body = _scrub(raw, secret_values).encode("utf-8")
+        response["headers"] = {k: v for k, v in response["headers"].items() if k.lower() not in SECRET_HEADERS}
+        body = response["body"].get("string")
+        if isinstance(body, bytes):
+            try:
+                response["body"]["string"] = _scrub(body.decode("utf-8"), secret_values).encode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        elif isinstance(body, str):
+            response["body"]["string"] = _scrub(body, secret_values)
+        for k in list(response["headers"]):
+            response["headers"][k] = [_scrub(str(v), secret_values) for v in response["headers"][k]]
+        return request, response
+
+    return before_save
 
 
 class _AtomicPersister:
@@ -182,30 +228,19 @@ def _safe_uri_matcher(r1: Any, r2: Any) -> None:
         raise AssertionError("URIs differ (key-like query parameters ignored)")
 
 
+@dataclass
+class _Timer:
+    started: float | None = None
+
+
 def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), timer: _Timer | None = None) -> Any:
-    """A vcrpy ``VCR`` set up for routerlab: JSON serializer, strict JSON-body matching, no secrets saved."""
+    """A vcrpy ``VCR`` set up for routerlab: JSON serializer, strict JSON-body matching, no secrets saved.
+
+    :func:`record` no longer records through vcrpy (its global patching is not safe for concurrent
+    cassettes) but writes the same files; this is kept for playback (:func:`vcr_playback`) and for
+    anyone recording with vcrpy directly.
+    """
     import vcr
-
-    secret_values = tuple(s for s in secrets if s)
-
-    def before_save(request: Any, response: Any, cassette: Any) -> tuple[Any, Any]:
-        request.headers = {k: v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS}
-        request.uri = _scrub(_strip_secret_query(request.uri), secret_values)
-        if request.body:
-            raw = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else request.body
-            request.body = _scrub(raw, secret_values).encode("utf-8")
-        response["headers"] = {k: v for k, v in response["headers"].items() if k.lower() not in SECRET_HEADERS}
-        body = response["body"].get("string")
-        if isinstance(body, bytes):
-            try:
-                response["body"]["string"] = _scrub(body.decode("utf-8"), secret_values).encode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        elif isinstance(body, str):
-            response["body"]["string"] = _scrub(body, secret_values)
-        for k in list(response["headers"]):
-            response["headers"][k] = [_scrub(str(v), secret_values) for v in response["headers"][k]]
-        return request, response
 
     def before_record_response(response: dict[str, Any]) -> dict[str, Any]:
         if timer is not None and timer.started is not None:
@@ -219,7 +254,7 @@ def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), 
         match_on=["method", "safe_uri", "json_body"],
         decode_compressed_response=True,
         before_record_response=before_record_response,
-        before_save_interaction=before_save,
+        before_save_interaction=_before_save(secrets),
     )
     v.register_matcher("json_body", _json_body_matcher)
     v.register_matcher("safe_uri", _safe_uri_matcher)
@@ -227,14 +262,64 @@ def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), 
     return v
 
 
-@dataclass
-class _Timer:
-    started: float | None = None
+def _serialize_cassette(interactions: Sequence[tuple[Any, dict[str, Any]]], secrets: Sequence[str]) -> str:
+    """The cassette text vcrpy would save for these (request, response) pairs: scrubbed, JSON, indent 4."""
+    from vcr.serialize import serialize
+    from vcr.serializers import jsonserializer
+
+    before_save = _before_save(secrets)
+    requests, responses = [], []
+    for request, response in interactions:
+        rq, rs = before_save(copy.deepcopy(request), copy.deepcopy(response))
+        requests.append(rq)
+        responses.append(rs)
+    return str(serialize({"requests": requests, "responses": responses}, jsonserializer))
+
+
+def _loaded_interactions(path: Path) -> list[tuple[Any, dict[str, Any]]]:
+    """A cassette's interactions as vcrpy holds them in memory (so re-saving them is what vcrpy writes)."""
+    from vcr.request import Request as VcrRequest
+    from vcr.serializers.compat import convert_to_bytes
+
+    out: list[tuple[Any, dict[str, Any]]] = []
+    for n, it in enumerate(_load_interactions(path)):
+        try:
+            out.append((VcrRequest._from_dict(it["request"]), convert_to_bytes(it["response"])))
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{path}: interaction {n} is malformed ({type(e).__name__}: {e})") from None
+    return out
+
+
+# ---------------------------------------------------------------- recording
+
+
+RecordMode = Literal["none", "once", "new_episodes", "all"]
+RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
+"""vcrpy's record modes: ``none`` records nothing (reports what is missing); ``once`` records into a folder
+without cassettes only; ``new_episodes`` (the default) records what is missing; ``all`` re-records everything."""
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_RETRIES = 3
+RETRY_BACKOFF_S = 1.0  # the first retry's wait without a retry-after; doubled each retry
+RETRY_BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 120.0  # a retry-after longer than this is cut to it
+
+_RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def retryable_status(status: int) -> bool:
+    """HTTP statuses worth another try: 429 (rate limit), 5xx (server), 529 (Anthropic overloaded)."""
+    return status == 429 or 500 <= status <= 599
 
 
 @dataclass
 class RecordReport:
-    """What a recording run did."""
+    """What a recording run did.
+
+    ``errors`` counts requests whose final answer (after retries) was a failure; they are recorded
+    like answers (real behaviour), except timeouts and connection failures, which leave nothing to
+    record. ``requests_missing`` / ``items_missing`` are what mode ``none`` found unrecorded.
+    """
 
     items: int = 0
     items_skipped: int = 0
@@ -243,6 +328,319 @@ class RecordReport:
     errors: int = 0
     spend_usd: Decimal = Decimal(0)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    mode: str = "new_episodes"
+    retries: int = 0
+    requests_missing: int = 0
+    items_missing: list[str] = field(default_factory=list)
+    failed_items: list[str] = field(default_factory=list)
+    concurrency: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """Whether every request sent got a successful answer (after retries)."""
+        return self.errors == 0
+
+
+class _Stopped(Exception):
+    """Raised in a worker when the run is being stopped (another item failed, or an interrupt)."""
+
+
+def _host_of(url: str) -> str:
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}:{u.port or ''}"
+
+
+def _in_process(client: httpx.Client) -> bool:
+    transport = getattr(client, "_transport", None)
+    return isinstance(transport, httpx.MockTransport | httpx.WSGITransport)
+
+
+class _Recorder:
+    """Records items into their cassettes: the requests of one item in order, items side by side.
+
+    Each request waits for a slot of its host (``concurrency`` per host); retryable failures are
+    retried with bounded exponential backoff, honouring ``retry-after``.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        policy: RouterPolicy,
+        *,
+        ks: Sequence[int],
+        keys: Mapping[str, str],
+        sample_limits: Mapping[int, int] | None,
+        concurrency: int,
+        max_retries: int,
+        sleep: Callable[[float], None] | None,
+        clock: Callable[[], float],
+        measure_latency: bool,
+        report: RecordReport,
+        bar: Any,
+    ) -> None:
+        self.http, self.policy, self.ks, self.keys = http, policy, ks, keys
+        self.secrets = tuple(v for v in keys.values() if v)
+        self.sample_limits = sample_limits
+        self.concurrency, self.max_retries = concurrency, max_retries
+        self.sleep, self.clock, self.measure_latency = sleep, clock, measure_latency
+        self.report, self.bar = report, bar
+        self.prices = PriceBook()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def _slot(self, url: str) -> threading.BoundedSemaphore:
+        host = _host_of(url)
+        with self.lock:
+            slot = self._slots.get(host)
+            if slot is None:
+                slot = self._slots[host] = threading.BoundedSemaphore(self.concurrency)
+            return slot
+
+    def item(self, item: EvalItem, path: Path) -> None:
+        """Record what ``item`` is missing into ``path`` (written atomically, also when interrupted)."""
+        old = _loaded_interactions(path) if path.exists() else []
+        have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
+        new: list[tuple[Any, dict[str, Any]]] = []
+        needs = needed_requests(self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits)
+        try:
+            for need in needs:
+                key = request_key(need.spec.method, need.spec.url, need.spec.content())
+                for _ in range(need.count):
+                    if have[key] > 0:
+                        have[key] -= 1
+                        with self.lock:
+                            self.report.requests_replayed += 1
+                        continue
+                    got = self._send(item, need)
+                    if got is not None:
+                        new.append(got)
+        finally:  # what was recorded is kept, also when the run is interrupted
+            if new:
+                atomic_write_text(path, _serialize_cassette([*old, *new], self.secrets))
+        with self.lock:
+            self.report.items += 1
+            if old and not new:
+                self.report.items_skipped += 1
+            if self.bar is not None:
+                self.bar.update(1)
+                self._postfix()
+
+    def _postfix(self) -> None:
+        r = self.report
+        self.bar.set_postfix(
+            requests=r.requests_recorded, errors=r.errors, retries=r.retries, spend=f"${r.spend_usd:.4f}"
+        )
+
+    def _backoff(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            wait = retry_after_seconds(response.headers)
+            if wait is not None:
+                return min(wait, RETRY_AFTER_MAX_S)
+        return float(min(RETRY_BACKOFF_S * 2**attempt, RETRY_BACKOFF_MAX_S))
+
+    def _fail(self, item: EvalItem, kind: str) -> None:
+        with self.lock:
+            self.report.errors += 1
+            self.report.errors_by_kind[kind] += 1
+            if item.id not in self.report.failed_items:
+                self.report.failed_items.append(item.id)
+
+    def _send(self, item: EvalItem, need: RequestNeed) -> tuple[Any, dict[str, Any]] | None:
+        """Send one request (retrying); the interaction to record, or None when nothing came back."""
+        from vcr.filters import decode_response
+        from vcr.request import Request as VcrRequest
+
+        tier = self.policy.tiers[need.tier_index]
+        spec = need.spec
+        slot = self._slot(spec.url)
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            req = self.http.build_request(
+                spec.method,
+                spec.url,
+                headers=spec.headers,
+                content=spec.content(),
+                timeout=httpx.Timeout(tier.timeout_s),
+            )
+            failure: httpx.TransportError | None = None
+            resp: httpx.Response | None = None
+            with slot:
+                started = self.clock()
+                try:
+                    resp = self.http.send(req, stream=True)
+                    try:  # the raw (still encoded) bytes, as vcrpy's httpx stub reads them
+                        raw = b"".join(resp.stream) if isinstance(resp.stream, httpx.SyncByteStream) else resp.read()
+                    finally:
+                        resp.close()
+                except httpx.TransportError as e:
+                    failure = e
+                elapsed_ms = (self.clock() - started) * 1000.0
+            retry = attempt < self.max_retries and (
+                isinstance(failure, _RETRYABLE_TRANSPORT)
+                or (resp is not None and failure is None and retryable_status(resp.status_code))
+            )
+            if retry:
+                wait = self._backoff(attempt, resp if failure is None else None)
+                with self.lock:
+                    self.report.retries += 1
+                if self.sleep is not None:
+                    self.sleep(wait)
+                elif self.stop.wait(wait):  # a stopping run does not sit out a long retry-after
+                    raise _Stopped
+                attempt += 1
+                continue
+            if failure is not None or resp is None:  # a timeout or connection failure: nothing to record
+                self._fail(item, type(failure).__name__)
+                return None
+            break
+        headers: dict[str, list[str]] = defaultdict(list)
+        for name, value in resp.headers.multi_items():
+            headers[name].append(value)
+        response: dict[str, Any] = decode_response(
+            {
+                "status": {"code": resp.status_code, "message": resp.reason_phrase},
+                "headers": dict(headers),
+                "body": {"string": raw},
+            }
+        )
+        if self.measure_latency:
+            response["headers"][LATENCY_HEADER] = [f"{elapsed_ms:.1f}"]
+        request = VcrRequest(req.method, str(req.url), req.content, req.headers)
+        body = _body_bytes(response["body"])
+        with self.lock:
+            self.report.requests_recorded += 1
+        try:
+            c = get_adapter(tier.provider).parse_response(resp.status_code, resp.headers, body, model=tier.model)
+            cost = self.prices.cost_usd(c.usage, tier.model, provider=tier.price_provider, override=tier.price)
+        except ProviderError as e:
+            self._fail(item, e.kind)
+        else:
+            with self.lock:
+                self.report.spend_usd += cost
+        return request, response
+
+    def run(self, items: Sequence[EvalItem], out: Path, on_item: Callable[[EvalItem], None] | None) -> None:
+        if self.concurrency == 1 or on_item is not None or len(items) <= 1:
+            for item in items:
+                if on_item is not None:
+                    on_item(item)
+                self.item(item, out / cassette_name(item.id))
+            return
+        hosts = {_host_of(t.base_url) for t in self.policy.tiers}
+        workers = min(len(items), self.concurrency * max(len(hosts), 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routerlab-record") as pool:
+            futures = [pool.submit(self.item, item, out / cassette_name(item.id)) for item in items]
+            try:
+                for f in as_completed(futures):
+                    f.result()
+            except BaseException:
+                self.stop.set()  # workers finish the request in flight, save their cassette and stop
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+def _resolve_keys(policy: RouterPolicy, api_keys: Mapping[str, str] | None, env: Mapping[str, str]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for t in policy.tiers:
+        if t.api_key_env:
+            val = (api_keys or {}).get(t.api_key_env) or env.get(t.api_key_env)
+            if not val:
+                raise MissingApiKeyError(
+                    f"recording tier {t.name!r} ({t.model}) needs the environment variable {t.api_key_env}; "
+                    f"nothing was sent"
+                )
+            keys[t.api_key_env] = val
+    return keys
+
+
+def _check_prices(policy: RouterPolicy) -> None:
+    prices = PriceBook()
+    for t in policy.tiers:
+        try:
+            prices.price(t.model, provider=t.price_provider, override=t.price)
+        except PricingError as e:
+            raise PricingError(
+                f"recording tier {t.name!r} needs a price for {t.model!r} to count the spend: {e}; "
+                f'give the tier a "price" in the policy; nothing was sent'
+            ) from None
+
+
+def _has_cassettes(folder: Path) -> bool:
+    return folder.is_dir() and any(p.name != MANIFEST for p in folder.glob("*.json"))
+
+
+def _check_folder(out: Path, mode: str, evalset_sha256: str | None) -> None:
+    if mode == "all" or not (out / MANIFEST).is_file():
+        if mode == "once" and _has_cassettes(out):
+            raise DataError(f"{out}: record mode 'once' records into a folder without cassettes, and this one has some")
+        return
+    recorded_for = read_manifest(out).get("evalset_sha256")
+    if evalset_sha256 and isinstance(recorded_for, str) and recorded_for != evalset_sha256:
+        raise DataError(
+            f"{out}: this folder was recorded for another eval set (sha256 {recorded_for[:12]}..., this one is "
+            f"{evalset_sha256[:12]}...); record into a new folder, or re-record it with --force (mode 'all')"
+        )
+    if mode == "once" and _has_cassettes(out):
+        raise DataError(
+            f"{out}: record mode 'once' records into a folder without cassettes, and this one has some; "
+            f"use mode 'new_episodes' to add what is missing or 'all' to re-record"
+        )
+
+
+def _missing(
+    items: Sequence[EvalItem],
+    policy: RouterPolicy,
+    out: Path,
+    ks: Sequence[int],
+    keys: Mapping[str, str],
+    sample_limits: Mapping[int, int] | None,
+    report: RecordReport,
+) -> None:
+    """Mode ``none``: count what each item's cassette is missing; send and write nothing."""
+    for item in items:
+        path = out / cassette_name(item.id)
+        old = _loaded_interactions(path) if path.exists() else []
+        have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
+        missing = 0
+        for need in needed_requests(policy, item, ks=ks, keys=keys, sample_limits=sample_limits):
+            key = request_key(need.spec.method, need.spec.url, need.spec.content())
+            took = min(have[key], need.count)
+            have[key] -= took
+            report.requests_replayed += took
+            missing += need.count - took
+        report.items += 1
+        if missing:
+            report.requests_missing += missing
+            report.items_missing.append(item.id)
+
+
+def _sibling_dir(out: Path, what: str) -> Path:
+    return out.parent / f".{out.name}.{what}-{uuid.uuid4().hex[:10]}"
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace folder ``out`` by ``new`` (files of ``out`` that are not cassettes are kept)."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    for p in out.iterdir():
+        if p.suffix not in (".json", ".tmp") and not (new / p.name).exists():
+            if p.is_dir():
+                shutil.copytree(p, new / p.name, symlinks=True)
+            else:
+                shutil.copy2(p, new / p.name, follow_symlinks=False)
+    old = _sibling_dir(out, "old")
+    os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def record(
@@ -261,124 +659,146 @@ def record(
     on_item: Callable[[EvalItem], None] | None = None,
     sample_limits: Mapping[int, int] | None = None,
     measure_latency: bool = True,
+    mode: RecordMode | None = None,
+    concurrency: int | None = None,
+    max_retries: int | None = None,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> RecordReport:
     """Record every item's requests into ``out_dir`` (one cassette per item); resumable.
 
-    An existing cassette is completed, never overwritten, unless ``force``.
-    Provider errors are recorded like answers (they are real behaviour).
-    ``on_item`` is called before each item (the importers' answering
-    transport uses it); ``sample_limits`` is passed to :func:`needed_requests`.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    env = environ if environ is not None else os.environ
-    keys: dict[str, str] = {}
-    for t in policy.tiers:
-        if t.api_key_env:
-            val = (api_keys or {}).get(t.api_key_env) or env.get(t.api_key_env)
-            if not val:
-                from routerlab.errors import MissingApiKeyError
+    ``mode`` is vcrpy's record mode: ``new_episodes`` (default) records only what the cassettes are
+    missing and never overwrites an answer; ``all`` (``force=True``) re-records everything into a
+    sibling temporary folder that replaces ``out_dir`` only once complete (an interrupted run leaves
+    the old recording); ``once`` refuses a folder that already has cassettes; ``none`` sends nothing
+    and reports what is missing (``requests_missing``, ``items_missing``).
 
-                raise MissingApiKeyError(
-                    f"recording tier {t.name!r} ({t.model}) needs the environment variable {t.api_key_env}"
-                )
-            keys[t.api_key_env] = val
+    Before the first request every tier must have its API key (:class:`MissingApiKeyError`) and a
+    price (:class:`PricingError`), and a folder recorded for another eval set (its manifest's
+    ``evalset_sha256``) is refused (:class:`DataError`) unless mode is ``all``.
+
+    Items are recorded side by side, at most ``concurrency`` requests in flight per provider host
+    (default 8); one item's requests go out in order, so a cassette does not depend on the
+    concurrency. Retryable failures (429, 5xx, 529, timeouts, connection failures) are retried up to
+    ``max_retries`` times (default 3) after ``retry-after`` (at most 120 s) or an exponential backoff
+    (1, 2, 4 ... s, at most 30 s); ``sleep(seconds)`` replaces the wait (tests), ``clock`` times the
+    latency header; the final answer is recorded, errors included (they are
+    real behaviour). A client on an in-process transport (``httpx.MockTransport``: scripted answers,
+    whose order matters) gets one request at a time and no retries unless ``concurrency`` /
+    ``max_retries`` are given; with ``on_item`` (called before each item; the importers' answering
+    transport uses it) items always go one after another. Each cassette is written atomically (also
+    when interrupted: what was recorded is kept); the manifest lists every cassette's sha256, which
+    a run re-seals for the items it handled.
+    """
+    if force:
+        if mode not in (None, "all"):
+            raise ConfigError(f"force=True means record mode 'all'; it cannot be combined with mode {mode!r}")
+        mode = "all"
+    mode = mode or "new_episodes"
+    if mode not in RECORD_MODES:
+        raise ConfigError(f"unknown record mode {mode!r}; choose one of {', '.join(RECORD_MODES)}")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigError(f"concurrency must be a whole number of at least 1; got {concurrency!r}")
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ConfigError(f"max_retries must be a whole number of at least 0; got {max_retries!r}")
+    out = Path(out_dir)
+    env = environ if environ is not None else os.environ
     ks = tuple(ks) if ks else (policy.confidence.k,)
-    timer = _Timer() if measure_latency else None
+    report = RecordReport(mode=mode)
+    if mode == "none":
+        keys = {
+            t.api_key_env: (api_keys or {}).get(t.api_key_env) or env.get(t.api_key_env) or DUMMY_KEY
+            for t in policy.tiers
+            if t.api_key_env
+        }
+        _check_folder(out, mode, evalset_sha256)
+        _missing(items, policy, out, ks, keys, sample_limits, report)
+        return report
+    keys = _resolve_keys(policy, api_keys, env)
+    _check_prices(policy)
+    _check_folder(out, mode, evalset_sha256)
+
+    scripted = client is not None and _in_process(client)
+    sequential = scripted or on_item is not None
+    report.concurrency = 1 if on_item is not None else concurrency or (1 if scripted else DEFAULT_CONCURRENCY)
+    retries = max_retries if max_retries is not None else (0 if sequential else DEFAULT_MAX_RETRIES)
+    target = out
+    if mode == "all":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        target = _sibling_dir(out, "recording")
+    target.mkdir(parents=True, exist_ok=True)
     own_client = client is None
-    http = client or httpx.Client(timeout=httpx.Timeout(max(t.timeout_s for t in policy.tiers) * 4))
-    my_vcr = make_vcr(record_mode="new_episodes", secrets=tuple(keys.values()), timer=timer)
-    prices = PriceBook()
-    report = RecordReport()
+    http = client or httpx.Client(
+        timeout=httpx.Timeout(max(t.timeout_s for t in policy.tiers) * 4),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(20, report.concurrency * 4)),
+    )
     bar = _progress(len(items), "recording", progress)
+    recorder = _Recorder(
+        http,
+        policy,
+        ks=ks,
+        keys=keys,
+        sample_limits=sample_limits,
+        concurrency=report.concurrency,
+        max_retries=retries,
+        sleep=sleep,
+        clock=clock,
+        measure_latency=measure_latency,
+        report=report,
+        bar=bar,
+    )
+    done = False
     try:
-        for item in items:
-            path = out / cassette_name(item.id)
-            if force and path.exists():
-                path.unlink()
-            if on_item is not None:
-                on_item(item)
-            _record_item(http, my_vcr, policy, item, path, ks, keys, timer, prices, report, sample_limits)
-            report.items += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    recorded=report.requests_recorded, errors=report.errors, spend=f"${report.spend_usd:.4f}"
-                )
+        recorder.run(items, target, on_item)
+        done = True
     finally:
         if bar is not None:
             bar.close()
         if own_client:
             http.close()
-        write_manifest(
-            out,
-            policy,
-            ks,
-            evalset_sha256=evalset_sha256,
-            estimated_usage=estimated_usage,
-            sample_limits={str(k): v for k, v in (sample_limits or {}).items()} or None,
-        )
+        if mode != "all" or done:
+            write_manifest(
+                target,
+                policy,
+                ks,
+                evalset_sha256=evalset_sha256,
+                estimated_usage=estimated_usage,
+                sample_limits={str(k): v for k, v in (sample_limits or {}).items()} or None,
+                cassette_sha256=_cassette_hashes(target, items, fresh=mode == "all"),
+            )
+        if mode == "all":
+            if done:
+                _swap_in(target, out)
+            else:
+                shutil.rmtree(target, ignore_errors=True)
     return report
 
 
-def _record_item(
-    http: httpx.Client,
-    my_vcr: Any,
-    policy: RouterPolicy,
-    item: EvalItem,
-    path: Path,
-    ks: Sequence[int],
-    keys: Mapping[str, str],
-    timer: _Timer | None,
-    prices: PriceBook,
-    report: RecordReport,
-    sample_limits: Mapping[int, int] | None,
-) -> None:
-    before = len(_load_interactions(path)) if path.exists() else 0
-    with my_vcr.use_cassette(str(path)) as cassette:
-        for need in needed_requests(policy, item, ks=ks, keys=keys, sample_limits=sample_limits):
-            tier = policy.tiers[need.tier_index]
-            spec = need.spec
-            for _ in range(need.count):
-                played_before = cassette.play_count
-                stored_before = len(cassette.data)
-                if timer is not None:
-                    timer.started = time.perf_counter()
-                req = http.build_request(
-                    spec.method,
-                    spec.url,
-                    headers=spec.headers,
-                    content=spec.content(),
-                    timeout=httpx.Timeout(tier.timeout_s),
-                )
-                try:
-                    resp = http.send(req)
-                except httpx.TransportError as e:  # a timeout or connection failure: nothing to record
-                    report.errors += 1
-                    report.errors_by_kind[type(e).__name__] += 1
-                    continue
-                finally:
-                    if timer is not None:
-                        timer.started = None
-                if cassette.play_count > played_before:
-                    report.requests_replayed += 1
-                    continue
-                # A resumed cassette is "rewound", and vcrpy would then play this new recording to the next
-                # identical request (Anthropic's k samples): mark it played so each one is recorded.
-                for idx in range(stored_before, len(cassette.data)):
-                    cassette.play_counts[idx] += 1
-                report.requests_recorded += 1
-                adapter = get_adapter(tier.provider)
-                try:
-                    c = adapter.parse_response(resp.status_code, resp.headers, resp.content, model=tier.model)
-                    report.spend_usd += prices.cost_usd(
-                        c.usage, tier.model, provider=tier.price_provider, override=tier.price
-                    )
-                except ProviderError as e:
-                    report.errors += 1
-                    report.errors_by_kind[e.kind] += 1
-    if before and len(_load_interactions(path)) == before:
-        report.items_skipped += 1
+def _cassette_hashes(folder: Path, items: Sequence[EvalItem], *, fresh: bool) -> dict[str, str]:
+    """sha256 of each cassette in ``folder``: this run's items (re-sealed), plus earlier entries still there."""
+    hashes: dict[str, str] = {}
+    if not fresh and (folder / MANIFEST).is_file():
+        earlier = read_manifest(folder).get("cassette_sha256")
+        if isinstance(earlier, dict):
+            hashes = {str(k): str(v) for k, v in earlier.items() if (folder / str(k)).is_file()}
+    for item in items:
+        name = cassette_name(item.id)
+        path = folder / name
+        if path.is_file():
+            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(hashes.items()))
+
+
+def seal_cassettes(cassette_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Re-hash every cassette in ``cassette_dir`` into its manifest (after a deliberate hand edit)."""
+    folder = Path(cassette_dir)
+    manifest = read_manifest(folder)
+    hashes = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.json")) if p.name != MANIFEST
+    }
+    manifest["cassette_sha256"] = hashes
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return hashes
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -390,7 +810,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def write_manifest(out: Path, policy: RouterPolicy, ks: Sequence[int], **extra: Any) -> None:
-    """Write ``manifest.json``: the ladder and settings the cassettes were recorded with."""
+    """Write ``manifest.json``: the ladder and settings the cassettes were recorded with, and their sha256."""
     policy_data = policy_to_dict(policy)
     for t in policy_data["tiers"]:  # a key in a base_url's query string must not reach the file either
         t["base_url"] = _strip_secret_query(t["base_url"])
@@ -421,6 +841,56 @@ def read_manifest(cassette_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+# ---------------------------------------------------------------- integrity
+
+_MANIFEST_CACHE: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+_MANIFEST_LOCK = threading.Lock()
+
+
+def _listed_hashes(folder: Path) -> dict[str, str]:
+    """The manifest's cassette sha256 map for ``folder`` ({} without a manifest), cached by manifest stat."""
+    path = folder / MANIFEST
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+    key = str(path.absolute())
+    with _MANIFEST_LOCK:
+        hit = _MANIFEST_CACHE.get(key)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+    listed = read_manifest(folder).get("cassette_sha256")
+    hashes = {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
+    with _MANIFEST_LOCK:
+        if len(_MANIFEST_CACHE) > 256:
+            _MANIFEST_CACHE.clear()
+        _MANIFEST_CACHE[key] = (sig, hashes)
+    return hashes
+
+
+def verify_cassette(path: str | os.PathLike[str]) -> bytes:
+    """The cassette's bytes, checked against the sha256 its folder's manifest lists (if it lists one).
+
+    Raises :class:`DataError` naming the file when it changed since it was recorded.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{p}: cannot read cassette: {e.strerror or e}") from None
+    expected = _listed_hashes(p.parent).get(p.name)
+    if expected is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise DataError(
+                f"{p}: cassette changed since it was recorded (sha256 {actual[:12]}..., the manifest lists "
+                f"{expected[:12]}...); restore it, or re-record it with routerlab record (which re-seals the "
+                f"manifest)"
+            )
+    return data
+
+
 # ---------------------------------------------------------------- replay
 
 
@@ -431,8 +901,16 @@ class RecordedResponse:
     body: bytes
 
 
-def _load_interactions(path: Path) -> list[dict[str, Any]]:
-    data = read_json(path, _data_error(path), what="cassette")
+def _load_interactions(path: Path, raw: bytes | None = None) -> list[dict[str, Any]]:
+    """A cassette's interactions (from ``raw``, its bytes, when already read)."""
+    if raw is None:
+        data = read_json(path, _data_error(path), what="cassette")
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: is not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+        data = loads(text, _data_error(path))
     inter = data.get("interactions") if isinstance(data, dict) else None
     if not isinstance(inter, list):
         raise DataError(f"{path}: not a vcrpy cassette (no 'interactions' list)")
@@ -447,9 +925,12 @@ def _body_bytes(body: Any) -> bytes:
 
 
 def load_cassette_index(path: Path) -> dict[tuple[str, str, str], list[RecordedResponse]]:
-    """Index a vcrpy JSON cassette: request key -> recorded responses, in recorded order."""
+    """Index a vcrpy JSON cassette: request key -> recorded responses, in recorded order.
+
+    The file is checked against its folder's manifest first (:func:`verify_cassette`).
+    """
     index: dict[tuple[str, str, str], list[RecordedResponse]] = defaultdict(list)
-    for n, it in enumerate(_load_interactions(path)):
+    for n, it in enumerate(_load_interactions(path, verify_cassette(path))):
         try:
             rq, rs = it["request"], it["response"]
             key = request_key(rq["method"], rq["uri"], _body_bytes(rq.get("body")))
@@ -616,6 +1097,7 @@ def replay_items(
 
 def vcr_playback(cassette_path: str | os.PathLike[str], requests: Sequence[RequestSpec]) -> list[RecordedResponse]:
     """Play ``requests`` through vcrpy's own playback (record_mode none): the reference for the fast path."""
+    verify_cassette(cassette_path)
     my_vcr = make_vcr(record_mode="none")
     out: list[RecordedResponse] = []
     with my_vcr.use_cassette(str(cassette_path)), httpx.Client() as client:

@@ -21,6 +21,7 @@ from routerlab.data.studies import StudyPaths, create_study, study_paths
 from routerlab.policy import dump_policy, load_policy
 from routerlab.workbench.export import Choice, choose, export_policy
 from routerlab.workbench.frontier import metrics_table, oracle_point, pareto_frontier, random_mix, single_tier_baselines
+from routerlab.workbench.judge import JudgeConfig, JudgeScorer, load_judge_config, make_judge_scorer, register_judge
 from routerlab.workbench.outcomes import Outcomes, build_outcomes
 from routerlab.workbench.plots import frontier_figure, plot_frontier, plot_study, save_frontier_png
 from routerlab.workbench.reference import simulate_reference
@@ -68,6 +69,8 @@ __all__ = [
     "EvalItem",
     "Explorer",
     "Grid",
+    "JudgeConfig",
+    "JudgeScorer",
     "Outcomes",
     "PolicyPoint",
     "SPLIT_SEED",
@@ -94,9 +97,11 @@ __all__ = [
     "import_dataset",
     "import_outputs",
     "load_evalset",
+    "load_judge_config",
     "load_ladder",
     "load_outputs",
     "load_policy",
+    "make_judge_scorer",
     "metrics_table",
     "missing_keys",
     "open_dataset",
@@ -110,6 +115,7 @@ __all__ = [
     "points_of",
     "random_mix",
     "record",
+    "register_judge",
     "register_scorer",
     "render_report",
     "replay_items",

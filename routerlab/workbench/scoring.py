@@ -219,6 +219,8 @@ def scorer_fingerprint(name: str) -> str:
     while isinstance(fn, functools.partial):
         h.update(repr((fn.args, sorted(fn.keywords.items()))).encode())
         fn = fn.func
+    if callable(getattr(fn, "fingerprint", None)):  # a configured scorer object (e.g. an LLM judge)
+        h.update(str(fn.fingerprint()).encode())
     h.update(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}".encode())
     code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
     if code is not None:
