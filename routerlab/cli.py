@@ -167,12 +167,21 @@ def _replay(args: argparse.Namespace) -> int:
     from routerlab.data.evalset import load_evalset
     from routerlab.policy import load_policy
 
-    items = load_evalset(args.evalset)
-    policy = load_policy(args.policy)
+    evalset, policy_path, cassettes = args.evalset, args.policy, args.cassettes
+    if args.study is not None:  # the study's files, unless named explicitly (e.g. an exported --policy)
+        from routerlab.data.studies import study_paths
+
+        paths = study_paths(args.study, root=args.root)
+        evalset, policy_path = evalset or paths.evalset, policy_path or paths.policy
+        cassettes = cassettes or paths.cassettes
+    if evalset is None or policy_path is None or cassettes is None:
+        raise RouterlabError("give a STUDY, or all of --evalset, --policy and --cassettes")
+    items = load_evalset(evalset)
+    policy = load_policy(policy_path)
     tiers: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     total = Decimal(0)
-    for _item, result in replay_items(policy, args.cassettes, items, keep_errors=True):
+    for _item, result in replay_items(policy, cassettes, items, keep_errors=True):
         if isinstance(result, Exception):
             failed[type(result).__name__] += 1
             total += sum((a.cost_usd for a in getattr(result, "attempts", ())), Decimal(0))
@@ -316,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
         "table, sweep policies on the dev split, and write reports/<name>/frontier.png, "
         "reports/<name>/report.md and policies/<name>.json.",
     )
-    d.add_argument("--datasets", default="alpaca_eval,arena_bench_v1,mot_date", help="comma-separated names")
+    d.add_argument(
+        "--datasets",
+        default="alpaca_eval,arena_bench_v1,mot_date",
+        help="comma-separated studies: the public datasets (imported if missing) or your own study names",
+    )
     d.add_argument("--root", help="where data/imported, cassettes, reports and policies go (default: the checkout)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -461,9 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=_record)
 
     rp = sub.add_parser("replay", help="route an eval set through the real router from cassettes (offline)")
-    rp.add_argument("--evalset", required=True, help="eval set JSONL")
-    rp.add_argument("--policy", required=True, help="policy JSON to route with")
-    rp.add_argument("--cassettes", required=True, help="cassette folder recorded (or imported) for the eval set")
+    rp.add_argument("study", nargs="?", help="a study (name or folder): its eval set, ladder policy and cassettes")
+    rp.add_argument("--evalset", help="eval set JSONL (default: the study's)")
+    rp.add_argument("--policy", help="policy JSON to route with, e.g. an exported one (default: the study's)")
+    rp.add_argument("--cassettes", help="cassette folder recorded for the eval set (default: the study's)")
+    rp.add_argument("--root", help="workspace of the study (default: the checkout, or $ROUTERLAB_WORKSPACE)")
     rp.set_defaults(func=_replay)
     return p
 

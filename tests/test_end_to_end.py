@@ -45,6 +45,7 @@ def test_own_eval_set_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: py
         assert main(["report", "calc", *q]) == 0
         out = tmp_path / "tuned.json"
         assert main(["export", "calc", "--floor", "0.9", "--out", str(out), *q]) == 0
+        assert main(["replay", "calc", "--policy", str(out), "--root", str(root)]) == 0  # the tuned policy, offline
         assert len(server.requests) == recorded  # the workbench steps replayed the cassettes: no request
 
         reports = root / "reports" / "calc"

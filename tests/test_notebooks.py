@@ -72,7 +72,7 @@ def test_01_record_or_import(imported: Any) -> None:
     ws = imported("mot_date").root
     nb = _run(
         NOTEBOOKS[0],
-        {"dataset": "mot_date", "workspace": str(ws)},
+        {"study": "mot_date", "workspace": str(ws)},
         extra="import json; print(json.dumps({'rows': len(summary), 'items': int(summary['items'].max()), "
         "'tiers': sorted(summary['tier'].unique().tolist()), 'samples': int(summary['samples'].sum())}))",
     )
@@ -82,6 +82,24 @@ def test_01_record_or_import(imported: Any) -> None:
     assert got["samples"] == 369 * (3 + 2 * 2)
     texts = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if "text" in o)
     assert "recording skipped" in texts
+
+
+def test_01_imports_your_own_outputs_where_its_parameters_say(tmp_path: Path) -> None:
+    from test_own_outputs import write_ladder, write_outputs
+
+    ws = tmp_path / "ws"
+    params = {
+        "study": "mine",
+        "source": "outputs",
+        "outputs_file": str(write_outputs(tmp_path / "logs.jsonl")),
+        "ladder_file": str(write_ladder(tmp_path / "ladder.json")),
+        "workspace": str(ws),
+    }
+    nb = _run(NOTEBOOKS[0], params, extra="import json; print(json.dumps({'items': int(summary['items'].max()), "
+              "'scorer': scorer}))")  # fmt: skip
+    got = _last_json(nb)
+    assert got == {"items": 12, "scorer": "exact"}
+    assert (ws / "data" / "imported" / "mine" / "evalset.jsonl").is_file() and (ws / "cassettes" / "mine").is_dir()
 
 
 def test_02_sweep_and_frontier_explorer_reacts(imported: Any) -> None:

@@ -225,6 +225,23 @@ def capture_summary(o: Outcomes) -> pd.DataFrame:
     return out
 
 
+def for_people(df: pd.DataFrame) -> pd.DataFrame:
+    """A table formatted for reading: ``*_usd`` columns in dollars, shares and rates in percent, counts
+    with thousands separators, columns that hold nothing dropped."""
+    out = df.dropna(axis=1, how="all").copy()
+    for c in out.columns:
+        col = out[c]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            continue
+        if c.endswith("_usd") or c.startswith("cost_per_1k"):
+            out[c] = col.map(lambda v: "" if pd.isna(v) else f"${v:,.4f}")
+        elif c.endswith(("_share", "_rate", "_estimated")) or c.startswith("share_"):
+            out[c] = col.map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
+        elif pd.api.types.is_integer_dtype(col) and not c.endswith("_index"):
+            out[c] = col.map(lambda v: f"{v:,}")
+    return out
+
+
 def route_examples(policy: RouterPolicy, cassettes: Path, items: list[EvalItem], n: int = 5) -> pd.DataFrame:
     """Route the first ``n`` items through the production router from the cassettes; one row per attempt."""
     rows: list[dict[str, Any]] = []
