@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -272,7 +273,7 @@ def _export(args: argparse.Namespace) -> int:
 
     st = _study(args)
     if st.scorer_warning and not args.force:
-        raise RouterlabError(f"{args.name}: {st.scorer_warning} Not exporting; pass --force to export anyway.")
+        raise RouterlabError(f"{args.name}: {st.scorer_warning}. Not exporting; pass --force to export anyway.")
     base = Path(args.root) if args.root else workspace_root()
     out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
     export_policy(
@@ -288,10 +289,15 @@ def _export(args: argparse.Namespace) -> int:
     for split in ("dev", "test"):
         d = m[split]
         print(
-            f"  {split}: quality {d['quality']:.4f} {d['quality_ci95']} = {d['quality_share_of_premium']:.1%} of "
-            f"premium, ${d['cost_per_1k_usd']:.4f}/1k ({d['cost_reduction_vs_premium']:.1%} cheaper)"
+            f"  {split}: quality {d['quality']:.4f} {d['quality_ci95']} = {_pct(d['quality_share_of_premium'])} of "
+            f"premium, ${d['cost_per_1k_usd']:.4f}/1k ({_pct(d['cost_reduction_vs_premium'])} cheaper)"
         )
     return 0
+
+
+def _pct(v: float | None) -> str:
+    """A share as a percentage, or "n/a" where it is undefined (e.g. premium quality 0)."""
+    return "n/a" if v is None or v != v else f"{v:.1%}"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -504,6 +510,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("routerlab: interrupted; finished cassettes are kept and a re-run resumes", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug of ours: say so in one line (ROUTERLAB_DEBUG=1 shows the traceback)
+        if os.environ.get("ROUTERLAB_DEBUG"):
+            raise
+        print(
+            f"routerlab: internal error: {type(e).__name__}: {e} (a bug; rerun with ROUTERLAB_DEBUG=1 for the "
+            "traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

@@ -173,3 +173,35 @@ def test_boxed_answers_a_greedy_mid_tier_and_a_missing_answer(tmp_path: Path, ca
     assert st.scorer == "exact" and st.scorer_warning is None
     assert (st.baselines["quality"] > 0).all(), st.baselines
     assert st.scorer_coverage is not None and "29 of 30" in st.scorer_coverage
+
+
+def test_a_scorer_that_cannot_tell_the_tiers_apart_blocks_export_unless_forced(tmp_path: Path, capsys: Any) -> None:
+    """Answers the default pattern cannot read: every tier scores 0. The report warns, export refuses,
+    and with --force it exports and prints n/a (no raw TypeError) for the undefined share."""
+    rows = [json.loads(line) for line in write_outputs(tmp_path / "logs.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["samples"] = [t.replace("Answer: ", "=> ") for t in r["samples"]]
+    outputs = tmp_path / "unreadable.jsonl"
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    q = ["--root", str(tmp_path / "ws"), "--quiet"]
+    assert main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), *q]) == 0
+    assert main(["export", "unreadable", *q]) == 1
+    err = capsys.readouterr().err
+    assert "every answer scores 0" in err and "answer_pattern" in err and "--force" in err
+    assert main(["export", "unreadable", "--force", *q]) == 0
+    assert "n/a of premium" in capsys.readouterr().out
+    assert main(["report", "unreadable", *q]) == 0
+    assert "**Warning: every answer scores 0" in (tmp_path / "ws" / "reports" / "unreadable" / "report.md").read_text()
+
+
+def test_no_command_ends_in_a_traceback(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import routerlab.cli as cli
+
+    def broken(args: Any) -> int:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "_data_list", broken)
+    monkeypatch.delenv("ROUTERLAB_DEBUG", raising=False)
+    assert main(["data", "list"]) == 70
+    err = capsys.readouterr().err
+    assert "internal error: KeyError" in err and "Traceback" not in err

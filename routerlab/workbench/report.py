@@ -62,7 +62,7 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     if study.scorer_coverage:
         notes.append(study.scorer_coverage)
     if study.scorer_warning:
-        out.append(f"**Warning: {study.scorer_warning}** `routerlab export` refuses this study unless forced.\n")
+        out.append(f"**Warning: {study.scorer_warning}.** `routerlab export` refuses this study unless forced.\n")
     if notes:
         out.append("Caveats: " + "; ".join(notes) + ".\n")
     out.append("## The ladder and each tier alone (dev split)\n")

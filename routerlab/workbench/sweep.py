@@ -100,13 +100,18 @@ class PolicyPoint:
         }
         return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
 
+    def _shown_thresholds(self) -> tuple[float, ...]:
+        if self.check_tiers is None:
+            return self.thresholds
+        return tuple(t for i, t in enumerate(self.thresholds) if i in self.check_tiers)
+
     def label(self) -> str:
         start = "/".join(str(s) for s in self.start)
         check = (
             "no check"
             if self.similarity == NO_CHECK or not self.cascade
             else (
-                f"{self.similarity} k={self.k} thr={','.join(f'{t:.3g}' for t in self.thresholds)} "
+                f"{self.similarity} k={self.k} thr={','.join(f'{t:.3g}' for t in self._shown_thresholds())} "
                 f"on {'+'.join(c[0] for c in self.classes)}"
                 + ("" if self.check_tiers is None else f" at tier {'+'.join(map(str, self.check_tiers))}")
             )
