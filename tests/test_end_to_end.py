@@ -6,7 +6,10 @@ eval set, end to end".)"""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,7 +40,13 @@ def test_own_eval_set_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: py
         policy = tmp_path / "policy.json"
         policy.write_text(json.dumps(ladder_policy_dict(port)), encoding="utf-8")
         q = ["--root", str(root), "--quiet"]
-        assert main(["record", "--evalset", str(evalset), "--policy", str(policy), "--study", "calc", *q]) == 0
+        # record in a fresh interpreter, as a user runs it: recording threads must not race vcr's own imports
+        rec = subprocess.run(
+            [sys.executable, "-m", "routerlab", "record", "--evalset", str(evalset), "--policy", str(policy),
+             "--study", "calc", *q],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "LOOPBACK_API_KEY": "sk-loopback-e2e"},
+        )  # fmt: skip
+        assert rec.returncode == 0, rec.stderr
         recorded = len(server.requests)
         assert recorded > 0 and any(r.get("n") == 3 for r in server.requests)  # n honoured for the k samples
         assert main(["sweep", "calc", *q]) == 0

@@ -49,6 +49,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import vcr  # imported here, not in the recording threads: vcr's own modules import each other circularly
+from vcr.filters import decode_response
+from vcr.persisters.filesystem import FilesystemPersister
+from vcr.request import Request as VcrRequest
+from vcr.serialize import serialize
+from vcr.serializers import jsonserializer
+from vcr.serializers.compat import convert_to_bytes
 
 from routerlab.data.evalset import EvalItem
 from routerlab.decision import complexity_of, effective_max_tokens, tier_requests
@@ -206,14 +213,10 @@ class _AtomicPersister:
 
     @classmethod
     def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
-        from vcr.persisters.filesystem import FilesystemPersister
-
         return FilesystemPersister.load_cassette(cassette_path, serializer)
 
     @staticmethod
     def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
-        from vcr.serialize import serialize
-
         atomic_write_text(Path(cassette_path), serialize(cassette_dict, serializer))
 
 
@@ -240,7 +243,6 @@ def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), 
     cassettes) but writes the same files; this is kept for playback (:func:`vcr_playback`) and for
     anyone recording with vcrpy directly.
     """
-    import vcr
 
     def before_record_response(response: dict[str, Any]) -> dict[str, Any]:
         if timer is not None and timer.started is not None:
@@ -264,8 +266,6 @@ def make_vcr(*, record_mode: str = "new_episodes", secrets: Sequence[str] = (), 
 
 def _serialize_cassette(interactions: Sequence[tuple[Any, dict[str, Any]]], secrets: Sequence[str]) -> str:
     """The cassette text vcrpy would save for these (request, response) pairs: scrubbed, JSON, indent 4."""
-    from vcr.serialize import serialize
-    from vcr.serializers import jsonserializer
 
     before_save = _before_save(secrets)
     requests, responses = [], []
@@ -278,8 +278,6 @@ def _serialize_cassette(interactions: Sequence[tuple[Any, dict[str, Any]]], secr
 
 def _loaded_interactions(path: Path) -> list[tuple[Any, dict[str, Any]]]:
     """A cassette's interactions as vcrpy holds them in memory (so re-saving them is what vcrpy writes)."""
-    from vcr.request import Request as VcrRequest
-    from vcr.serializers.compat import convert_to_bytes
 
     out: list[tuple[Any, dict[str, Any]]] = []
     for n, it in enumerate(_load_interactions(path)):
@@ -448,9 +446,6 @@ class _Recorder:
 
     def _send(self, item: EvalItem, need: RequestNeed) -> tuple[Any, dict[str, Any]] | None:
         """Send one request (retrying); the interaction to record, or None when nothing came back."""
-        from vcr.filters import decode_response
-        from vcr.request import Request as VcrRequest
-
         tier = self.policy.tiers[need.tier_index]
         spec = need.spec
         slot = self._slot(spec.url)
