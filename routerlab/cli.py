@@ -117,11 +117,12 @@ def _record(args: argparse.Namespace) -> int:
 
     if (args.out is None) == (args.study is None):
         raise RouterlabError("give --study NAME (a study in the workspace) or --out FOLDER (cassettes only)")
-    out = args.out
+    out, study = args.out, None
     if args.study is not None:  # the study holds the eval set and policy beside their cassettes
         from routerlab.data.studies import create_study
 
-        out = create_study(args.study, args.evalset, args.policy, root=args.root, force=args.force).cassettes
+        study = create_study(args.study, args.evalset, args.policy, root=args.root, force=args.force, write=False)
+        out = study.cassettes
     items = load_evalset(args.evalset)
     policy = load_policy(args.policy)
     rep = record(
@@ -136,6 +137,14 @@ def _record(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         evalset_sha256=evalset_sha256(args.evalset),
     )
+    if rep.items_rerecorded:
+        shown = ", ".join(rep.items_rerecorded[:10]) + (" ..." if len(rep.items_rerecorded) > 10 else "")
+        print(f"routerlab: {len(rep.items_rerecorded)} cassette(s) no longer matched the manifest and were "
+              f"recorded again: {shown}", file=sys.stderr)  # fmt: skip
+    if study is not None and rep.mode != "none":  # the recording ran: the study now holds what it was made for
+        from routerlab.data.studies import write_study_inputs
+
+        write_study_inputs(study, args.evalset, args.policy)
     if rep.mode == "none":
         print(
             f"mode none: nothing sent; {rep.requests_missing} requests missing for {len(rep.items_missing)} of "

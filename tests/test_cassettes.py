@@ -324,6 +324,7 @@ def test_resume_sends_exactly_the_missing_requests(tmp_path: Path) -> None:
     trimmed = json.loads((tmp_path / "r1.json").read_text(encoding="utf-8"))
     removed = trimmed["interactions"].pop()
     (tmp_path / "r1.json").write_text(json.dumps(trimmed), encoding="utf-8")
+    cassettes.seal_cassettes(tmp_path)  # an interrupted run seals what it wrote before it stops
     (tmp_path / "r2.json").unlink()
 
     fake = FakeProviders(default_text="a new answer")
@@ -371,6 +372,7 @@ def test_resume_records_each_of_k_identical_requests(tmp_path: Path) -> None:
     assert sum(map(is_sample, data["interactions"])) == 2
     data["interactions"] = [it for it in data["interactions"] if not is_sample(it)]
     (tmp_path / "k1.json").write_text(json.dumps(data), encoding="utf-8")
+    cassettes.seal_cassettes(tmp_path)  # an interrupted run seals what it wrote before it stops
 
     fake = FakeProviders().enqueue(SONNET, "first sample", "second sample")
     report = record_with(fake.handle, items, policy, tmp_path)

@@ -69,3 +69,27 @@ def test_own_eval_set_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: py
             result = router.route("What is 41 + 17?")
         assert result.text.endswith(("Answer: 58", "Answer: 59", "Answer: 60", "Answer: 61"))
         assert result.cost_usd > 0 and len(server.requests) > recorded  # a real route over HTTP
+
+
+def test_a_failed_re_record_leaves_the_study_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """record --force that stops before sending (no key) must not swap in the new eval set; and the
+    manifest names the study's own copy of the eval set (a byte-for-byte copy of the user's file)."""
+    from routerlab.data.cassettes import read_manifest
+    from routerlab.data.evalset import evalset_sha256
+    from routerlab.data.studies import study_paths
+
+    monkeypatch.setenv("LOOPBACK_API_KEY", "sk-loopback-e2e")
+    root = tmp_path / "ws"
+    with loopback_provider() as server:
+        policy = tmp_path / "policy.json"
+        policy.write_text(json.dumps(ladder_policy_dict(server.server_address[1])), encoding="utf-8")
+        evalset = write_evalset(tmp_path / "calc.jsonl", n=6)
+        q = ["--policy", str(policy), "--study", "calc", "--root", str(root), "--quiet", "--concurrency", "1"]
+        assert main(["record", "--evalset", str(evalset), *q]) == 0
+        paths = study_paths("calc", root=root)
+        assert read_manifest(paths.cassettes)["evalset_sha256"] == evalset_sha256(paths.evalset)
+        before = paths.evalset.read_bytes()
+        monkeypatch.delenv("LOOPBACK_API_KEY")
+        smaller = write_evalset(tmp_path / "calc3.jsonl", n=3)
+        assert main(["record", "--evalset", str(smaller), "--force", *q]) == 1  # the key is missing: nothing sent
+        assert paths.evalset.read_bytes() == before

@@ -205,3 +205,15 @@ def test_no_command_ends_in_a_traceback(tmp_path: Path, capsys: Any, monkeypatch
     assert main(["data", "list"]) == 70
     err = capsys.readouterr().err
     assert "internal error: KeyError" in err and "Traceback" not in err
+
+
+def test_importing_another_eval_set_into_a_study_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    ladder = str(write_ladder(tmp_path / "l.json"))
+    first = write_outputs(tmp_path / "a.jsonl")
+    assert main(["data", "import", str(first), "--ladder", ladder, "--study", "s", "--root", str(root), "--quiet"]) == 0
+    evalset = root / "data" / "imported" / "s" / "evalset.jsonl"
+    before = evalset.read_bytes()
+    other = write_outputs(tmp_path / "b.jsonl", n=5)
+    assert main(["data", "import", str(other), "--ladder", ladder, "--study", "s", "--root", str(root), "--quiet"]) == 1
+    assert evalset.read_bytes() == before  # untouched: the study still matches its cassettes

@@ -248,6 +248,7 @@ def test_concurrent_resume_sends_only_what_is_missing(loopback: Callable[..., Lo
     trimmed = json.loads((tmp_path / cassette_name(items[4].id)).read_text())
     trimmed["interactions"].pop()
     (tmp_path / cassette_name(items[4].id)).write_text(json.dumps(trimmed))
+    seal_cassettes(tmp_path)  # an interrupted run seals what it wrote before it stops
     server.seen.clear()
     again = record(items, policy, tmp_path, api_keys=KEYS, progress=False)
     assert len(server.seen) == per_item(policy) + 1 == again.requests_recorded
@@ -605,3 +606,27 @@ def test_an_interrupted_concurrent_run_keeps_valid_cassettes_and_a_rerun_complet
         report = record(items, policy, tmp_path, client=client, api_keys=KEYS, progress=False)
     assert report.concurrency == 8 and report.requests_recorded == again.n == 24 * per_item(policy) - kept
     assert len(list(replay_items(policy, tmp_path, items))) == 24
+
+
+def test_a_cassette_edited_after_recording_is_recorded_again_not_resealed(tmp_path: Path) -> None:
+    """Resuming must not bless a tampered answer: the edited cassette is recorded again from scratch."""
+    from routerlab.data.cassettes import record as record_cassettes
+    from routerlab.data.cassettes import replay_items as replay
+    from routerlab.fakes import FakeProviders
+    from routerlab.policy import policy_from_dict
+
+    policy = policy_from_dict({"schema_version": 1, "tiers": [
+        {"name": "a", "provider": "openai", "model": "gpt-4o-mini", "base_url": "https://api.openai.com/v1"},
+        {"name": "b", "provider": "openai", "model": "gpt-4o", "base_url": "https://api.openai.com/v1"}]})  # fmt: skip
+    items = [EvalItem.from_prompt("q0", "What is 2 + 2?")]
+    fake = FakeProviders(default_text="Answer: 4")
+    client = httpx.Client(transport=fake.transport())
+    record_cassettes(items, policy, tmp_path, client=client, progress=False)
+    sent = len(fake.requests)
+    path = tmp_path / cassette_name("q0")
+    path.write_text(path.read_text().replace("Answer: 4", "Answer: 5"))
+    again = record_cassettes(items, policy, tmp_path, client=client, progress=False)
+    assert again.items_rerecorded == ["q0"] and len(fake.requests) == 2 * sent
+    assert "Answer: 5" not in path.read_text()
+    (result,) = [r for _, r in replay(policy, tmp_path, items)]
+    assert "4" in result.text

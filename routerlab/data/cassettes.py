@@ -332,6 +332,7 @@ class RecordReport:
     items_missing: list[str] = field(default_factory=list)
     failed_items: list[str] = field(default_factory=list)
     concurrency: int = 1
+    items_rerecorded: list[str] = field(default_factory=list)  # their cassette no longer matched the manifest
 
     @property
     def ok(self) -> bool:
@@ -396,8 +397,18 @@ class _Recorder:
             return slot
 
     def item(self, item: EvalItem, path: Path) -> None:
-        """Record what ``item`` is missing into ``path`` (written atomically, also when interrupted)."""
-        old = _loaded_interactions(path) if path.exists() else []
+        """Record what ``item`` is missing into ``path`` (written atomically, also when interrupted).
+
+        An existing cassette is first checked against the manifest: one that changed since it was
+        sealed (edited by hand, or written by a run killed before it could update the manifest) is
+        recorded again from scratch, never completed and re-sealed."""
+        stale = False
+        if path.exists():
+            try:
+                verify_cassette(path)
+            except DataError:
+                stale = True
+        old = _loaded_interactions(path) if path.exists() and not stale else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         new: list[tuple[Any, dict[str, Any]]] = []
         needs = needed_requests(self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits)
@@ -418,6 +429,8 @@ class _Recorder:
                 atomic_write_text(path, _serialize_cassette([*old, *new], self.secrets))
         with self.lock:
             self.report.items += 1
+            if stale:
+                self.report.items_rerecorded.append(item.id)
             if old and not new:
                 self.report.items_skipped += 1
             if self.bar is not None:
@@ -880,8 +893,7 @@ def verify_cassette(path: str | os.PathLike[str]) -> bytes:
         if actual != expected:
             raise DataError(
                 f"{p}: cassette changed since it was recorded (sha256 {actual[:12]}..., the manifest lists "
-                f"{expected[:12]}...); restore it, or re-record it with routerlab record (which re-seals the "
-                f"manifest)"
+                f"{expected[:12]}...); restore it, or record the folder again with routerlab record --force"
             )
     return data
 

@@ -36,7 +36,7 @@ from typing import Any
 from routerlab.errors import EvalSetError
 from routerlab.jsonio import atomic_write_text, iter_jsonl
 
-__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "load_evalset"]
+__all__ = ["EvalItem", "dump_evalset", "evalset_sha256", "evalset_text", "load_evalset"]
 
 ROLES = ("system", "user", "assistant")
 ALLOWED_KEYS = ("id", "prompt", "messages", "reference", "answer", "labels", "meta")
@@ -321,10 +321,14 @@ def dump_evalset(items: Iterable[EvalItem], path: str | os.PathLike[str]) -> Non
             )
         first_line[item.id] = lineno
 
-    text = "".join(
-        json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n" for item in batch
+    atomic_write_text(path, evalset_text(batch))
+
+
+def evalset_text(items: Iterable[EvalItem]) -> str:
+    """The eval-set file :func:`dump_evalset` writes for ``items`` (its sha256 identifies the set)."""
+    return "".join(
+        json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n" for item in items
     )
-    atomic_write_text(path, text)
 
 
 def evalset_sha256(path: str | os.PathLike[str]) -> str:

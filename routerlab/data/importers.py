@@ -24,6 +24,7 @@ like recorded ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,8 +38,8 @@ from typing import Any
 import httpx
 
 from routerlab.data import datasets
-from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, record
-from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256
+from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, read_manifest, record
+from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, evalset_text
 from routerlab.data.paths import workspace_root
 from routerlab.data.studies import study_paths
 from routerlab.errors import DataError, DatasetError, EvalSetError, PolicyError, PricingError
@@ -547,6 +548,14 @@ def import_outputs(
             ) from None
     study = study_paths(name, root=base)
     out_data, cassettes, evalset_path, policy_path = study.folder, study.cassettes, study.evalset, study.policy
+    if not force and (cassettes / "manifest.json").is_file():  # before anything is written
+        recorded_for = read_manifest(cassettes).get("evalset_sha256")
+        new_sha = hashlib.sha256(evalset_text(items).encode("utf-8")).hexdigest()
+        if recorded_for not in (None, new_sha):
+            raise DataError(
+                f"study {name!r} ({cassettes}) was made from another eval set (sha256 {str(recorded_for)[:12]}..., "
+                f"this import's is {new_sha[:12]}...); import under another --study name, or pass --force"
+            )
     if force and cassettes.exists():
         for p in cassettes.glob("*.json"):
             p.unlink()

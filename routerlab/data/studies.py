@@ -10,14 +10,16 @@ holding ``evalset.jsonl``, ``ladder-policy.json`` and ``cassettes/``. ``routerla
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from routerlab.data.evalset import dump_evalset, load_evalset
+from routerlab.data.evalset import load_evalset
 from routerlab.data.paths import workspace_root
 from routerlab.errors import DataError
-from routerlab.policy import dump_policy, load_policy
+from routerlab.jsonio import atomic_write
+from routerlab.policy import load_policy
 
 EVALSET, POLICY, CASSETTES = "evalset.jsonl", "ladder-policy.json", "cassettes"
 
@@ -62,20 +64,36 @@ def create_study(
     *,
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
+    write: bool = True,
 ) -> StudyPaths:
-    """A new study from an eval set and a ladder policy (both validated, then copied in); its cassettes
-    are recorded next. An existing study with another eval set or policy is refused unless ``force``."""
+    """A new study from an eval set and a ladder policy (both validated, then copied in byte for byte,
+    so the manifest's eval-set sha256 is the study's); its cassettes are recorded next. An existing
+    study with another eval set or policy is refused unless ``force``. With ``write=False`` only the
+    checks run: call :func:`write_study_inputs` once the recording has started, so a run that fails
+    before sending anything leaves an existing study as it was."""
     paths = study_paths(name, root=root)
     items, pol = load_evalset(evalset), load_policy(policy)
     if paths.evalset.is_file() and not force:
-        if load_evalset(paths.evalset) != items or load_policy(paths.policy) != pol:
+        other = [w for w, same in (("eval set", load_evalset(paths.evalset) == items),
+                                   ("ladder policy", load_policy(paths.policy) == pol)) if not same]  # fmt: skip
+        if other:
             raise DataError(
-                f"study {name!r} ({paths.folder}) already holds another eval set or policy; choose another "
+                f"study {name!r} ({paths.folder}) already holds another {' and '.join(other)}; choose another "
                 "--study name, or pass --force to replace it (its cassettes are then recorded anew)"
             )
-    dump_evalset(items, paths.evalset)
-    dump_policy(pol, paths.policy)
+    if write:
+        write_study_inputs(paths, evalset, policy)
     return paths
 
 
-__all__ = ["StudyPaths", "create_study", "study_paths"]
+def write_study_inputs(paths: StudyPaths, evalset: str | os.PathLike[str], policy: str | os.PathLike[str]) -> None:
+    """Copy the eval set and the ladder policy into the study, byte for byte and atomically."""
+    for src, dst in ((evalset, paths.evalset), (policy, paths.policy)):
+        atomic_write(dst, functools.partial(_write_bytes, Path(src).read_bytes()))
+
+
+def _write_bytes(data: bytes, tmp: Path) -> None:
+    tmp.write_bytes(data)
+
+
+__all__ = ["StudyPaths", "create_study", "study_paths", "write_study_inputs"]
