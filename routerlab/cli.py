@@ -72,21 +72,28 @@ def _data_import(args: argparse.Namespace) -> int:
         src = Path(args.name)
         if not src.is_file():
             raise RouterlabError(
-                f"{args.name!r} is neither a public dataset ({', '.join(DEFAULT_LADDERS)}) nor an outputs file"
+                f"{args.name!r} is neither a public dataset ({', '.join(DEFAULT_LADDERS)}) nor an existing outputs "
+                "file" + (f": {src} does not exist" if src.suffix else "")
             )
-        if not args.ladder or not Path(args.ladder).is_file():
+        if not args.ladder:
             raise RouterlabError(
                 f"importing {src} needs --ladder LADDER.json: which of its model names are the tiers, cheapest "
                 "first, with provider, base_url and price (see README, 'Importing your own logged outputs')"
             )
+        if not Path(args.ladder).is_file():
+            raise RouterlabError(f"--ladder {args.ladder}: no such file")
         name = args.study or src.stem
         res = import_outputs(
             load_outputs(src), load_ladder(args.ladder), name=name, root=args.root, ks=args.k or (2,),
             force=args.force, progress=not args.quiet, strict=args.strict, answer_pattern=args.answer_pattern,
         )  # fmt: skip
+        for note in res.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if res.dropped:
+            shown = "; ".join(res.dropped_items[:5]) + (" ..." if res.dropped > 5 else "")
+            print(f"note: {res.dropped} item(s) left out, a ladder model has no row for them: {shown}", file=sys.stderr)
         print(
             f"{res.name}: {res.items} items -> {res.evalset}"
-            + (f" ({res.dropped} items left out: a ladder model has no row for them)" if res.dropped else "")
             + f"\n  ladder policy -> {res.policy}\n  cassettes -> {res.cassettes}\n"
             f"  next: routerlab sweep {name}" + (f" --root {args.root}" if args.root else "")
         )

@@ -70,8 +70,9 @@ def test_import_own_outputs_with_unknown_model_names_and_explicit_prices(tmp_pat
     root = tmp_path / "ws"
     assert main(["data", "import", str(outputs), "--ladder", str(ladder), "--study", "mine", "--root", str(root),
                  "--quiet"]) == 0  # fmt: skip
-    out = capsys.readouterr().out
-    assert "11 items" in out and "1 items left out" in out and "routerlab sweep mine" in out
+    captured = capsys.readouterr()
+    assert "11 items" in captured.out and "routerlab sweep mine" in captured.out
+    assert "1 item(s) left out" in captured.err and "q3 (no claude-3-haiku-20240307)" in captured.err
     policy = load_policy(root / "data" / "imported" / "mine" / "ladder-policy.json")
     assert [t.model for t in policy.tiers] == [
         "meta-llama/Llama-3.1-8B-Instruct",
@@ -217,3 +218,23 @@ def test_importing_another_eval_set_into_a_study_is_refused_before_anything_is_w
     other = write_outputs(tmp_path / "b.jsonl", n=5)
     assert main(["data", "import", str(other), "--ladder", ladder, "--study", "s", "--root", str(root), "--quiet"]) == 1
     assert evalset.read_bytes() == before  # untouched: the study still matches its cassettes
+
+
+def test_a_ladder_name_the_outputs_never_use_is_named_with_a_suggestion(tmp_path: Path, capsys: Any) -> None:
+    ladder = json.loads(json.dumps(LADDER))
+    ladder["tiers"][1]["source_model"] = "claude-3-haiku-2024037"  # a typo
+    code = main(["data", "import", str(write_outputs(tmp_path / "o.jsonl")), "--ladder",
+                 str(write_ladder(tmp_path / "l.json", ladder)), "--root", str(tmp_path), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "'claude-3-haiku-2024037' (did you mean 'claude-3-haiku-20240307'?)" in err
+
+
+def test_a_few_short_items_that_cost_a_tier_its_check_are_named(tmp_path: Path, capsys: Any) -> None:
+    rows = [json.loads(line) for line in write_outputs(tmp_path / "o.jsonl").read_text().splitlines()]
+    rows[0]["samples"] = rows[0]["samples"][:1]  # q0 of the cheap tier logged greedy
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    q = ["--ladder", str(write_ladder(tmp_path / "l.json")), "--root", str(tmp_path / "ws"), "--quiet"]
+    assert main(["data", "import", str(path), *q]) == 0
+    err = capsys.readouterr().err
+    assert "tier 'cheap' (llama-3.1-8b-instruct) is not checked: 1 of 12 items" in err and "q0" in err

@@ -89,7 +89,8 @@ DUMMY_KEY = "routerlab-replay-no-key"
 def cassette_name(item_id: str) -> str:
     """A file name for an item's cassette: the id when safe, else a sanitised id plus a short hash."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
-    if safe != item_id or safe.startswith(".") or len(safe) > 120:
+    reserved = safe.lower() in ("manifest", "judge")  # the folder's own files: manifest.json, judge.json
+    if safe != item_id or safe.startswith(".") or len(safe) > 120 or reserved:
         safe = f"{safe[:100]}-{hashlib.sha1(item_id.encode()).hexdigest()[:10]}"
     return f"{safe}.json"
 

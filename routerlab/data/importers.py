@@ -24,6 +24,7 @@ like recorded ones.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -465,6 +466,8 @@ class ImportResult:
     items: int
     requests_recorded: int
     dropped: int = 0  # items left out because a ladder model has no row for them
+    dropped_items: tuple[str, ...] = ()  # which, and the model each lacks
+    notes: tuple[str, ...] = ()  # what the user should know (e.g. a tier left unchecked, and why)
 
 
 def import_outputs(
@@ -494,6 +497,17 @@ def import_outputs(
     wanted = {r.source_model for r in ladder}
     by_item: dict[str, dict[str, OutputRow]] = defaultdict(dict)
     order: list[str] = []
+    in_file = sorted({r.model for r in rows})
+    unmatched = sorted(wanted - set(in_file))
+    if unmatched:  # a ladder name the outputs never use: a typo on one side, say which and what is there
+        hints = []
+        for m in unmatched:
+            close = difflib.get_close_matches(m, in_file, n=1, cutoff=0.6)
+            hints.append(f"{m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise DataError(
+            f"no output rows for ladder model(s) {', '.join(hints)}; the outputs name {in_file}. Make each "
+            "ladder tier's source_model match a model name of the outputs file"
+        )
     for r in rows:
         if r.model not in wanted:
             continue
@@ -508,7 +522,7 @@ def import_outputs(
         if missing:
             if strict:
                 raise DataError(f"item {item_id!r} has no output for ladder model(s) {sorted(missing)}")
-            dropped.append(item_id)
+            dropped.append(f"{item_id} (no {', '.join(sorted(missing))})")
             continue
         first = next(iter(models.values()))
         labels: dict[str, float] = {}
@@ -526,6 +540,15 @@ def import_outputs(
     if not items:
         raise DataError(f"no rows for the ladder models {sorted(wanted)}")
     limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
+    notes = []
+    for rg in ladder[:-1]:
+        short = [it.id for it in items if len(by_item[it.id][rg.source_model].samples) < min(ks)]
+        if short and len(short) < len(items):  # a few items cost the whole tier its check: say so
+            notes.append(
+                f"tier {rg.name!r} ({rg.source_model}) is not checked: {len(short)} of {len(items)} items have "
+                f"fewer than {min(ks)} samples ({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}); "
+                "drop them from the outputs file to check this tier"
+            )
     # each tier keeps the samples it has: the check runs wherever a non-final tier has k samples
     check_tiers = tuple(i for i in range(len(ladder) - 1) if limits[i] >= min(ks))
     sampled = bool(check_tiers)
@@ -580,8 +603,9 @@ def import_outputs(
             measure_latency=False,
         )
     return ImportResult(
-        name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped)
-    )
+        name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped),
+        dropped_items=tuple(dropped), notes=tuple(notes),
+    )  # fmt: skip
 
 
 def _sample_temperature(

@@ -60,7 +60,11 @@ class Choice:
                 "quality_share_of_premium": round(float(row[q] / prem[q]), 6) if prem[q] else None,
                 "cost_per_1k_usd": round(float(row["cost_per_1k_usd"]), 6),
                 "premium_cost_per_1k_usd": round(float(prem["cost_per_1k_usd"]), 6),
-                "cost_reduction_vs_premium": round(1 - float(row["cost_per_1k_usd"] / prem["cost_per_1k_usd"]), 6),
+                "cost_reduction_vs_premium": (
+                    round(1 - float(row["cost_per_1k_usd"] / prem["cost_per_1k_usd"]), 6)
+                    if prem["cost_per_1k_usd"]
+                    else None
+                ),
                 "escalation_rate": round(float(row["escalation_rate"]), 6),
                 "premium_call_share": round(float(row["premium_call_share"]), 6),
                 "tier_mix": [round(float(row[c]), 6) for c in row.index if str(c).startswith("share_tier_")],

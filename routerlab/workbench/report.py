@@ -54,11 +54,11 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     notes = []
     if est_usage:
         notes.append(
-            "token counts of these public outputs are estimated with the cl100k_base encoding "
-            "(the datasets publish none), so costs are estimates at list prices"
+            "token counts of these imported outputs are estimated with the cl100k_base encoding "
+            "(the outputs carry none), so costs are estimates at list prices"
         )
     if est_latency:
-        notes.append("latencies are estimated (400 ms + 15 ms per output token): the datasets record no timing")
+        notes.append("latencies are estimated (400 ms + 15 ms per output token): the outputs record no timing")
     if study.scorer_coverage:
         notes.append(study.scorer_coverage)
     if study.scorer_warning:
