@@ -300,3 +300,18 @@ def test_an_incomplete_table_is_refused_not_read_as_free_calls(damage: str) -> N
     broken = replace(o, calls=calls)
     with pytest.raises(DataError, match="outcome table"):
         simulate(broken, random_points(o, 3, 3))
+
+
+def test_classes_without_an_item_in_the_split_start_at_the_final_tier() -> None:
+    """A policy is never exported with cheap settings for a class the split had no item of."""
+    from routerlab.workbench.sweep import Grid, absent_classes, monotone_starts
+
+    o = random_table(2)
+    only_simple = (o.items["complexity"] == "simple").to_numpy()
+    if not only_simple.any():
+        pytest.skip("seed 2 has no simple item")
+    assert set(absent_classes(o, only_simple)) == {"medium", "complex"}  # only simple items selected
+    grid = Grid(tuple(monotone_starts(len(o.tiers))), ("answer",), tuple(o.ks) or (2,))
+    last = len(o.tiers) - 1
+    for pt in grid.points(o, mask=only_simple):
+        assert pt.start[1] == last and pt.start[2] == last

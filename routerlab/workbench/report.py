@@ -15,6 +15,7 @@ from routerlab.workbench.export import choose, export_policy
 from routerlab.workbench.frontier import price_quality_inversions
 from routerlab.workbench.plots import save_frontier_png
 from routerlab.workbench.study import SPLIT_SEED, Study, scorer_agreement, tier_table
+from routerlab.workbench.sweep import absent_classes
 
 SCORER_TITLES = {"rougeL": "ROUGE-L", "exact": "exact match", "label": "the judge's label"}
 
@@ -61,6 +62,12 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
         notes.append("latencies are estimated (400 ms + 15 ms per output token): the outputs record no timing")
     if study.scorer_coverage:
         notes.append(study.scorer_coverage)
+    unseen = absent_classes(o, study.dev)
+    if unseen:
+        notes.append(
+            f"no dev query is {' or '.join(unseen)}, so the swept and exported policies start those classes at the "
+            "final tier: there is no evidence to route them cheaper"
+        )
     if study.scorer_warning:
         out.append(f"**Warning: {study.scorer_warning}.** `routerlab export` refuses this study unless forced.\n")
     if notes:

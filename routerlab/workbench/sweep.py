@@ -323,7 +323,12 @@ class Grid:
         """Every policy of the grid; thresholds from the agreement quantiles of the ``mask`` items."""
         pts: list[PolicyPoint] = []
         seen: set[PolicyPoint] = set()
-        for start, cap in itertools.product(self.starts, self.caps):
+        last = len(o.tiers) - 1
+        unseen = absent_classes(o, mask)  # no data to route them cheaper: they start at the final tier
+        starts = list(dict.fromkeys(
+            tuple(last if c in unseen else s for c, s in zip(COMPLEXITY_CLASSES, st, strict=True)) for st in self.starts
+        ))  # fmt: skip
+        for start, cap in itertools.product(starts, self.caps):
             for cascade in self.cascade:
                 checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...], tuple[int, ...] | None]] = []
                 if cascade:
@@ -346,6 +351,13 @@ class Grid:
                         seen.add(pt)
                         pts.append(pt)
         return pts
+
+
+def absent_classes(o: Outcomes, mask: np.ndarray | None = None) -> tuple[str, ...]:
+    """The complexity classes with no item among the ``mask`` items (the split a policy is chosen on)."""
+    ci = o.items["class_index"].to_numpy()
+    present = set(ci if mask is None else ci[mask])
+    return tuple(c for i, c in enumerate(COMPLEXITY_CLASSES) if i not in present)
 
 
 def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] | None = None, n_thresholds: int = 8) -> Grid:
