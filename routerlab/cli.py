@@ -322,7 +322,8 @@ def _report(args: argparse.Namespace) -> int:
     st = _study(args)
     base = Path(args.root) if args.root else None
     paths = write_outputs(st, reports_dir=_reports_dir(args), policies_dir=(base / "policies") if base else None)
-    print(f"{args.name}: report -> {paths['report']}; plot -> {paths['frontier']}; policy -> {paths['policy']}")
+    written = f"policy -> {paths['policy']}" if st.scorer_warning is None else "no policy written (see the warning)"
+    print(f"{args.name}: report -> {paths['report']}; plot -> {paths['frontier']}; {written}")
     return 0
 
 

@@ -191,8 +191,11 @@ def test_a_scorer_that_cannot_tell_the_tiers_apart_blocks_export_unless_forced(t
     assert "every answer scores 0" in err and "answer_pattern" in err and "--force" in err
     assert main(["export", "unreadable", "--force", *q]) == 0
     assert "n/a of premium" in capsys.readouterr().out
+    (tmp_path / "ws" / "policies" / "unreadable.json").unlink(missing_ok=True)  # the one export --force wrote
     assert main(["report", "unreadable", *q]) == 0
     assert "**Warning: every answer scores 0" in (tmp_path / "ws" / "reports" / "unreadable" / "report.md").read_text()
+    assert "no policy written" in capsys.readouterr().out
+    assert not (tmp_path / "ws" / "policies" / "unreadable.json").exists()  # as export refuses, report writes none
 
 
 def test_no_command_ends_in_a_traceback(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:

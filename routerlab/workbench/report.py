@@ -98,10 +98,14 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     )
     out.append(f"![frontier]({png_name})\n")
     out.append("## Chosen policy\n")
+    exported = (
+        f"Exported to `{policy_path.name}` (load it with `routerlab.load_policy`)."
+        if study.scorer_warning is None
+        else "Not exported: the scorer cannot tell the tiers apart (see the warning above)."
+    )
     out.append(
         f"The cheapest swept policy whose dev quality is at least {ch.floor:.0%} of all-premium: "
-        f"`{ch.point.label()}`. Exported to `{policy_path.name}` (load it with "
-        f"`routerlab.load_policy`).\n"
+        f"`{ch.point.label()}`. {exported}\n"
     )
     rows = []
     for split in ("dev", "test"):
@@ -192,22 +196,26 @@ def write_outputs(
     policies_dir: str | os.PathLike[str] | None = None,
     date: str | None = None,
 ) -> dict[str, Path]:
-    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``."""
+    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``.
+
+    A study whose scorer cannot tell the tiers apart gets its report (with the warning) but no policy
+    file, as ``routerlab export`` refuses it: the returned ``policy`` is then the path not written."""
     base = workspace_root()
     rdir = Path(reports_dir) if reports_dir is not None else base / "reports" / study.name
     pdir = Path(policies_dir) if policies_dir is not None else base / "policies"
     rdir.mkdir(parents=True, exist_ok=True)
     pdir.mkdir(parents=True, exist_ok=True)
     policy_path = pdir / f"{study.name}.json"
-    export_policy(
-        study.outcomes,
-        study.choice,
-        policy_path,
-        evalset_sha256=evalset_sha256(study.evalset_path),
-        dataset=study.name,
-        split_seed=SPLIT_SEED,
-        date=date,
-    )
+    if study.scorer_warning is None:
+        export_policy(
+            study.outcomes,
+            study.choice,
+            policy_path,
+            evalset_sha256=evalset_sha256(study.evalset_path),
+            dataset=study.name,
+            split_seed=SPLIT_SEED,
+            date=date,
+        )
     png = save_frontier_png(study, rdir / "frontier.png")
     md = rdir / "report.md"
     atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
