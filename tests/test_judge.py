@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_outcomes import POLICY
 
 from routerlab.data.evalset import EvalItem
 from routerlab.errors import ConfigError, DataError, MissingApiKeyError, RateLimitError, ReplayMissError
@@ -338,30 +339,7 @@ def test_a_registered_judge_scores_an_outcome_table(tmp_path: Path) -> None:
     from routerlab.policy import policy_from_dict
     from routerlab.workbench.outcomes import build_outcomes
 
-    policy = policy_from_dict(
-        {
-            "schema_version": 1,
-            "tiers": [
-                {
-                    "name": "cheap",
-                    "provider": "openai",
-                    "model": "gpt-4o-mini",
-                    "base_url": "https://api.openai.com/v1",
-                    "api_key_env": "OPENAI_API_KEY",
-                    "max_tokens": 50,
-                },
-                {
-                    "name": "mid",
-                    "provider": "anthropic",
-                    "model": "claude-3-5-sonnet-20240620",
-                    "base_url": "https://api.anthropic.com",
-                    "api_key_env": "ANTHROPIC_API_KEY",
-                    "max_tokens": 50,
-                },
-            ],
-            "confidence": {"k": 2, "temperature": 0.7},
-        }
-    )
+    policy = policy_from_dict(POLICY)  # the two-tier ladder of tests/test_outcomes.py
     fake = FakeProviders()
     for i in range(3):  # the cheap tier is right on q0 only; mid always
         wrong = f"It is {2 * i + 1}."

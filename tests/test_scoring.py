@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from test_outcomes import POLICY  # the two-tier ladder the outcome-table tests record
 
 from routerlab.consistency import (
     ANSWER_EXTRACTORS,
@@ -363,28 +364,6 @@ def test_degenerate_scorer() -> None:
 # ---------------------------------------------------------------- the outcome table follows the answer pattern
 
 
-POLICY: dict[str, Any] = {
-    "schema_version": 1,
-    "tiers": [
-        {
-            "name": "cheap",
-            "provider": "openai",
-            "model": "gpt-4o-mini",
-            "base_url": "https://api.openai.com/v1",
-            "api_key_env": "OPENAI_API_KEY",
-            "max_tokens": 50,
-        },
-        {
-            "name": "mid",
-            "provider": "anthropic",
-            "model": "claude-3-5-sonnet-20240620",
-            "base_url": "https://api.anthropic.com",
-            "api_key_env": "ANTHROPIC_API_KEY",
-            "max_tokens": 50,
-        },
-    ],
-    "confidence": {"k": 2, "temperature": 0.7},
-}
 ITEMS = [item(i, answer=f"{i + 1}") for i in range(3)] + [item(3)]
 
 
