@@ -282,24 +282,15 @@ def _frontier(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from routerlab.data.evalset import evalset_sha256
     from routerlab.data.paths import workspace_root
-    from routerlab.workbench.export import export_policy
-    from routerlab.workbench.study import SPLIT_SEED
+    from routerlab.workbench.report import export_study
 
     st = _study(args)
     if st.scorer_warning and not args.force:
         raise RouterlabError(f"{args.name}: {st.scorer_warning}. Not exporting; pass --force to export anyway.")
     base = Path(args.root) if args.root else workspace_root()
     out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
-    export_policy(
-        st.outcomes,
-        st.choice,
-        out,
-        evalset_sha256=evalset_sha256(st.evalset_path),
-        dataset=args.name,
-        split_seed=SPLIT_SEED,
-    )
+    export_study(st, out)
     m = st.choice.metrics()
     print(f"{args.name}: chose '{st.choice.point.label()}' -> {out}")
     for split in ("dev", "test"):

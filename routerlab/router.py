@@ -71,6 +71,7 @@ class _RouterCore:
         self._prices = price_book or PriceBook()
         self._log_prompts = log_prompts
         self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
+        self._latest_breaker = self.policy.breaker
         self._lock = threading.Lock()
         if isinstance(policy, PolicyHolder):
             policy.add_check(self._check_policy)  # a reload naming an unpriced model is refused too
@@ -101,7 +102,7 @@ class _RouterCore:
         """The breaker of ``tier``'s (provider, endpoint, model). A new one is made under ``settings``
         (default: the policy in force); an existing one is started afresh only when the policy in force
         has other settings, so routes still running on an older policy never reset it."""
-        live = self.policy.breaker
+        live = self._latest_breaker if settings is not None else self.policy.breaker
         settings = settings or live
         key = (tier.provider, tier.base_url, tier.model)
         with self._lock:
@@ -124,6 +125,7 @@ class _RouterCore:
 
     def _start(self, query: str | Messages) -> tuple[_RouteState, Plan]:
         policy = self.policy  # one snapshot for the whole route
+        self._latest_breaker = policy.breaker  # the newest settings seen, without another stat per tier
         plan = plan_route(
             policy,
             prepare_query(query, policy.classifier),

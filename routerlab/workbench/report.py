@@ -189,6 +189,20 @@ def _floors(study: Study) -> str:
     return "Other floors, for comparison (chosen on dev, measured on test):\n\n" + _table(pd.DataFrame(rows), 4)
 
 
+def export_study(study: Study, path: str | os.PathLike[str], *, date: str | None = None) -> Path:
+    """Write the study's chosen policy to ``path`` with its provenance (eval set, split, metrics)."""
+    export_policy(
+        study.outcomes,
+        study.choice,
+        path,
+        evalset_sha256=evalset_sha256(study.evalset_path),
+        dataset=study.name,
+        split_seed=SPLIT_SEED,
+        date=date,
+    )
+    return Path(path)
+
+
 def write_outputs(
     study: Study,
     *,
@@ -207,15 +221,7 @@ def write_outputs(
     pdir.mkdir(parents=True, exist_ok=True)
     policy_path = pdir / f"{study.name}.json"
     if study.scorer_warning is None:
-        export_policy(
-            study.outcomes,
-            study.choice,
-            policy_path,
-            evalset_sha256=evalset_sha256(study.evalset_path),
-            dataset=study.name,
-            split_seed=SPLIT_SEED,
-            date=date,
-        )
+        export_study(study, policy_path, date=date)
     png = save_frontier_png(study, rdir / "frontier.png")
     md = rdir / "report.md"
     atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
