@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
+
+ClassifierRead = Literal["last_user", "user", "all"]
+CLASSIFIER_READS: tuple[str, ...] = ("last_user", "user", "all")
 
 
 class Complexity(StrEnum):
@@ -41,6 +45,8 @@ class ClassifierSettings:
     complex_patterns: tuple[str, ...] = DEFAULT_COMPLEX_PATTERNS
     complex_min_words: int = 121  # more than 120 words is complex
     simple_max_words: int = 49  # fewer than 50 words may be simple
+    read: ClassifierRead = "user"  # what of a conversation it reads: the last user message, all user
+    # messages, or all messages (system and assistant included)
 
 
 @dataclass(frozen=True)

@@ -30,23 +30,40 @@ and :func:`quote_worst_case`, the functions the live route uses.
 
 One route, tier by tier from the class's start tier:
 
-1. skip the tier if its circuit breaker is open (:class:`Gate` answered no);
-2. stop (keeping any answer already paid for) if its API key is missing;
-3. skip it if the worst case of the call (estimated input tokens, output at
-   max_tokens, for every sample) could push the query's spend over the cap;
-4. call it: one sample, or k samples at the confidence temperature where the
+1. refuse the request before any call if a tier it may reach cannot carry it
+   (:class:`RequestError`: e.g. ``seed`` to an Anthropic tier);
+2. stop calling once the route's deadline (``route_deadline_s``) has passed;
+3. skip the tier if its circuit breaker is open (:class:`Gate` answered no);
+4. skip it (and say so loudly) if its API key is missing;
+5. skip it if the cost cap forbids the call: in ``worst_case`` mode when the
+   worst case of the call (estimated input, output at max_tokens, every
+   sample) could push the query's spend over the cap; in ``spent`` mode once
+   the spend has reached the cap;
+6. call it: one sample, or k samples at the confidence temperature where the
    confidence check applies (cascade on, non-final tier, class listed), or one
-   sample with token log-probabilities for the ``logprob`` signal;
-5. a retryable failure (429, 5xx, 529, timeout, unreachable, unparseable
-   body, fewer samples than asked) moves on to the next tier; a fatal one
-   (400, 401, 404) stops;
-6. samples that agree (similarity >= the tier's threshold) or a confident
-   mean log-probability accept the first sample; otherwise escalate.
+   sample with token log-probabilities for the ``logprob`` signal; a reply
+   with fewer choices than ``n=k`` asked is completed by single requests (if
+   the cap allows them);
+7. a failure ends the tier's step and the route moves on (see the table in
+   the README, "What the router does with each failure"): transient errors
+   (429, 5xx, 529, timeouts, unparseable replies) count against the tier's
+   breaker (a retry-after opens it for that long) and may be retried on the
+   same tier (``retries``); a refused key, a missing model or no quota
+   disable the tier for the breaker's ``disable_s``; a prompt too long or a
+   parameter this model rejects leave the breaker alone;
+8. an empty, cut-off (``finish_reason`` length) or filtered answer never
+   counts as confident (``confidence.escalate_on``); samples that agree
+   (similarity >= the tier's threshold; tool calls must match exactly) or a
+   confident mean log-probability accept the first sample; otherwise escalate.
 
-When the ladder runs out the best answer already paid for (from the highest
-tier that answered) is returned; with none, :class:`CascadeExhaustedError`
-(or :class:`CostCapError` when the cap blocked the way). ``cascade: false``
-turns off quality escalation but still falls back on failures.
+When the ladder runs out the best answer already paid for (the latest usable
+one, else the latest unusable one) is returned with ``fallback`` set; with
+none, the invalid-request error when every tier tried rejected the request
+as invalid (or the missing-key error when no tier had its key), else
+:class:`CostCapError` when the cap blocked the way, else
+:class:`CascadeExhaustedError`. ``cascade: false`` turns off quality
+escalation but still moves on after failures. A streamed tier's answer that
+already reached the caller is never followed by another tier's.
 """
 
 from __future__ import annotations
@@ -55,29 +72,57 @@ import json
 import math
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
-from routerlab.classifier import ClassifierSettings, classify_complexity
+from routerlab.classifier import Classification, ClassifierSettings, classify_complexity
 from routerlab.consistency import agreement, get_similarity
 from routerlab.errors import (
     CascadeExhaustedError,
     CostCapError,
+    InvalidRequestError,
     MalformedResponseError,
     MissingApiKeyError,
     ProviderError,
+    RequestError,
     RouterlabError,
 )
 from routerlab.policy import RouterPolicy, Tier
 from routerlab.pricing import PriceBook
 from routerlab.providers import RequestSpec, get_adapter
-from routerlab.types import Attempt, AttemptOutcome, BreakerEffectKind, Completion, RouteResult, Signal, Usage
+from routerlab.types import (
+    Attempt,
+    AttemptOutcome,
+    BreakerEffectKind,
+    Completion,
+    RouteResult,
+    Signal,
+    ToolCall,
+    Usage,
+)
 
 Clock = Callable[[], float]
 Messages = Sequence[Mapping[str, Any]]
 
 # ---------------------------------------------------------------- the query, prepared once
+
+#: Request fields :func:`prepare_query` accepts besides ``messages`` (OpenAI chat-completions names).
+#: All but ``metadata`` are translated to each tier's wire format; ``metadata`` is logged, never sent.
+REQUEST_OPTIONS = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "stop",
+    "seed",
+    "top_p",
+    "user",
+    "metadata",
+)
+_SENT_OPTIONS = frozenset(REQUEST_OPTIONS) - {"metadata"}
+_ROUTER_OWNED = ("model", "n", "max_tokens", "max_completion_tokens", "temperature", "logprobs", "stream")
 
 
 @dataclass(frozen=True)
@@ -86,19 +131,38 @@ class PreparedQuery:
 
     messages: tuple[Mapping[str, Any], ...]
     complexity: str
-    input_estimate: int  # estimate_input_tokens(messages): the cost cap's input count
+    input_estimate: int  # estimate_input_tokens(messages) (+ the tools' JSON): the cost cap's input count
     cache_writes: bool  # the messages ask for prompt caching (input may cost the cache-write price)
+    options: Mapping[str, Any] = field(default_factory=dict)  # tools, tool_choice, stop, ... (sent)
+    stream: bool = False  # the caller streams: a tier with no confidence check streams its answer
+    classification: Classification | None = None
+    metadata: Mapping[str, Any] | None = None  # logged with the route, never sent
 
 
-def as_messages(query: str | Messages) -> tuple[dict[str, Any], ...]:
-    """A prompt string as one user message; a message list copied."""
+def as_messages(query: str | Messages | Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A prompt string as one user message; a message list (or a request's ``messages``) copied."""
     if isinstance(query, str):
         return ({"role": "user", "content": query},)
-    return tuple(dict(m) for m in query)
+    if isinstance(query, Mapping):
+        query = query.get("messages") or ()
+    out = []
+    for i, m in enumerate(query):
+        if not isinstance(m, Mapping):
+            raise RequestError(f"must be a message object, got {type(m).__name__}", field=f"messages[{i}]")
+        out.append(dict(m))
+    return tuple(out)
+
+
+def _text_parts(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""
 
 
 def last_user_text(messages: Messages) -> str:
-    """The text the classifier reads: the last user message (JSON for structured content)."""
+    """The last user message's text (JSON for structured content)."""
     for m in reversed(messages):
         if m.get("role") == "user":
             c = m.get("content", "")
@@ -106,16 +170,85 @@ def last_user_text(messages: Messages) -> str:
     return ""
 
 
+def classifier_text(messages: Messages, read: str = "user") -> str:
+    """The text the classifier reads: the last user message (``last_user``), every user message
+    (``user``, the default: a long analysis ending in "Summarize that." stays complex), or every
+    message's text (``all``)."""
+    if read == "last_user":
+        return last_user_text(messages)
+    roles = ("user",) if read == "user" else None
+    return "\n".join(_text_parts(m.get("content")) for m in messages if roles is None or m.get("role") in roles)
+
+
+def classify_messages(messages: Messages, classifier: ClassifierSettings) -> Classification:
+    """The classifier's verdict on a conversation, with the signals that decided it."""
+    return classify_complexity(classifier_text(messages, classifier.read), classifier)
+
+
 def complexity_of(messages: Messages, classifier: ClassifierSettings) -> str:
-    """The complexity class of a conversation: the classifier on its last user message."""
-    return classify_complexity(last_user_text(messages), classifier).value
+    """The complexity class of a conversation (see :func:`classifier_text` for what is read)."""
+    return classify_messages(messages, classifier).value
 
 
-def prepare_query(query: str | Messages, classifier: ClassifierSettings) -> PreparedQuery:
-    """Classify the query and estimate its input once."""
+def request_options(query: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options of an OpenAI-style chat request (``query`` minus ``messages``) merged with ``extra``;
+    fields the router sets itself, and unknown fields, are a :class:`RequestError`."""
+    out: dict[str, Any] = {}
+    for src in (query, extra or {}):
+        for k, v in src.items():
+            if k == "messages":
+                continue
+            if k in _ROUTER_OWNED:
+                raise RequestError(
+                    "is set by the router per tier (the policy's tier settings decide it); leave it out",
+                    field=k,
+                )
+            if k not in REQUEST_OPTIONS:
+                raise RequestError(f"unknown request field; accepted: messages, {', '.join(REQUEST_OPTIONS)}", field=k)
+            if v is not None:
+                out[k] = v
+    if "metadata" in out and not isinstance(out["metadata"], Mapping):
+        raise RequestError("must be a JSON object", field="metadata")
+    return out
+
+
+def prepare_query(
+    query: str | Messages | Mapping[str, Any],
+    classifier: ClassifierSettings,
+    *,
+    options: Mapping[str, Any] | None = None,
+    stream: bool = False,
+) -> PreparedQuery:
+    """Classify the query and estimate its input once. ``query`` is a prompt, a message list or an
+    OpenAI-style chat request (``{"messages": [...], "tools": [...], ...}``); ``options`` adds request
+    fields (see :data:`REQUEST_OPTIONS`)."""
+    if isinstance(query, Mapping):
+        if "messages" not in query:
+            raise RequestError("is required in a chat request", field="messages")
+        if not isinstance(query["messages"], list | tuple):
+            raise RequestError("must be a list of messages", field="messages")
+        opts = request_options(query, options)
+    elif not isinstance(query, str) and not isinstance(query, Sequence):
+        raise RequestError(f"a query is a prompt string, a message list or a chat request, got {type(query).__name__}")
+    else:
+        opts = request_options({}, options)
     messages = as_messages(query)
+    if not messages:
+        raise RequestError("must hold at least one message", field="messages")
+    sent = {k: v for k, v in opts.items() if k in _SENT_OPTIONS}
+    verdict = classify_messages(messages, classifier)
+    estimate = estimate_input_tokens(messages)
+    if sent.get("tools"):
+        estimate += estimate_input_tokens(({"role": "tools", "content": json.dumps(sent["tools"])},))
     return PreparedQuery(
-        messages, complexity_of(messages, classifier), estimate_input_tokens(messages), writes_prompt_cache(messages)
+        messages,
+        verdict.value,
+        estimate,
+        writes_prompt_cache(messages) or writes_prompt_cache([sent]),
+        MappingProxyType(sent),
+        stream,
+        verdict,
+        opts.get("metadata"),
     )
 
 
@@ -193,6 +326,34 @@ def call_shape(tier: Tier, signal: Signal, k: int) -> tuple[int, int]:
     return 1, 1
 
 
+def _build(
+    tier: Tier,
+    messages: Messages,
+    max_tokens: int,
+    api_key: str | None,
+    temperature: float | None,
+    *,
+    n: int = 1,
+    logprobs: bool = False,
+    options: Mapping[str, Any] | None = None,
+    stream: bool = False,
+) -> RequestSpec:
+    return get_adapter(tier.provider).build_request(
+        base_url=tier.base_url,
+        model=tier.model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        api_key=api_key,
+        n=n,
+        logprobs=logprobs,
+        options=options or None,
+        reasoning=bool(tier.reasoning),
+        reasoning_effort=tier.reasoning_effort,
+        stream=stream,
+    )
+
+
 def tier_requests(
     policy: RouterPolicy,
     tier_index: int,
@@ -201,30 +362,59 @@ def tier_requests(
     max_tokens: int,
     api_key: str | None,
     k: int | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    stream: bool = False,
+    top_up: int = 0,
 ) -> tuple[list[RequestSpec], int]:
     """The request(s) the router sends to one tier, and how many samples they yield.
 
     ``signal`` is ``none`` (one sample at the tier's temperature),
     ``consistency`` (k samples at the confidence temperature: one request with
     ``n=k`` where the tier accepts ``n``, else k identical requests) or
-    ``logprob`` (one sample with token log-probabilities). The recorder builds
-    its requests with this same function, so replays match byte for byte.
+    ``logprob`` (one sample with token log-probabilities). ``top_up`` > 0 asks
+    instead for that many single-sample requests of the consistency call (a
+    server answered ``n=k`` with fewer choices). Reasoning tiers get no
+    temperature (their adapter leaves it out). The recorder builds its requests
+    with this same function, so replays match byte for byte.
     """
     tier = policy.tiers[tier_index]
-    adapter = get_adapter(tier.provider)
     k = policy.confidence.k if k is None else k
     n_requests, samples = call_shape(tier, signal, k)
-    common: dict[str, Any] = dict(
-        base_url=tier.base_url, model=tier.model, messages=messages, max_tokens=max_tokens, api_key=api_key
-    )
+    common: dict[str, Any] = dict(options=options)
+    if top_up:
+        temp = policy.confidence.temperature
+        return [_build(tier, messages, max_tokens, api_key, temp, **common) for _ in range(top_up)], top_up
     if signal == "consistency":
         temp = policy.confidence.temperature
         if n_requests == 1:
-            return [adapter.build_request(**common, temperature=temp, n=k)], samples
-        return [adapter.build_request(**common, temperature=temp) for _ in range(n_requests)], samples
+            return [_build(tier, messages, max_tokens, api_key, temp, n=k, **common)], samples
+        return [_build(tier, messages, max_tokens, api_key, temp, **common) for _ in range(n_requests)], samples
     if signal == "logprob":
-        return [adapter.build_request(**common, temperature=tier.temperature, logprobs=True)], samples
-    return [adapter.build_request(**common, temperature=tier.temperature)], samples
+        return [_build(tier, messages, max_tokens, api_key, tier.temperature, logprobs=True, **common)], samples
+    return [_build(tier, messages, max_tokens, api_key, tier.temperature, stream=stream, **common)], samples
+
+
+def _plain_message(m: Mapping[str, Any]) -> bool:
+    return isinstance(m.get("content"), str) and m.get("role") in ("user", "assistant", "system") and len(m) == 2
+
+
+def check_translatable(policy: RouterPolicy, query: PreparedQuery) -> None:
+    """Raise :class:`RequestError` (naming the tier) if a tier the route may use cannot carry this request
+    (e.g. ``seed`` or a JSON ``response_format`` to an Anthropic tier): before any call is made."""
+    if not query.options and all(_plain_message(m) for m in query.messages):
+        return  # plain text turns translate to every wire format
+    start = policy.routing[query.complexity].start_tier
+    seen: set[tuple[str, bool]] = set()
+    for tier in policy.tiers[start:]:
+        shape = (tier.provider, bool(tier.reasoning))
+        if shape in seen:
+            continue
+        seen.add(shape)
+        try:
+            _build(tier, query.messages, 1, None, tier.temperature, options=query.options)
+        except RequestError as e:
+            raise RequestError(e.reason, field=e.field, tier=tier.name) from e
 
 
 def worst_case_cost_usd(
@@ -283,17 +473,31 @@ class Gate:
 
 @dataclass(frozen=True)
 class BreakerEffect:
-    """Record ``effect`` on tier ``tier_index``'s breaker (``release`` hands an unused probe back).
-    Answer: ``None``."""
+    """Record ``effect`` on tier ``tier_index``'s breaker: ``success``, ``failure`` (with
+    ``cooldown_s``: the provider's retry-after, the breaker stays open that long), ``disable`` (open for
+    the breaker's ``disable_s``: a refused key, a missing model) or ``release`` (hand an unused probe
+    back). Answer: ``None``."""
 
     tier_index: int
     effect: BreakerEffectKind
+    cooldown_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait ``seconds`` before retrying the same tier (a same-tier retry). Answer: ``None``."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)
 class TierCall:
     """Make tier ``tier_index``'s call. Answer: the :class:`Reply` of each of :meth:`requests`, or a
-    :class:`TierReply` (what a simulator that already holds the accounted outcome sends)."""
+    :class:`TierReply` (what a simulator that already holds the accounted outcome sends).
+
+    ``deadline_s`` bounds the whole call (every request of it, reading included). ``stream``: send the
+    request streaming and pass its text deltas to the caller as they arrive. ``top_up`` > 0: the
+    single-sample requests that complete a reply with fewer choices than asked."""
 
     tier_index: int
     tier: Tier
@@ -305,11 +509,24 @@ class TierCall:
     policy: RouterPolicy = field(repr=False)
     messages: Messages = field(repr=False)
     api_key: str | None = field(default=None, repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    stream: bool = False
+    top_up: int = 0
+    deadline_s: float = 0.0
 
     def requests(self) -> list[RequestSpec]:
         """The HTTP requests to send (built on demand: a simulator never needs them)."""
         specs, _ = tier_requests(
-            self.policy, self.tier_index, self.messages, self.signal, self.max_tokens, self.api_key, k=self.k
+            self.policy,
+            self.tier_index,
+            self.messages,
+            self.signal,
+            self.max_tokens,
+            self.api_key,
+            k=self.k,
+            options=self.options,
+            stream=self.stream,
+            top_up=self.top_up,
         )
         return specs
 
@@ -317,13 +534,16 @@ class TierCall:
 @dataclass(frozen=True)
 class Reply:
     """What came back for one request: a response, or the provider error the driver made of a
-    transport failure (``maybe_billed``: the request went out, so the provider may have run it)."""
+    transport failure (``maybe_billed``: the request went out, so the provider may have run it).
+    ``stream``: ``content`` is an SSE body; ``emitted``: some of its text already reached the caller."""
 
     status: int = 0
     headers: Mapping[str, str] | None = None
     content: bytes = b""
     error: ProviderError | None = None
     maybe_billed: bool = False
+    stream: bool = False
+    emitted: bool = False
 
 
 @dataclass(frozen=True)
@@ -332,7 +552,8 @@ class TierReply:
     that may be billed but could not be priced, and the error (if any) that decides the step.
 
     ``agreements`` (similarity name -> agreement of the samples) may be given by a driver that has
-    them already (the outcome table); otherwise they are computed from ``texts``."""
+    them already (the outcome table); otherwise they are computed from the samples.
+    ``finish_reasons``, ``tool_calls`` and ``refusals`` are aligned with ``texts`` (or empty)."""
 
     texts: tuple[str, ...]
     usage: Usage
@@ -343,6 +564,18 @@ class TierReply:
     mean_logprobs: tuple[float, ...] = ()
     agreements: Mapping[str, float] | None = None
     reply_usage: tuple[Usage | None, ...] = ()  # per reply: its usage, None where it failed
+    finish_reasons: tuple[str | None, ...] = ()
+    tool_calls: tuple[tuple[ToolCall, ...], ...] = ()
+    refusals: tuple[str | None, ...] = ()
+    emitted: bool = False  # a streamed answer already reached the caller
+    unusable_bits: int | None = None  # given by a simulator; otherwise computed from the first sample
+    missing: int = 0  # samples short of those asked (a server that ignored n): the plan completes them
+
+    def first_tool_calls(self) -> tuple[ToolCall, ...]:
+        return self.tool_calls[0] if self.tool_calls else ()
+
+    def first_finish_reason(self) -> str | None:
+        return self.finish_reasons[0] if self.finish_reasons else None
 
 
 @dataclass(frozen=True)
@@ -359,23 +592,88 @@ class RouteOutcome:
     latency_ms: float
 
 
-Command = Gate | TierCall | BreakerEffect
+Command = Gate | TierCall | BreakerEffect | Pause
 Plan = Generator[Command, Any, RouteOutcome]
 Quote = Callable[[TierCall], Decimal]
+
+
+# ---------------------------------------------------------------- answers that never count as confident
+
+UNUSABLE_EMPTY, UNUSABLE_LENGTH, UNUSABLE_FILTER = 1, 2, 4
+_UNUSABLE_BITS = {"empty": UNUSABLE_EMPTY, "length": UNUSABLE_LENGTH, "content_filter": UNUSABLE_FILTER}
+
+
+def unusable_bits(text: str, finish_reason: str | None, tool_calls: Sequence[ToolCall], refusal: str | None) -> int:
+    """Why an answer cannot be trusted, as bits: empty (no text, no tool call), cut off at the token
+    limit (finish reason ``length``), or filtered / refused (``content_filter``, or a refusal)."""
+    bits = 0
+    if not text.strip() and not tool_calls:
+        bits |= UNUSABLE_EMPTY
+    if finish_reason == "length":
+        bits |= UNUSABLE_LENGTH
+    if finish_reason == "content_filter" or refusal is not None:
+        bits |= UNUSABLE_FILTER
+    return bits
+
+
+def escalate_mask(escalate_on: Sequence[str]) -> int:
+    """The :func:`unusable_bits` a policy's ``confidence.escalate_on`` escalates on."""
+    mask = 0
+    for name in escalate_on:
+        mask |= _UNUSABLE_BITS[name]
+    return mask
+
+
+def _unusable_reason(bits: int) -> str:
+    if bits & UNUSABLE_FILTER:
+        return "content filtered or refused"
+    if bits & UNUSABLE_LENGTH:
+        return "cut off at max_tokens (finish_reason length)"
+    return "empty answer"
+
+
+def reply_unusable_bits(tr: TierReply) -> int:
+    """:func:`unusable_bits` of the answer a tier's call returns (its first sample)."""
+    if tr.unusable_bits is not None:
+        return tr.unusable_bits
+    if not tr.texts:
+        return UNUSABLE_EMPTY
+    refusal = tr.refusals[0] if tr.refusals else None
+    return unusable_bits(tr.texts[0], tr.first_finish_reason(), tr.first_tool_calls(), refusal)
+
+
+def sample_agreement(
+    texts: Sequence[str], tool_calls: Sequence[Sequence[ToolCall]], similarity: str, answer_pattern: str
+) -> float:
+    """Agreement of k samples: where any sample calls tools, 1.0 when every sample calls the same tools
+    with equal arguments (in order) and 0.0 otherwise; else the text similarity's agreement."""
+    if any(tool_calls):
+        keys = [tuple(c.key() for c in calls) for calls in (list(tool_calls) + [()] * len(texts))[: len(texts)]]
+        return 1.0 if all(k == keys[0] for k in keys) else 0.0
+    return agreement(texts, get_similarity(similarity, answer_pattern=answer_pattern))
 
 
 # ---------------------------------------------------------------- accounting (shared with the outcome table)
 
 
 def account_replies(
-    prices: PriceBook, tier: Tier, replies: Sequence[Reply], samples: int, worst: Decimal | None
+    prices: PriceBook,
+    tier: Tier,
+    replies: Sequence[Reply],
+    samples: int,
+    worst: Decimal | None,
+    *,
+    secrets: Sequence[str] = (),
+    allow_short: bool = False,
 ) -> TierReply:
     """Parse and price one tier's replies: the one definition of what a call cost and whether it failed.
 
     Every reply is parsed; the first failure decides the step, but what the others returned is kept
     (and paid for). A 2xx body that cannot be parsed, and an answer lost after the request went out
     (read timeout, dropped connection), may still be billed: with a cap (``worst`` given) each counts
-    one request's share of the worst case against it. Fewer samples than asked is a malformed reply.
+    one request's share of the worst case against it. Fewer samples than asked is a malformed reply,
+    except with ``allow_short`` (``missing`` then says how many the plan must complete with single
+    requests). ``secrets`` (the keys in use) are scrubbed from every error message.
     """
     adapter = get_adapter(tier.provider)
     done: list[Completion] = []
@@ -387,7 +685,8 @@ def account_replies(
             if r.error is not None:
                 unpriced += r.maybe_billed
                 raise r.error
-            done.append(adapter.parse_response(r.status, r.headers or {}, r.content, model=tier.model))
+            parse = adapter.parse_stream if r.stream else adapter.parse_response
+            done.append(parse(r.status, r.headers or {}, r.content, model=tier.model, secrets=secrets))
             per_reply.append(done[-1].usage)
         except ProviderError as e:
             error = error or e
@@ -396,7 +695,15 @@ def account_replies(
     usage = sum((c.usage for c in done), Usage())
     cost = prices.cost_usd(usage, tier.model, provider=tier.price_provider, override=tier.price) if done else Decimal(0)
     texts = tuple(t for c in done for t in c.texts)
-    if error is None and len(texts) < samples:
+    reasons = tuple(
+        c.finish_reasons[i] if i < len(c.finish_reasons) else None for c in done for i in range(len(c.texts))
+    )
+    calls = tuple(c.tool_calls_of(i) for c in done for i in range(len(c.texts)))
+    refusals = tuple(c.refusal_of(i) for c in done for i in range(len(c.texts)))
+    missing = 0
+    if error is None and len(texts) < samples and allow_short and texts:
+        missing = samples - len(texts)
+    elif error is None and len(texts) < samples:
         error = MalformedResponseError(
             f"asked for {samples} samples, got {len(texts)}", provider=tier.provider, model=tier.model
         )
@@ -404,7 +711,21 @@ def account_replies(
     if worst is not None and unpriced > 0:
         reserve = unpriced_reserve_usd(worst, len(replies), unpriced)
     logprobs = done[0].mean_logprobs if done else ()
-    return TierReply(texts, usage, cost, reserve, error, len(replies), logprobs, reply_usage=tuple(per_reply))
+    return TierReply(
+        texts,
+        usage,
+        cost,
+        reserve,
+        error,
+        len(replies),
+        logprobs,
+        reply_usage=tuple(per_reply),
+        finish_reasons=reasons,
+        tool_calls=calls if any(calls) else (),
+        refusals=refusals if any(r is not None for r in refusals) else (),
+        emitted=any(r.emitted for r in replies),
+        missing=missing,
+    )
 
 
 # ---------------------------------------------------------------- the plan
@@ -430,27 +751,33 @@ def plan_route(
     route = policy.routing[cls]
     conf = policy.confidence
     cap = policy.max_cost_per_query_usd
+    spent_mode = policy.cost_cap_mode == "spent"
     quote = quote or (lambda c: quote_worst_case(prices, c, query))
+    mask = escalate_mask(conf.escalate_on) if policy.cascade else 0
+    n_tiers = len(policy.tiers)
+    deadline = None if policy.route_deadline_s is None else t_start + policy.route_deadline_s
+    secrets = tuple(v for v in api_keys.values() if v)
 
     spent = Decimal(0)  # what the parsed usage says was spent
     charged = Decimal(0)  # spent, plus the worst case of replies that may be billed but went unpriced
     usage_total = Usage()
     attempts: list[Attempt] = []
     reasons: list[str] = []
-    best: tuple[str, int] | None = None  # (text, tier index) of the best unaccepted answer
+    best: _Answer | None = None  # the latest usable but unaccepted answer (low confidence)
+    best_unusable: _Answer | None = None  # the latest empty / cut-off answer
     blocked_by_cap = False
+    errors: list[RouterlabError] = []  # the error of every tier that was tried and failed
 
-    def finish(text_tier: tuple[str, int] | None, error: RouterlabError | None, fallback: bool) -> RouteOutcome:
+    def finish(ans: _Answer | None, error: RouterlabError | None, fallback: bool) -> RouteOutcome:
         result = None
-        if text_tier is not None:
-            text, i = text_tier
-            tier = policy.tiers[i]
+        if ans is not None:
+            tier = policy.tiers[ans.tier_index]
             if fallback:
-                attempts.append(Attempt(tier.name, i, tier.model, "fallback"))
+                attempts.append(Attempt(tier.name, ans.tier_index, tier.model, "fallback", finish_reason=ans.finish))
             result = RouteResult(
-                text=text,
+                text=ans.text,
                 tier=tier.name,
-                tier_index=i,
+                tier_index=ans.tier_index,
                 model=tier.model,
                 complexity=cls,
                 usage=usage_total,
@@ -459,6 +786,10 @@ def plan_route(
                 escalation_reasons=tuple(reasons),
                 latency_ms=(clock() - t_start) * 1000.0,
                 attempts=tuple(attempts),
+                tool_calls=ans.tool_calls,
+                finish_reason=ans.finish,
+                fallback=fallback,
+                classification=query.classification,
             )
         if error is not None:
             error.attempts = tuple(attempts)
@@ -466,145 +797,224 @@ def plan_route(
             cls, result, error, tuple(attempts), tuple(reasons), spent, usage_total, (clock() - t_start) * 1000.0
         )
 
-    for i in range(route.start_tier, len(policy.tiers)):
-        tier = policy.tiers[i]
-        if not (yield Gate(i)):
-            attempts.append(Attempt(tier.name, i, tier.model, "skipped_breaker"))
-            reasons.append(f"{tier.name}: circuit breaker open")
-            continue
+    try:
+        check_translatable(policy, query)
+    except RequestError as e:
+        return finish(None, e, False)
 
-        api_key = None
-        if tier.api_key_env is not None:
-            api_key = api_keys.get(tier.api_key_env) or None
-            if api_key is None:
-                # A deployment mistake: stop like a 401 would, but keep what was already paid for.
-                yield BreakerEffect(i, "release")
-                err = MissingApiKeyError(
-                    f"tier {tier.name!r} ({tier.model}) reads its API key from the environment variable "
-                    f"{tier.api_key_env}, which is not set"
-                )
-                attempts.append(
-                    Attempt(tier.name, i, tier.model, "error", error_kind="missing_api_key", error_message=str(err))
-                )
-                reasons.append(f"{tier.name}: missing_api_key")
-                if best is None:
-                    return finish(None, err, False)
+    for i in range(route.start_tier, n_tiers):
+        tier = policy.tiers[i]
+        final = i == n_tiers - 1
+        retries_left = policy.retries.max_retries
+        backoff = policy.retries.backoff_s
+        while True:  # one pass per try of this tier (same-tier retries loop)
+            remaining = None if deadline is None else deadline - clock()
+            if remaining is not None and remaining <= 0:
+                attempts.append(Attempt(tier.name, i, tier.model, "skipped_deadline"))
+                reasons.append(f"{tier.name}: the route's deadline passed")
+                break
+            if not (yield Gate(i)):
+                attempts.append(Attempt(tier.name, i, tier.model, "skipped_breaker"))
+                reasons.append(f"{tier.name}: circuit breaker open")
                 break
 
-        signal = tier_signal(policy, i, cls)
-        n_requests, samples = call_shape(tier, signal, conf.k)
-        call = TierCall(
-            i, tier, signal, conf.k, effective_max_tokens(policy, i, cls), n_requests, samples, policy,
-            query.messages, api_key,
-        )  # fmt: skip
-        worst: Decimal | None = None
-        if cap is not None:
-            worst = quote(call)
-            if charged + worst > cap:
-                yield BreakerEffect(i, "release")
-                blocked_by_cap = True
+            api_key = None
+            if tier.api_key_env is not None:
+                api_key = api_keys.get(tier.api_key_env) or None
+                if api_key is None:  # a deployment mistake at this tier: the next tier may still answer
+                    yield BreakerEffect(i, "release")
+                    err: RouterlabError = MissingApiKeyError(
+                        f"tier {tier.name!r} ({tier.model}) reads its API key from the environment variable "
+                        f"{tier.api_key_env}, which is not set"
+                    )
+                    errors.append(err)
+                    attempts.append(
+                        Attempt(tier.name, i, tier.model, "error", error_kind="missing_api_key", error_message=str(err))
+                    )
+                    reasons.append(f"{tier.name}: missing_api_key")
+                    break
+
+            signal = tier_signal(policy, i, cls)
+            n_requests, samples = call_shape(tier, signal, conf.k)
+            budget = tier.timeout_s if remaining is None else min(tier.timeout_s, remaining)
+            call = TierCall(
+                i, tier, signal, conf.k, effective_max_tokens(policy, i, cls), n_requests, samples, policy,
+                query.messages, api_key, query.options, query.stream and signal == "none", 0, budget,
+            )  # fmt: skip
+            worst: Decimal | None = None
+            if cap is not None:
+                worst = quote(call)
+                if charged >= cap if spent_mode else charged + worst > cap:
+                    yield BreakerEffect(i, "release")
+                    blocked_by_cap = True
+                    why = (
+                        f"spent ${charged} >= cap ${cap}"
+                        if spent_mode
+                        else f"worst case ${worst} + spent ${charged} > cap ${cap}"
+                    )
+                    attempts.append(Attempt(tier.name, i, tier.model, "skipped_cost_cap", error_message=why))
+                    reasons.append(
+                        f"{tier.name}: could exceed the cost cap"
+                        if not spent_mode
+                        else f"{tier.name}: cost cap reached"
+                    )
+                    break
+
+            t0 = clock()
+            answer = yield call
+            tr = (
+                answer
+                if isinstance(answer, TierReply)
+                else account_replies(prices, tier, answer, samples, worst, secrets=secrets, allow_short=True)
+            )
+            short = False
+            if tr.error is None and tr.missing > 0:
+                # n=k answered with fewer choices (a server that ignores n): complete with single requests
+                top_call = replace(call, top_up=tr.missing, n_requests=tr.missing, samples=tr.missing, stream=False)
+                paid = charged + tr.cost_usd + (tr.reserve_usd if worst is not None else Decimal(0))
+                top_worst = quote(top_call) if cap is not None else Decimal(0)
+                if cap is not None and (paid >= cap if spent_mode else paid + top_worst > cap):
+                    short = True  # completing could exceed the cap: keep the answer, unchecked
+                else:
+                    more = yield top_call
+                    if isinstance(more, TierReply):
+                        tr = more  # a simulator answers with the whole call, completed
+                    else:
+                        tr = account_replies(
+                            prices, tier, list(answer) + list(more), samples,
+                            None if worst is None else worst + top_worst, secrets=secrets,
+                        )  # fmt: skip
+            latency = (clock() - t0) * 1000.0
+            spent += tr.cost_usd
+            charged += tr.cost_usd + (tr.reserve_usd if worst is not None else Decimal(0))
+            usage_total = usage_total + tr.usage
+            error = tr.error
+
+            if error is not None:
+                if error.breaker_use == "disable":
+                    yield BreakerEffect(i, "disable")
+                elif error.breaker_use == "failure":
+                    yield BreakerEffect(i, "failure", error.retry_after_s if error.retryable else None)
+                else:
+                    yield BreakerEffect(i, "release")
                 attempts.append(
                     Attempt(
-                        tier.name,
-                        i,
-                        tier.model,
-                        "skipped_cost_cap",
-                        error_message=f"worst case ${worst} + spent ${charged} > cap ${cap}",
+                        tier.name, i, tier.model, "error", tr.usage, tr.cost_usd, latency, tr.n_requests, tr.texts,
+                        error_kind=error.kind, error_message=str(error), finish_reason=tr.first_finish_reason(),
                     )
+                )  # fmt: skip
+                reasons.append(f"{tier.name}: {error.kind}")
+                if tr.emitted:  # part of a streamed answer reached the caller: no other tier can follow it
+                    return finish(None, error, False)
+                if error.retryable and retries_left > 0:
+                    wait = error.retry_after_s if error.retry_after_s is not None else backoff
+                    over_cap = cap is not None and (charged >= cap if spent_mode else charged + quote(call) > cap)
+                    if wait <= policy.retries.max_wait_s and not over_cap:
+                        retries_left -= 1
+                        backoff *= 2
+                        if wait > 0:
+                            yield Pause(wait)
+                        continue
+                errors.append(error)
+                break
+            yield BreakerEffect(i, "success")
+
+            bits = reply_unusable_bits(tr)
+            ans = _Answer(
+                tr.texts[0] if tr.texts else "", i, tr.first_finish_reason(), tr.first_tool_calls(), signal != "none"
+            )
+            sim = conf_value = None
+            accepted = True
+            why = ""
+            outcome: AttemptOutcome
+            if bits & mask and not (final and best is None) and not (tr.emitted and not bits & UNUSABLE_EMPTY):
+                # an empty, cut-off or filtered answer never counts as confident (a streamed answer already
+                # shown is kept: it cannot be taken back)
+                accepted = False
+                outcome = "unusable"
+                why = f"{tier.name}: {_unusable_reason(bits & mask)}"
+            elif short:
+                accepted = False
+                outcome = "low_confidence"
+                why = f"{tier.name}: {len(tr.texts)} of {samples} samples; completing them could exceed the cost cap"
+            elif signal == "consistency":
+                if tr.agreements is not None and conf.similarity in tr.agreements:
+                    sim = tr.agreements[conf.similarity]
+                else:
+                    sim = sample_agreement(
+                        tr.texts[:samples], tr.tool_calls[:samples], conf.similarity, conf.answer_pattern
+                    )
+                accepted = sim >= conf.thresholds[i]
+                outcome = "accepted" if accepted else "low_confidence"
+                why = f"{tier.name}: similarity {sim:.3f} < {conf.thresholds[i]}"
+            elif signal == "logprob":
+                conf_value = tr.mean_logprobs[0] if tr.mean_logprobs else None
+                accepted = conf_value is not None and conf_value >= conf.logprob_thresholds[i]
+                outcome = "accepted" if accepted else "low_confidence"
+                why = (
+                    f"{tier.name}: no log-probabilities returned"
+                    if conf_value is None
+                    else f"{tier.name}: mean logprob {conf_value:.3f} < {conf.logprob_thresholds[i]}"
                 )
-                reasons.append(f"{tier.name}: could exceed the cost cap")
-                continue
-
-        t0 = clock()
-        answer = yield call
-        latency = (clock() - t0) * 1000.0
-        tr = answer if isinstance(answer, TierReply) else account_replies(prices, tier, answer, samples, worst)
-        spent += tr.cost_usd
-        charged += tr.cost_usd + (tr.reserve_usd if worst is not None else Decimal(0))
-        usage_total = usage_total + tr.usage
-        error = tr.error
-
-        if error is not None:
-            yield BreakerEffect(i, "failure" if error.retryable else "release")
+            else:
+                outcome = "accepted"
             attempts.append(
                 Attempt(
-                    tier.name,
-                    i,
-                    tier.model,
-                    "error",
-                    tr.usage,
-                    tr.cost_usd,
-                    latency,
-                    tr.n_requests,
-                    tr.texts,
-                    error_kind=error.kind,
-                    error_message=str(error),
+                    tier.name, i, tier.model, outcome, tr.usage, tr.cost_usd, latency, tr.n_requests, tr.texts,
+                    similarity=sim, confidence=conf_value, finish_reason=tr.first_finish_reason(),
+                    error_message=None if accepted else why,
                 )
-            )
-            reasons.append(f"{tier.name}: {error.kind}")
-            if error.retryable:
-                continue
-            if best is None:
-                return finish(None, error, False)
-            break
-        yield BreakerEffect(i, "success")
-
-        sim = conf_value = None
-        accepted = True
-        why = ""
-        if signal == "consistency":
-            if tr.agreements is not None and conf.similarity in tr.agreements:
-                sim = tr.agreements[conf.similarity]
+            )  # fmt: skip
+            if accepted:
+                return finish(ans, None, False)
+            reasons.append(why)
+            if outcome == "unusable":
+                if final:  # the ladder ends here: a usable earlier answer beats this one
+                    return finish(best, None, True)
+                best_unusable = ans
             else:
-                sim = agreement(tr.texts[:samples], get_similarity(conf.similarity, answer_pattern=conf.answer_pattern))
-            accepted = sim >= conf.thresholds[i]
-            why = f"{tier.name}: similarity {sim:.3f} < {conf.thresholds[i]}"
-        elif signal == "logprob":
-            conf_value = tr.mean_logprobs[0] if tr.mean_logprobs else None
-            accepted = conf_value is not None and conf_value >= conf.logprob_thresholds[i]
-            why = (
-                f"{tier.name}: no log-probabilities returned"
-                if conf_value is None
-                else f"{tier.name}: mean logprob {conf_value:.3f} < {conf.logprob_thresholds[i]}"
-            )
-        outcome: AttemptOutcome = "accepted" if accepted else "low_confidence"
-        attempts.append(
-            Attempt(
-                tier.name,
-                i,
-                tier.model,
-                outcome,
-                tr.usage,
-                tr.cost_usd,
-                latency,
-                tr.n_requests,
-                tr.texts,
-                similarity=sim,
-                confidence=conf_value,
-            )
-        )
-        if accepted:
-            return finish((tr.texts[0], i), None, False)
-        reasons.append(why)
-        best = (tr.texts[0], i)
+                best = ans
+            break
 
-    if best is not None:
-        return finish(best, None, True)
+    fallback = best or best_unusable
+    if fallback is not None:
+        return finish(fallback, None, True)
+    return finish(None, _final_error(errors, blocked_by_cap, attempts, reasons), False)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    tier_index: int
+    finish: str | None
+    tool_calls: tuple[ToolCall, ...]
+    sampled: bool  # from a k-sample call (the answer is its first sample)
+
+
+def _final_error(
+    errors: Sequence[RouterlabError], blocked_by_cap: bool, attempts: Sequence[Attempt], reasons: Sequence[str]
+) -> RouterlabError:
+    """The error of a route with no answer: the invalid-request (or missing-key) error every tier tried
+    gave, when they all gave one (the request, or the deployment, is wrong, not a tier); else the cost
+    cap's error when it blocked the way, else cascade exhausted."""
+    only_errors = bool(errors) and not blocked_by_cap and all(a.outcome == "error" for a in attempts)
+    if only_errors and all(isinstance(e, InvalidRequestError) and e.scope == "request" for e in errors):
+        return errors[0]
+    if only_errors and all(isinstance(e, MissingApiKeyError) for e in errors):
+        return errors[0]
     err_cls = CostCapError if blocked_by_cap else CascadeExhaustedError
-    return finish(
-        None,
-        err_cls(
-            f"no tier produced an answer for this query ({'; '.join(reasons) or 'no tier was tried'})",
-            attempts=tuple(attempts),
-        ),
-        False,
+    return err_cls(
+        f"no tier produced an answer for this query ({'; '.join(reasons) or 'no tier was tried'})",
+        attempts=tuple(attempts),
     )
 
 
 __all__ = [
+    "REQUEST_OPTIONS",
     "BreakerEffect",
     "Command",
     "Gate",
+    "Pause",
     "Plan",
     "PreparedQuery",
     "Reply",
@@ -614,16 +1024,24 @@ __all__ = [
     "account_replies",
     "as_messages",
     "call_shape",
+    "check_translatable",
+    "classifier_text",
+    "classify_messages",
     "complexity_of",
     "effective_max_tokens",
+    "escalate_mask",
     "estimate_input_tokens",
     "last_user_text",
     "plan_route",
     "prepare_query",
     "quote_worst_case",
+    "reply_unusable_bits",
+    "request_options",
+    "sample_agreement",
     "tier_requests",
     "tier_signal",
     "unpriced_reserve_usd",
+    "unusable_bits",
     "worst_case_cost_usd",
     "writes_prompt_cache",
 ]

@@ -10,18 +10,27 @@ Every error routerlab raises on purpose derives from :class:`RouterlabError`::
     ├── PricingError             a model has no known price (never priced as $0)
     ├── ProviderError            one provider call failed (``retryable`` says if
     │   │                        another tier/try may succeed)
-    │   ├── RetryableProviderError
+    │   ├── RetryableProviderError   (``scope`` transient: the same tier may answer later)
     │   │   ├── RateLimitError           HTTP 429
     │   │   ├── ServerError              HTTP 5xx
     │   │   ├── OverloadedError          HTTP 529 (Anthropic "overloaded_error")
-    │   │   ├── ProviderTimeoutError     the tier's timeout expired
+    │   │   ├── ProviderTimeoutError     the tier's deadline expired
     │   │   ├── ConnectionFailedError    the endpoint could not be reached
-    │   │   └── MalformedResponseError   a 2xx body that cannot be parsed
-    │   └── FatalProviderError
-    │       ├── InvalidRequestError      HTTP 400 / 422 (and other 4xx)
-    │       ├── AuthenticationError      HTTP 401 / 403
-    │       └── NotFoundError            HTTP 404
-    ├── RoutingError             a route could not produce an answer
+    │   │   └── MalformedResponseError   a 2xx body that cannot be parsed (or is too large)
+    │   ├── FatalProviderError       (retrying the same tier with the same request fails again)
+    │   │   ├── InvalidRequestError      HTTP 400 / 422 (and other 4xx); ``scope`` request
+    │   │   │   ├── ContextLengthError          the prompt is longer than this model's window
+    │   │   │   ├── PayloadTooLargeError        HTTP 413, or a 429 "Request too large" (TPM)
+    │   │   │   └── UnsupportedParameterError   a parameter or value this model rejects
+    │   │   ├── AuthenticationError      HTTP 401
+    │   │   │   └── PermissionDeniedError       HTTP 403
+    │   │   ├── NotFoundError            HTTP 404 (a retired model, an Azure DeploymentNotFound)
+    │   │   └── QuotaExceededError       HTTP 429 insufficient_quota (no credit left)
+    │   └── StreamClosedError        the caller closed a streamed route early
+    ├── RequestError             the request itself is invalid, or cannot be translated to a
+    │                            tier's wire format (raised before any call is made)
+    ├── RoutingError             a route could not produce an answer (or failed inside routerlab:
+    │                            an unexpected error is wrapped in one, never leaked bare)
     │   ├── CascadeExhaustedError every tier failed or was skipped
     │   └── CostCapError          the cost cap forbids every remaining call
     ├── DataError                bad input data (eval sets, cassettes, datasets)
@@ -38,9 +47,19 @@ valid choices. API keys never appear in any message.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from routerlab.types import ErrorKind
+
+ErrorScope = Literal["transient", "tier", "request"]
+"""How far a provider error reaches: ``transient`` (this tier, now: another try may succeed),
+``tier`` (this tier, for this request or for every request: the next tier may succeed) or
+``request`` (the request may be wrong for every tier)."""
+
+BreakerUse = Literal["failure", "disable", "none"]
+"""What a provider error does to its tier's circuit breaker: count a ``failure``, ``disable`` the tier
+for the breaker's longer ``disable_s`` (a key or a model that is gone), or nothing (``none``: the error
+says something about this request, not about the tier's health)."""
 
 
 class RouterlabError(Exception):
@@ -87,6 +106,8 @@ class ProviderError(RouterlabError):
 
     kind: ClassVar[ErrorKind] = "provider"
     retryable: ClassVar[bool] = False
+    scope: ClassVar[ErrorScope] = "tier"
+    breaker_use: ClassVar[BreakerUse] = "failure"
 
     def __init__(
         self,
@@ -116,6 +137,8 @@ class RetryableProviderError(ProviderError):
 
     kind: ClassVar[ErrorKind] = "retryable"
     retryable: ClassVar[bool] = True
+    scope: ClassVar[ErrorScope] = "transient"
+    breaker_use: ClassVar[BreakerUse] = "failure"
 
 
 class RateLimitError(RetryableProviderError):
@@ -143,22 +166,94 @@ class MalformedResponseError(RetryableProviderError):
 
 
 class FatalProviderError(ProviderError):
-    """A failure that repeats on retry: the request or the account is wrong."""
+    """A failure that repeats when the same request goes to the same tier: the request, the model or the
+    account is wrong there. The route still moves on to the next tier (see ``scope``)."""
 
     kind: ClassVar[ErrorKind] = "fatal"
     retryable: ClassVar[bool] = False
+    scope: ClassVar[ErrorScope] = "tier"
+    breaker_use: ClassVar[BreakerUse] = "failure"
 
 
 class InvalidRequestError(FatalProviderError):
+    """The provider rejected the request as invalid. Another tier may accept it (other models, other
+    validation); when every tier tried rejects it, the route raises this error."""
+
     kind: ClassVar[ErrorKind] = "invalid_request"
+    scope: ClassVar[ErrorScope] = "request"
+    breaker_use: ClassVar[BreakerUse] = "none"
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus max_tokens) does not fit this model's context window: a larger tier may take it."""
+
+    kind: ClassVar[ErrorKind] = "context_length"
+    scope: ClassVar[ErrorScope] = "tier"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request is too large for this tier (HTTP 413, or OpenAI's 429 "Request too large ... tokens
+    per min", which no retry can fix)."""
+
+    kind: ClassVar[ErrorKind] = "payload_too_large"
+    scope: ClassVar[ErrorScope] = "tier"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """This model rejects a parameter or value of the request (``stop`` on a reasoning model, a system
+    role on o1-mini, ``n`` on Groq)."""
+
+    kind: ClassVar[ErrorKind] = "unsupported_parameter"
+    scope: ClassVar[ErrorScope] = "tier"
 
 
 class AuthenticationError(FatalProviderError):
+    """The tier's key was refused (HTTP 401): the tier is disabled for the breaker's ``disable_s``."""
+
     kind: ClassVar[ErrorKind] = "auth"
+    breaker_use: ClassVar[BreakerUse] = "disable"
+
+
+class PermissionDeniedError(AuthenticationError):
+    """The key may not use this model or endpoint (HTTP 403)."""
+
+    kind: ClassVar[ErrorKind] = "permission"
 
 
 class NotFoundError(FatalProviderError):
+    """The model or deployment does not exist (HTTP 404): disabled for the breaker's ``disable_s``."""
+
     kind: ClassVar[ErrorKind] = "not_found"
+    breaker_use: ClassVar[BreakerUse] = "disable"
+
+
+class QuotaExceededError(FatalProviderError):
+    """The account has no quota or credit left (HTTP 429 ``insufficient_quota``): retrying cannot help."""
+
+    kind: ClassVar[ErrorKind] = "quota"
+    breaker_use: ClassVar[BreakerUse] = "disable"
+
+
+class RequestError(RouterlabError, ValueError):
+    """The request is invalid (a malformed message, an unknown field) or cannot be translated to the wire
+    format of a tier the route may use; raised before any call is made. ``field`` names the bad part."""
+
+    def __init__(self, message: str, *, field: str | None = None, tier: str | None = None) -> None:
+        self.field = field
+        self.tier = tier
+        self.reason = message
+        at = f"field '{field}': " if field else ""
+        to = f" (tier {tier!r})" if tier else ""
+        super().__init__(f"{at}{message}{to}")
+
+
+class StreamClosedError(ProviderError):
+    """The caller closed a streamed route before its answer ended (not the provider's fault: the tier's
+    breaker is not touched)."""
+
+    kind: ClassVar[ErrorKind] = "closed"
+    scope: ClassVar[ErrorScope] = "request"
+    breaker_use: ClassVar[BreakerUse] = "none"
 
 
 class RoutingError(RouterlabError):
@@ -227,8 +322,13 @@ PROVIDER_ERRORS: dict[str, type[ProviderError]] = {
         ConnectionFailedError,
         MalformedResponseError,
         InvalidRequestError,
+        ContextLengthError,
+        PayloadTooLargeError,
+        UnsupportedParameterError,
         AuthenticationError,
+        PermissionDeniedError,
         NotFoundError,
+        QuotaExceededError,
         RetryableProviderError,
         FatalProviderError,
     )

@@ -12,8 +12,15 @@ A policy file looks like this (``schema_version`` 1)::
                     "similarity": "difflib", "temperature": 0.7,
                     "thresholds": [0.75, 0.75]},
      "cascade": true, "max_cost_per_query_usd": "0.05",
-     "breaker": {"failure_threshold": 5, "window_s": 60, "recovery_s": 60},
-     "classifier": {...}, "provenance": {...}}
+     "breaker": {"failure_threshold": 5, "window_s": 60, "recovery_s": 60, "disable_s": 300},
+     "classifier": {..., "read": "user"}, "provenance": {...}}
+
+Settings added later, each optional and written only when set: per tier
+``supports_n``, ``reasoning``, ``reasoning_effort``; ``confidence.escalate_on``
+(``["empty", "length", "content_filter"]``); ``cost_cap_mode`` (``worst_case``
+or ``spent``); ``retries`` (``{"max_retries": 0, "backoff_s": 0.5,
+"max_wait_s": 2}``); ``route_deadline_s``; ``max_response_bytes``
+(10,000,000).
 
 Every section but ``tiers`` may be left out (defaults below). Unknown keys
 and out-of-range values are errors that name the field and the valid range.
@@ -33,9 +40,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from routerlab.breaker import BreakerSettings
-from routerlab.classifier import COMPLEXITY_CLASSES, ClassifierSettings
+from routerlab.classifier import CLASSIFIER_READS, COMPLEXITY_CLASSES, ClassifierRead, ClassifierSettings
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, SIMILARITY_NAMES
 from routerlab.errors import ModelMismatchError, PolicyError
 from routerlab.jsonio import atomic_write_text, read_json
@@ -53,10 +61,13 @@ logger = logging.getLogger("routerlab.policy")
 class Tier:
     """One rung of the ladder: a model behind a provider endpoint.
 
-    ``price_provider`` and ``supports_n`` left as None take the provider's defaults when the tier is
-    built (anthropic: priced as anthropic, no ``n``; openai-compatible: priced by model, ``n`` sent).
+    ``price_provider``, ``supports_n`` and ``reasoning`` left as None take the defaults when the tier
+    is built: anthropic is priced as anthropic and has no ``n``; an OpenAI-compatible tier is priced by
+    model and sends ``n`` unless its host is known not to take it (:func:`default_supports_n`); OpenAI
+    reasoning models (o1, o3, o4-mini, gpt-5...) get the reasoning request shape
+    (:func:`default_reasoning`: ``max_completion_tokens``, no temperature, ``reasoning_effort``).
     ``dataclasses.replace(tier, provider=...)`` keeps the resolved values: pass ``price_provider=None,
-    supports_n=None`` with it to take the new provider's defaults.
+    supports_n=None, reasoning=None`` with it to take the new defaults.
     """
 
     name: str
@@ -69,14 +80,58 @@ class Tier:
     temperature: float | None = 0.0
     price: PriceOverride | None = None
     price_provider: str | None = None  # genai-prices provider id; None in a file: the provider's default
-    supports_n: bool | None = None  # one request with n=k for k samples; None in a file: the provider's default
+    supports_n: bool | None = None  # one request with n=k for k samples; None in a file: the host's default
+    reasoning: bool | None = None  # OpenAI reasoning-model request shape; None in a file: by model name
+    reasoning_effort: str | None = None  # sent as reasoning_effort (reasoning tiers only)
 
     def __post_init__(self) -> None:
-        # resolve the provider defaults once, so every reader sees one value under one name
+        # resolve the defaults once, so every reader sees one value under one name
         if self.price_provider is None:
             object.__setattr__(self, "price_provider", _DEFAULT_PRICE_PROVIDER.get(self.provider))
         if self.supports_n is None:
-            object.__setattr__(self, "supports_n", self.provider == "openai")
+            object.__setattr__(self, "supports_n", default_supports_n(self.provider, self.base_url))
+        if self.reasoning is None:
+            object.__setattr__(self, "reasoning", default_reasoning(self.provider, self.model))
+
+
+#: OpenAI-compatible hosts and whether they answer ``n`` > 1 with that many choices. Groq rejects ``n``
+#: (400); Ollama, OpenRouter and DeepSeek ignore it (one choice comes back); OpenAI, Azure OpenAI,
+#: Together, Mistral and vLLM/LiteLLM servers honour it. Unknown hosts are assumed to honour it: a reply
+#: with fewer choices than asked is completed by single requests, so a wrong guess costs input tokens,
+#: never an answer. Set ``supports_n`` on the tier to override.
+N_SUPPORT_BY_HOST: tuple[tuple[str, bool], ...] = (
+    ("api.groq.com", False),
+    ("openrouter.ai", False),
+    ("api.deepseek.com", False),
+    ("ollama", False),
+    (":11434", False),  # Ollama's default port
+    ("api.openai.com", True),
+    ("openai.azure.com", True),
+    ("api.together.xyz", True),
+    ("api.together.ai", True),
+    ("api.mistral.ai", True),
+)
+
+_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o[1-9](?:$|[-.])|gpt-5(?!.*chat))", re.IGNORECASE)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def default_supports_n(provider: str, base_url: str) -> bool:
+    """Whether a tier sends ``n`` by default: never for anthropic; for OpenAI-compatible hosts by
+    :data:`N_SUPPORT_BY_HOST` (unknown hosts: yes)."""
+    if provider != "openai":
+        return False
+    netloc = urlsplit(base_url).netloc.lower()
+    for needle, ok in N_SUPPORT_BY_HOST:
+        if needle in netloc:
+            return ok
+    return True
+
+
+def default_reasoning(provider: str, model: str) -> bool:
+    """Whether an OpenAI-format tier's model is a reasoning model (o1, o3, o4-mini, gpt-5, not
+    gpt-5-chat): it takes ``max_completion_tokens`` and no temperature."""
+    return provider == "openai" and bool(_REASONING_MODEL.match(model))
 
 
 _DEFAULT_PRICE_PROVIDER = {"anthropic": "anthropic"}  # openai-compatible hosts: genai-prices matches by model
@@ -103,6 +158,23 @@ class ConfidenceSettings:
     logprob_thresholds: tuple[float, ...] = ()
     answer_pattern: str = DEFAULT_ANSWER_PATTERN
     tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
+    escalate_on: tuple[str, ...] = ("empty", "length", "content_filter")  # unusable answers: never confident
+
+
+ESCALATE_REASONS = ("empty", "length", "content_filter")
+COST_CAP_MODES = ("worst_case", "spent")
+CostCapMode = Literal["worst_case", "spent"]
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Same-tier retries of a transient failure (429, 5xx, 529, timeout, connection), before the route
+    moves on: at most ``max_retries`` per tier, each after ``retry-after`` (or ``backoff_s`` doubling),
+    never waiting longer than ``max_wait_s``, and only while the cost cap allows another call."""
+
+    max_retries: int = 0
+    backoff_s: float = 0.5
+    max_wait_s: float = 2.0
 
 
 def _default_routing() -> Mapping[str, ClassRoute]:
@@ -120,6 +192,10 @@ class RouterPolicy:
     max_cost_per_query_usd: Decimal | None = None
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    cost_cap_mode: CostCapMode = "worst_case"
+    retries: RetrySettings = field(default_factory=RetrySettings)
+    route_deadline_s: float | None = None
+    max_response_bytes: int = 10_000_000
     name: str = ""
     provenance: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     schema_version: int = SCHEMA_VERSION
@@ -250,6 +326,8 @@ _TIER_KEYS = (
     "price",
     "price_provider",
     "supports_n",
+    "reasoning",
+    "reasoning_effort",
 )
 _PRICE_KEYS = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok")
 _CONF_KEYS = (
@@ -262,6 +340,7 @@ _CONF_KEYS = (
     "logprob_thresholds",
     "answer_pattern",
     "tiers",
+    "escalate_on",
 )
 _TOP_KEYS = (
     "schema_version",
@@ -273,6 +352,10 @@ _TOP_KEYS = (
     "max_cost_per_query_usd",
     "breaker",
     "classifier",
+    "cost_cap_mode",
+    "retries",
+    "route_deadline_s",
+    "max_response_bytes",
     "provenance",
 )
 
@@ -293,9 +376,16 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
     if provider == "anthropic" and supports_n:
         raise r.fail(f"{path}.supports_n", "must be false for provider anthropic (the Messages API has no n)")
     temp = d.get("temperature", 0.0)
-    base_url = r.string(d["base_url"], f"{path}.base_url")
-    if not base_url.startswith(("http://", "https://")):
-        raise r.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+    base_url = _base_url(r, d["base_url"], f"{path}.base_url")
+    reasoning = None if d.get("reasoning") is None else r.boolean(d["reasoning"], f"{path}.reasoning")
+    if provider == "anthropic" and reasoning:
+        raise r.fail(f"{path}.reasoning", "is for OpenAI reasoning models; anthropic tiers take the usual shape")
+    effort = d.get("reasoning_effort")
+    if effort is not None:
+        effort = r.string(effort, f"{path}.reasoning_effort", choices=REASONING_EFFORTS)
+        model_name = str(d.get("model") or "")
+        if not (reasoning if reasoning is not None else default_reasoning(provider, model_name)):
+            raise r.fail(f"{path}.reasoning_effort", "applies to reasoning tiers only (set reasoning: true)")
     return Tier(
         name=r.string(d["name"], f"{path}.name"),
         provider=provider,
@@ -310,7 +400,27 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
         if d.get("price_provider") is None
         else r.string(d["price_provider"], f"{path}.price_provider"),
         supports_n=supports_n,
+        reasoning=reasoning,
+        reasoning_effort=effort,
     )
+
+
+def _base_url(r: _Reader, v: Any, path: str) -> str:
+    """An http(s) URL with a host; it may carry a query string (Azure's ``?api-version=...``)."""
+    url = r.string(v, path)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a bad port
+    except ValueError as e:
+        raise r.fail(path, f"is not a valid URL ({e}): {url!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise r.fail(path, f"must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise r.fail(path, f"must name a host (e.g. https://api.openai.com/v1), got {url!r}")
+    if parts.fragment:
+        raise r.fail(path, f"must not carry a #fragment, got {url!r}")
+    del port
+    return url
 
 
 def _check_tiers(r: _Reader, v: Any, n_tiers: int) -> tuple[int, ...] | None:
@@ -326,6 +436,15 @@ def _check_tiers(r: _Reader, v: Any, n_tiers: int) -> tuple[int, ...] | None:
     if list(out) != sorted(set(out)):
         raise r.fail("confidence.tiers", f"must list distinct tier indexes in ascending order, got {list(out)}")
     return out
+
+
+def _escalate_on(r: _Reader, v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ESCALATE_REASONS
+    out = r.strings(v, "confidence.escalate_on", choices=ESCALATE_REASONS)
+    if len(set(out)) != len(out):
+        raise r.fail("confidence.escalate_on", f"lists a reason twice: {list(out)}")
+    return tuple(x for x in ESCALATE_REASONS if x in out)  # one canonical order
 
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -388,9 +507,16 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         logprob_thresholds=per_tier("logprob_thresholds", -0.5, -1000.0, 0.0),
         answer_pattern=r.string(cf.get("answer_pattern", DEFAULT_ANSWER_PATTERN), "confidence.answer_pattern"),
         tiers=_check_tiers(r, cf.get("tiers"), n),
+        escalate_on=_escalate_on(r, cf.get("escalate_on")),
     )
     if signal == "logprob":
         for i, t in enumerate(tiers[:-1]):
+            if t.reasoning:
+                raise r.fail(
+                    "confidence.signal",
+                    f"logprob needs token log-probabilities, which tier {i} ({t.name!r}, a reasoning model) "
+                    "cannot return; use consistency",
+                )
             if t.provider == "anthropic":
                 raise r.fail(
                     "confidence.signal",
@@ -409,16 +535,17 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
                 f"(one of {', '.join(ANSWER_EXTRACTORS)})",
             ) from None
 
-    bd = r.obj(d.get("breaker", {}), "breaker", ("failure_threshold", "window_s", "recovery_s"))
+    bd = r.obj(d.get("breaker", {}), "breaker", ("failure_threshold", "window_s", "recovery_s", "disable_s"))
     breaker = BreakerSettings(
         failure_threshold=r.integer(bd.get("failure_threshold", 5), "breaker.failure_threshold", 1, 10_000),
         window_s=r.number(bd.get("window_s", 60.0), "breaker.window_s", 0.0, 86_400.0, lo_open=True),
         recovery_s=r.number(bd.get("recovery_s", 60.0), "breaker.recovery_s", 0.0, 86_400.0, lo_open=True),
+        disable_s=r.number(bd.get("disable_s", 300.0), "breaker.disable_s", 0.0, 86_400.0, lo_open=True),
     )
     kd = r.obj(
         d.get("classifier", {}),
         "classifier",
-        ("simple_patterns", "complex_patterns", "complex_min_words", "simple_max_words"),
+        ("simple_patterns", "complex_patterns", "complex_min_words", "simple_max_words", "read"),
     )
     defaults = ClassifierSettings()
     classifier = ClassifierSettings(
@@ -434,6 +561,7 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         simple_max_words=r.integer(
             kd.get("simple_max_words", defaults.simple_max_words), "classifier.simple_max_words", 0
         ),
+        read=cast(ClassifierRead, r.string(kd.get("read", defaults.read), "classifier.read", choices=CLASSIFIER_READS)),
     )
     for key in ("simple_patterns", "complex_patterns"):
         for i, pat in enumerate(getattr(classifier, key)):
@@ -443,6 +571,13 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
                 raise r.fail(f"classifier.{key}[{i}]", f"is not a valid regular expression: {e}") from None
 
     cap = d.get("max_cost_per_query_usd")
+    rt = r.obj(d.get("retries", {}), "retries", ("max_retries", "backoff_s", "max_wait_s"))
+    retries = RetrySettings(
+        max_retries=r.integer(rt.get("max_retries", 0), "retries.max_retries", 0, 10),
+        backoff_s=r.number(rt.get("backoff_s", 0.5), "retries.backoff_s", 0.0, 600.0),
+        max_wait_s=r.number(rt.get("max_wait_s", 2.0), "retries.max_wait_s", 0.0, 600.0),
+    )
+    deadline = d.get("route_deadline_s")
     prov = d.get("provenance", {})
     if not isinstance(prov, dict):
         raise r.fail("provenance", "must be a JSON object")
@@ -454,6 +589,14 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         max_cost_per_query_usd=None if cap is None else r.money(cap, "max_cost_per_query_usd"),
         breaker=breaker,
         classifier=classifier,
+        cost_cap_mode=cast(
+            CostCapMode, r.string(d.get("cost_cap_mode", "worst_case"), "cost_cap_mode", choices=COST_CAP_MODES)
+        ),
+        retries=retries,
+        route_deadline_s=None
+        if deadline is None
+        else r.number(deadline, "route_deadline_s", 0.0, 86_400.0, lo_open=True),
+        max_response_bytes=r.integer(d.get("max_response_bytes", 10_000_000), "max_response_bytes", 1024),
         name=r.string(d.get("name", ""), "name", empty_ok=True),
         provenance=MappingProxyType(dict(prov)),
         schema_version=SCHEMA_VERSION,
@@ -533,8 +676,12 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             out["price"] = {k: str(getattr(t.price, k)) for k in _PRICE_KEYS if getattr(t.price, k) is not None}
         if t.price_provider != _DEFAULT_PRICE_PROVIDER.get(t.provider):  # defaults stay implicit in files
             out["price_provider"] = t.price_provider
-        if t.supports_n != (t.provider == "openai"):
+        if t.supports_n != default_supports_n(t.provider, t.base_url):
             out["supports_n"] = t.supports_n
+        if t.reasoning != default_reasoning(t.provider, t.model):
+            out["reasoning"] = t.reasoning
+        if t.reasoning_effort is not None:
+            out["reasoning_effort"] = t.reasoning_effort
         return out
 
     c = p.confidence
@@ -556,6 +703,7 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "logprob_thresholds": [_real(x) for x in c.logprob_thresholds],
             "answer_pattern": c.answer_pattern,
             **({} if c.tiers is None else {"tiers": list(c.tiers)}),
+            **({} if c.escalate_on == ESCALATE_REASONS else {"escalate_on": list(c.escalate_on)}),
         },
         "cascade": p.cascade,
         "max_cost_per_query_usd": None if p.max_cost_per_query_usd is None else str(p.max_cost_per_query_usd),
@@ -563,13 +711,30 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "failure_threshold": p.breaker.failure_threshold,
             "window_s": _real(p.breaker.window_s),
             "recovery_s": _real(p.breaker.recovery_s),
+            **({} if p.breaker.disable_s == 300.0 else {"disable_s": _real(p.breaker.disable_s)}),
         },
         "classifier": {
             "simple_patterns": list(p.classifier.simple_patterns),
             "complex_patterns": list(p.classifier.complex_patterns),
             "complex_min_words": p.classifier.complex_min_words,
             "simple_max_words": p.classifier.simple_max_words,
+            **({} if p.classifier.read == "user" else {"read": p.classifier.read}),
         },
+        # settings added after schema 1 shipped are written only when set, so older files keep their ids
+        **({} if p.cost_cap_mode == "worst_case" else {"cost_cap_mode": p.cost_cap_mode}),
+        **(
+            {}
+            if p.retries == RetrySettings()
+            else {
+                "retries": {
+                    "max_retries": p.retries.max_retries,
+                    "backoff_s": _real(p.retries.backoff_s),
+                    "max_wait_s": _real(p.retries.max_wait_s),
+                }
+            }
+        ),
+        **({} if p.route_deadline_s is None else {"route_deadline_s": _real(p.route_deadline_s)}),
+        **({} if p.max_response_bytes == 10_000_000 else {"max_response_bytes": p.max_response_bytes}),
         "provenance": _plain(p.provenance),
     }
 

@@ -8,7 +8,13 @@ keys from the environment, answers the plan's breaker gates and effects with
 one :class:`CircuitBreaker` per (provider, endpoint, model), sends its calls
 through the injected ``httpx.Client`` (:class:`CascadeRouter`) or
 ``httpx.AsyncClient`` (:class:`AsyncCascadeRouter`, a tier's k requests
-concurrently), and logs one JSON line per route. Both decide identically.
+concurrently) under each call's whole-call deadline and the policy's response
+size limit, streams answers (``route_stream``), and logs one JSON line per
+route. Both decide identically.
+
+Whatever happens inside, ``route()`` raises only :class:`RouterlabError`
+(an unexpected error is wrapped in a :class:`RoutingError`; cancellation
+propagates), and a half-open breaker probe is handed back on every exit path.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -31,24 +38,35 @@ from routerlab.decision import (
     Clock,
     Gate,
     Messages,
+    Pause,
     Plan,
+    PreparedQuery,
     Reply,
     RouteOutcome,
     TierCall,
-    as_messages,
     plan_route,
     prepare_query,
 )
-from routerlab.errors import ConnectionFailedError, ProviderError, ProviderTimeoutError
+from routerlab.errors import (
+    ConnectionFailedError,
+    MalformedResponseError,
+    ProviderError,
+    ProviderTimeoutError,
+    RouterlabError,
+    RoutingError,
+    StreamClosedError,
+)
 from routerlab.policy import PolicyHolder, RouterPolicy, Tier
 from routerlab.pricing import PriceBook
-from routerlab.providers import RequestSpec
-from routerlab.types import RouteResult
+from routerlab.providers import RequestSpec, get_adapter, scrub
+from routerlab.types import RouteResult, Usage
 
 logger = logging.getLogger("routerlab.router")
 
+Query = str | Messages | Mapping[str, Any]
+
 # Transport failures after the request was sent: the provider may have run (and billed) it.
-_MAYBE_BILLED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+_MAYBE_BILLED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.DecodingError)
 
 
 class _RouterCore:
@@ -123,17 +141,19 @@ class _RouterCore:
                     out[env] = key
         return out
 
-    def _start(self, query: str | Messages) -> tuple[_RouteState, Plan]:
+    def _new_route(self) -> _RouteState:
         policy = self.policy  # one snapshot for the whole route
         self._latest_breaker = policy.breaker  # the newest settings seen, without another stat per tier
-        plan = plan_route(
-            policy,
-            prepare_query(query, policy.classifier),
-            prices=self._prices,
-            api_keys=self._keys(policy),
-            clock=self._clock,
-        )
-        return _RouteState(policy), plan
+        keys = self._keys(policy)
+        return _RouteState(policy, keys, self._clock())
+
+    def _plan(self, route: _RouteState, query: Query, options: Mapping[str, Any], stream: bool) -> Plan:
+        """Prepare the query (a malformed request raises :class:`RequestError` here) and start its plan."""
+        policy = route.policy
+        prepared = prepare_query(query, policy.classifier, options=options, stream=stream)
+        route.prepared = prepared
+        route.plan = plan_route(policy, prepared, prices=self._prices, api_keys=route.keys, clock=self._clock)
+        return route.plan
 
     def _effect(self, route: _RouteState, cmd: Gate | BreakerEffect) -> bool | None:
         """Answer a breaker command with the breaker this route gated that tier on."""
@@ -147,7 +167,9 @@ class _RouterCore:
         if cmd.effect == "success":
             b.record_success()
         elif cmd.effect == "failure":
-            b.record_failure()
+            b.record_failure(cmd.cooldown_s)
+        elif cmd.effect == "disable":
+            b.disable()
         else:
             b.release_probe()
         return None
@@ -160,23 +182,44 @@ class _RouterCore:
             b.release_probe()
         route.gated.clear()
 
-    def _end(self, query: str | Messages, query_id: str | None, out: RouteOutcome) -> RouteResult:
+    def _end(self, route: _RouteState, query_id: str | None, out: RouteOutcome) -> RouteResult:
         for a in out.attempts:
             if a.error_kind == "missing_api_key":  # a deployment mistake: say so loudly
                 logger.warning("%s", a.error_message)
-        self._log(query, query_id, out)
+        self._log(route, query_id, out)
         if out.error is not None:
             raise out.error
         assert out.result is not None
         return out.result
 
-    def _log(self, query: str | Messages, query_id: str | None, out: RouteOutcome) -> None:
+    def _failed_route(self, route: _RouteState, query_id: str | None, exc: Exception) -> RouterlabError:
+        """Log the one line of a route that ended in an error outside the plan, and the error to raise:
+        a RouterlabError as it is, anything else wrapped (scrubbed of the keys in use)."""
+        self._abandon(route)
+        err: RouterlabError
+        if isinstance(exc, RouterlabError):
+            err = exc
+        else:
+            err = RoutingError(
+                scrub(f"internal error in routerlab: {type(exc).__name__}: {exc}", secrets=route.secrets)
+            )
+        cls = route.prepared.complexity if route.prepared is not None else ""
+        elapsed = (self._clock() - route.started) * 1e3
+        out = RouteOutcome(cls, None, err, err.attempts, (), _spent(err), Usage(), elapsed)
+        self._log(route, query_id, out)
+        return err
+
+    def _log(self, route: _RouteState | None, query_id: str | None, out: RouteOutcome) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
+        secrets = route.secrets if route is not None else ()
         if logger.isEnabledFor(logging.DEBUG):
             for a in out.attempts:
-                logger.debug(json.dumps({"event": "attempt", "query_id": query_id, **a.to_dict()}))
+                logger.debug(
+                    scrub(json.dumps({"event": "attempt", "query_id": query_id, **a.to_dict()}), secrets=secrets)
+                )
         result = out.result
+        u = out.usage
         record: dict[str, Any] = {
             "event": "route",
             "query_id": query_id,
@@ -184,9 +227,10 @@ class _RouterCore:
             "complexity": out.complexity,
             "tier": result.tier if result else None,
             "model": result.model if result else None,
-            "input_tokens": out.usage.input_tokens,
-            "output_tokens": out.usage.output_tokens,
-            "cache_read_tokens": out.usage.cache_read_tokens,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
             "cost_usd": str(out.spent_usd),
             "escalations": len(out.reasons),
             "reasons": list(out.reasons),
@@ -194,29 +238,100 @@ class _RouterCore:
             "latency_ms": round(out.latency_ms, 3),
             "ts": time.time(),
         }
-        if self._log_prompts:
-            record["messages"] = [dict(m) for m in as_messages(query)]
-        logger.info(json.dumps(record, ensure_ascii=False))
+        if result is not None:
+            record["finish_reason"] = result.finish_reason
+            if result.fallback:
+                record["fallback"] = True
+        if out.error is not None:
+            record["error"] = type(out.error).__name__
+        if route is not None and route.prepared is not None and route.prepared.metadata:
+            record["metadata"] = dict(route.prepared.metadata)
+        if self._log_prompts and route is not None and route.prepared is not None:
+            record["messages"] = [dict(m) for m in route.prepared.messages]
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        logger.info("%s", scrub(line, secrets=secrets) if secrets else line)
+
+
+def close_plan_early(core: _RouterCore, route: _RouteState, query_id: str | None) -> None:
+    """A streamed route closed by its caller: answer the call in flight with :class:`StreamClosedError`
+    (emitted, maybe billed), let the plan finish (it stops after a failed streamed call), log its line
+    and hand back any breaker probe. Nothing is raised."""
+    plan = route.plan
+    if plan is not None and route.pending is not None:
+        closed = Reply(error=StreamClosedError("the caller closed the stream"), maybe_billed=True, emitted=True)
+        answer: Any = [closed] * route.pending
+        try:
+            while True:
+                cmd = plan.send(answer)
+                if isinstance(cmd, Gate | BreakerEffect):
+                    answer = core._effect(route, cmd)
+                else:
+                    break  # the plan never calls again after an emitted failure
+        except StopIteration as stop:
+            core._log(route, query_id, stop.value)
+        except ValueError:  # the plan is running (cannot happen on one thread); nothing to finish
+            pass
+    core._abandon(route)
+
+
+def _spent(err: RouterlabError) -> Any:
+    from decimal import Decimal
+
+    return sum((getattr(a, "cost_usd", Decimal(0)) for a in err.attempts), Decimal(0))
 
 
 class _RouteState:
-    """One route's policy snapshot and the breakers it has gated and not yet reported on."""
+    """One route's policy snapshot, its plan, and the breakers it has gated and not yet reported on."""
 
-    def __init__(self, policy: RouterPolicy) -> None:
+    __slots__ = ("policy", "keys", "secrets", "started", "gated", "prepared", "plan", "live", "pending")
+
+    def __init__(self, policy: RouterPolicy, keys: dict[str, str], started: float) -> None:
         self.policy = policy
+        self.keys = keys
+        self.secrets = tuple(v for v in keys.values() if len(v) >= 6)
+        self.started = started
+        self.pending: int | None = None  # requests of the call in flight
         self.gated: dict[int, CircuitBreaker] = {}
+        self.prepared: PreparedQuery | None = None
+        self.plan: Plan | None = None
+        self.live: set[int] = set()  # tiers whose answer was streamed to the caller as it came
 
 
-def _failed(exc: httpx.TransportError, tier: Tier) -> Reply:
-    """The reply for a request whose transport failed."""
+def _failed(exc: Exception, tier: Tier, secrets: tuple[str, ...], *, emitted: bool = False) -> Reply:
+    """The reply for a request whose transport (or body decoding) failed."""
     err: ProviderError
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | _Deadline):
         err = ProviderTimeoutError(
-            f"no answer within {tier.timeout_s} s ({type(exc).__name__})", provider=tier.provider, model=tier.model
+            f"no complete answer within {exc.seconds if isinstance(exc, _Deadline) else tier.timeout_s} s "
+            f"({type(exc).__name__})",
+            provider=tier.provider,
+            model=tier.model,
         )
+    elif isinstance(exc, httpx.DecodingError):
+        err = MalformedResponseError(
+            scrub(f"the response body could not be decoded: {exc}", secrets=secrets),
+            provider=tier.provider,
+            model=tier.model,
+        )
+    elif isinstance(exc, _TooLarge):
+        err = MalformedResponseError(str(exc), provider=tier.provider, model=tier.model)
     else:
-        err = ConnectionFailedError(f"{type(exc).__name__}: {exc}", provider=tier.provider, model=tier.model)
-    return Reply(error=err, maybe_billed=isinstance(exc, _MAYBE_BILLED))
+        err = ConnectionFailedError(
+            scrub(f"{type(exc).__name__}: {exc}", secrets=secrets), provider=tier.provider, model=tier.model
+        )
+    billed = isinstance(exc, (*_MAYBE_BILLED, _Deadline, _TooLarge))
+    return Reply(error=err, maybe_billed=billed, emitted=emitted)
+
+
+class _Deadline(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the call's deadline of {seconds:g} s passed")
+        self.seconds = seconds
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response is larger than the policy's max_response_bytes ({limit} bytes); not read")
 
 
 def _to_request(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec, timeout_s: float) -> httpx.Request:
@@ -225,12 +340,81 @@ def _to_request(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec, tim
     )
 
 
+def _is_sse(resp: httpx.Response) -> bool:
+    return "text/event-stream" in resp.headers.get("content-type", "")
+
+
+class RouteStream:
+    """A streamed route (``CascadeRouter.route_stream``): iterate it for the answer's text deltas;
+    ``result`` holds the :class:`RouteResult` once it ended. Closing it early (``close()``, leaving a
+    ``with`` block, or dropping it) stops the call, releases the breaker and writes the log line."""
+
+    def __init__(self, gen: Iterator[str]) -> None:
+        self._gen = gen
+        self.result: RouteResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> RouteStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def text(self) -> str:
+        """Read the whole stream and return the answer's text."""
+        return "".join(self)
+
+
+class AsyncRouteStream:
+    """The asyncio twin of :class:`RouteStream`: ``async for delta in stream``; ``async with``."""
+
+    def __init__(self, gen: AsyncIterator[str]) -> None:
+        self._gen = gen
+        self.result: RouteResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> AsyncRouteStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def text(self) -> str:
+        return "".join([d async for d in self])
+
+
 class CascadeRouter(_RouterCore):
     """The synchronous router; all I/O goes through the injected ``httpx.Client``."""
 
-    def __init__(self, policy: RouterPolicy | PolicyHolder, *, client: httpx.Client, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: RouterPolicy | PolicyHolder,
+        *,
+        client: httpx.Client,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(policy, **kwargs)
         self.client = client
+        self._sleep = sleep
 
     @classmethod
     def from_policy(cls, policy: RouterPolicy | PolicyHolder, *, client: httpx.Client, **kwargs: Any) -> CascadeRouter:
@@ -242,38 +426,166 @@ class CascadeRouter(_RouterCore):
         """A router that reloads ``path`` whenever the file changes (keeping the last good policy)."""
         return cls(PolicyHolder(path), client=client, **kwargs)
 
-    def route(self, query: str | Messages, *, query_id: str | None = None) -> RouteResult:
-        """Route one query (a prompt string or a list of chat messages)."""
-        route, plan = self._start(query)
-        answer: Any = None
+    def route(self, query: Query, *, query_id: str | None = None, **options: Any) -> RouteResult:
+        """Route one query: a prompt string, a list of chat messages, or an OpenAI-style chat request
+        (``{"messages": [...], "tools": [...], ...}``). ``options`` adds request fields (``tools``,
+        ``tool_choice``, ``parallel_tool_calls``, ``response_format``, ``stop``, ``seed``, ``top_p``,
+        ``user``; ``metadata`` is logged, not sent)."""
+        route = self._new_route()
         try:
-            while True:
-                cmd = plan.send(answer)
-                if isinstance(cmd, TierCall):
-                    answer = [self._send(s, cmd.tier) for s in cmd.requests()]
-                else:
-                    answer = self._effect(route, cmd)
-        except StopIteration as done:
-            return self._end(query, query_id, done.value)
+            for _ in self._drive(route, self._plan(route, query, options, False)):
+                pass
+            raise AssertionError("unreachable: _drive ends by raising _Done")
+        except _Done as done:
+            outcome = done.outcome
+        except Exception as e:
+            raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
         except BaseException:
             self._abandon(route)
             raise
+        return self._end(route, query_id, outcome)
 
-    def _send(self, spec: RequestSpec, tier: Tier) -> Reply:
+    def route_stream(self, query: Query, *, query_id: str | None = None, **options: Any) -> RouteStream:
+        """Route one query, streaming: iterate the result for text deltas. A tier that needs no confidence
+        check (the final tier, or a class without a check) streams its answer as it arrives; otherwise
+        the accepted answer is yielded once it is known. Usage and cost come from the stream."""
+        holder: list[RouteStream] = []
+
+        def gen() -> Iterator[str]:
+            route = self._new_route()
+            try:
+                yield from self._drive(route, self._plan(route, query, options, True))
+                raise AssertionError("unreachable: _drive ends by raising _Done")
+            except _Done as done:
+                outcome = done.outcome
+            except GeneratorExit:
+                self._close_early(route, query_id)
+                raise
+            except Exception as e:
+                raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
+            except BaseException:
+                self._abandon(route)
+                raise
+            result = self._end(route, query_id, outcome)
+            holder[0].result = result
+            if result.tier_index not in route.live and result.text:
+                yield result.text
+
+        stream = RouteStream(gen())
+        holder.append(stream)
+        return stream
+
+    def _close_early(self, route: _RouteState, query_id: str | None) -> None:
+        """The caller closed the stream: tell the plan the streamed call was cut (so the log line says
+        what was spent and the breaker is released), then log."""
+        close_plan_early(self, route, query_id)
+
+    def _drive(self, route: _RouteState, plan: Plan) -> Iterator[str]:
+        """Run the plan; yields the text deltas of live-streamed tiers; ends by raising :class:`_Done`."""
+        answer: Any = None
+        while True:
+            try:
+                cmd = plan.send(answer)
+            except StopIteration as stop:
+                raise _Done(stop.value) from None
+            if isinstance(cmd, TierCall):
+                specs = cmd.requests()
+                route.pending = len(specs)
+                if cmd.stream:
+                    reply = yield from self._send_stream(specs[0], cmd, route)
+                    answer = [reply]
+                else:
+                    deadline = self._clock() + cmd.deadline_s
+                    answer = [self._send(s, cmd, route, deadline) for s in specs]
+                route.pending = None
+            elif isinstance(cmd, Pause):
+                self._sleep(cmd.seconds)
+                answer = None
+            else:
+                answer = self._effect(route, cmd)
+
+    def _read(self, resp: httpx.Response, deadline: float, limit: int, seconds: float) -> bytes:
+        """The whole (decoded) body, cut off at ``deadline`` (checked as each chunk arrives) or ``limit``."""
+        parts: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(limit)
+            parts.append(chunk)
+            if self._clock() > deadline:
+                raise _Deadline(seconds)
+        return b"".join(parts)
+
+    def _send(self, spec: RequestSpec, call: TierCall, route: _RouteState, deadline: float) -> Reply:
+        tier = call.tier
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            return _failed(_Deadline(call.deadline_s), tier, route.secrets)
         try:
-            resp = self.client.send(_to_request(self.client, spec, tier.timeout_s))
-            content = resp.read()
-        except httpx.TransportError as e:
-            return _failed(e, tier)
+            resp = self.client.send(_to_request(self.client, spec, remaining), stream=True)
+            try:
+                content = self._read(resp, deadline, route.policy.max_response_bytes, call.deadline_s)
+            finally:
+                resp.close()
+        except (httpx.HTTPError, _TooLarge, _Deadline) as e:
+            return _failed(e, tier, route.secrets)
         return Reply(resp.status_code, resp.headers, content)
+
+    def _send_stream(self, spec: RequestSpec, call: TierCall, route: _RouteState) -> Generator[str, None, Reply]:
+        """Send one streaming request, yielding its text deltas as they arrive; returns the Reply."""
+        tier = call.tier
+        deadline = self._clock() + call.deadline_s
+        decoder = get_adapter(tier.provider).delta_decoder()
+        emitted = False
+        try:
+            resp = self.client.send(_to_request(self.client, spec, call.deadline_s), stream=True)
+        except httpx.HTTPError as e:
+            return _failed(e, tier, route.secrets)
+        try:
+            if not (200 <= resp.status_code < 300 and _is_sse(resp)):
+                content = self._read(resp, deadline, route.policy.max_response_bytes, call.deadline_s)
+                return Reply(resp.status_code, resp.headers, content, stream=False)
+            parts: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > route.policy.max_response_bytes:
+                    raise _TooLarge(route.policy.max_response_bytes)
+                parts.append(chunk)
+                for delta in decoder.feed(chunk):
+                    if delta:
+                        emitted = True
+                        route.live.add(call.tier_index)
+                        yield delta
+                if self._clock() > deadline:
+                    raise _Deadline(call.deadline_s)
+            return Reply(resp.status_code, resp.headers, b"".join(parts), stream=True, emitted=emitted)
+        except (_Deadline, _TooLarge, httpx.HTTPError) as e:
+            return _failed(e, tier, route.secrets, emitted=emitted)
+        finally:
+            resp.close()
+
+
+class _Done(Exception):  # noqa: N818 - control flow, never leaves this module
+    def __init__(self, outcome: RouteOutcome) -> None:
+        self.outcome = outcome
 
 
 class AsyncCascadeRouter(_RouterCore):
     """The asyncio router; k sample requests of one tier go out concurrently."""
 
-    def __init__(self, policy: RouterPolicy | PolicyHolder, *, client: httpx.AsyncClient, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: RouterPolicy | PolicyHolder,
+        *,
+        client: httpx.AsyncClient,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(policy, **kwargs)
         self.client = client
+        self._sleep = sleep
 
     @classmethod
     def from_policy(
@@ -287,31 +599,145 @@ class AsyncCascadeRouter(_RouterCore):
     ) -> AsyncCascadeRouter:
         return cls(PolicyHolder(path), client=client, **kwargs)
 
-    async def route(self, query: str | Messages, *, query_id: str | None = None) -> RouteResult:
+    async def route(self, query: Query, *, query_id: str | None = None, **options: Any) -> RouteResult:
         """Route one query; decides exactly as :meth:`CascadeRouter.route`."""
-        route, plan = self._start(query)
-        answer: Any = None
+        route = self._new_route()
         try:
-            while True:
-                cmd = plan.send(answer)
-                if isinstance(cmd, TierCall):
-                    sends: list[Awaitable[Reply]] = [self._send(s, cmd.tier) for s in cmd.requests()]
-                    answer = list(await asyncio.gather(*sends))
-                else:
-                    answer = self._effect(route, cmd)
-        except StopIteration as done:
-            return self._end(query, query_id, done.value)
-        except BaseException:  # cancelled (e.g. asyncio.wait_for) or failed mid-route
+            outcome = await self._run(route, self._plan(route, query, options, False), None)
+        except Exception as e:
+            raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
+        except BaseException:  # cancelled (e.g. asyncio.wait_for) or interrupted mid-route
             self._abandon(route)
             raise
+        return self._end(route, query_id, outcome)
 
-    async def _send(self, spec: RequestSpec, tier: Tier) -> Reply:
+    def route_stream(self, query: Query, *, query_id: str | None = None, **options: Any) -> AsyncRouteStream:
+        """Route one query, streaming (see :meth:`CascadeRouter.route_stream`)."""
+        holder: list[AsyncRouteStream] = []
+
+        async def gen() -> AsyncIterator[str]:
+            route = self._new_route()
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+            task: asyncio.Task[RouteOutcome] | None = None
+            try:
+                task = asyncio.ensure_future(self._run(route, self._plan(route, query, options, True), queue))
+                task.add_done_callback(lambda _t: queue.put_nowait(None))
+                while True:
+                    delta = await queue.get()
+                    if delta is None:
+                        break
+                    yield delta
+                outcome = await task
+            except GeneratorExit:
+                if task is not None and not task.done():
+                    task.cancel()
+                self._log_closed(route, query_id)
+                raise
+            except Exception as e:
+                raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
+            except BaseException:
+                if task is not None and not task.done():
+                    task.cancel()
+                self._abandon(route)
+                raise
+            result = self._end(route, query_id, outcome)
+            holder[0].result = result
+            if result.tier_index not in route.live and result.text:
+                yield result.text
+
+        stream = AsyncRouteStream(gen())
+        holder.append(stream)
+        return stream
+
+    def _log_closed(self, route: _RouteState, query_id: str | None) -> None:
+        close_plan_early(self, route, query_id)
+
+    async def _run(self, route: _RouteState, plan: Plan, queue: asyncio.Queue[str | None] | None) -> RouteOutcome:
+        answer: Any = None
+        while True:
+            try:
+                cmd = plan.send(answer)
+            except StopIteration as stop:
+                out: RouteOutcome = stop.value
+                return out
+            if isinstance(cmd, TierCall):
+                specs = cmd.requests()
+                route.pending = len(specs)
+                if cmd.stream and queue is not None:
+                    answer = [await self._send_stream(specs[0], cmd, route, queue)]
+                else:
+                    sends = [self._send(s, cmd, route) for s in specs]
+                    answer = list(await asyncio.gather(*sends))
+                route.pending = None
+            elif isinstance(cmd, Pause):
+                await self._sleep(cmd.seconds)
+                answer = None
+            else:
+                answer = self._effect(route, cmd)
+
+    async def _read(self, resp: httpx.Response, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _send(self, spec: RequestSpec, call: TierCall, route: _RouteState) -> Reply:
+        tier = call.tier
+
+        async def attempt() -> Reply:
+            resp = await self.client.send(_to_request(self.client, spec, call.deadline_s), stream=True)
+            try:
+                content = await self._read(resp, route.policy.max_response_bytes)
+            finally:
+                await resp.aclose()
+            return Reply(resp.status_code, resp.headers, content)
+
         try:
-            resp = await self.client.send(_to_request(self.client, spec, tier.timeout_s))
-            content = await resp.aread()
-        except httpx.TransportError as e:
-            return _failed(e, tier)
-        return Reply(resp.status_code, resp.headers, content)
+            return await asyncio.wait_for(attempt(), call.deadline_s)
+        except TimeoutError:
+            return _failed(_Deadline(call.deadline_s), tier, route.secrets)
+        except (httpx.HTTPError, _TooLarge) as e:
+            return _failed(e, tier, route.secrets)
+
+    async def _send_stream(
+        self, spec: RequestSpec, call: TierCall, route: _RouteState, queue: asyncio.Queue[str | None]
+    ) -> Reply:
+        tier = call.tier
+        decoder = get_adapter(tier.provider).delta_decoder()
+        state = {"emitted": False}
+
+        async def attempt() -> Reply:
+            resp = await self.client.send(_to_request(self.client, spec, call.deadline_s), stream=True)
+            try:
+                if not (200 <= resp.status_code < 300 and _is_sse(resp)):
+                    content = await self._read(resp, route.policy.max_response_bytes)
+                    return Reply(resp.status_code, resp.headers, content)
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > route.policy.max_response_bytes:
+                        raise _TooLarge(route.policy.max_response_bytes)
+                    parts.append(chunk)
+                    for delta in decoder.feed(chunk):
+                        if delta:
+                            state["emitted"] = True
+                            route.live.add(call.tier_index)
+                            queue.put_nowait(delta)
+                return Reply(resp.status_code, resp.headers, b"".join(parts), stream=True, emitted=state["emitted"])
+            finally:
+                await resp.aclose()
+
+        try:
+            return await asyncio.wait_for(attempt(), call.deadline_s)
+        except TimeoutError:
+            return _failed(_Deadline(call.deadline_s), tier, route.secrets, emitted=state["emitted"])
+        except (httpx.HTTPError, _TooLarge) as e:
+            return _failed(e, tier, route.secrets, emitted=state["emitted"])
 
 
-__all__ = ["AsyncCascadeRouter", "CascadeRouter"]
+__all__ = ["AsyncCascadeRouter", "AsyncRouteStream", "CascadeRouter", "RouteStream"]

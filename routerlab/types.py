@@ -6,14 +6,26 @@ Units live in the names: ``cost_usd`` (a ``Decimal``), ``latency_ms``,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from routerlab.classifier import Classification
+
 Signal = Literal["none", "consistency", "logprob"]
 """The confidence signal of one tier's call: none (one sample), k samples, or token log-probabilities."""
 
-AttemptOutcome = Literal["accepted", "low_confidence", "error", "skipped_breaker", "skipped_cost_cap", "fallback"]
+AttemptOutcome = Literal[
+    "accepted",
+    "low_confidence",
+    "unusable",
+    "error",
+    "skipped_breaker",
+    "skipped_cost_cap",
+    "skipped_deadline",
+    "fallback",
+]
 """How one step of a route ended (see :class:`Attempt`)."""
 
 ErrorKind = Literal[
@@ -24,9 +36,15 @@ ErrorKind = Literal[
     "connection",
     "malformed",
     "invalid_request",
+    "context_length",
+    "payload_too_large",
+    "unsupported_parameter",
     "auth",
+    "permission",
     "not_found",
+    "quota",
     "missing_api_key",
+    "closed",
     "provider",
     "retryable",
     "fatal",
@@ -34,8 +52,9 @@ ErrorKind = Literal[
 """The stable name of a failed step (``ProviderError.kind``, or ``missing_api_key``); the last three
 name the untyped base classes."""
 
-BreakerEffectKind = Literal["success", "failure", "release"]
-"""What a step does to its tier's circuit breaker (``release``: hand an unused half-open probe back)."""
+BreakerEffectKind = Literal["success", "failure", "disable", "release"]
+"""What a step does to its tier's circuit breaker (``disable``: open it for its ``disable_s``;
+``release``: hand an unused half-open probe back)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,34 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool (function) call a model asked for.
+
+    ``arguments`` is the JSON text of the arguments as the model produced it (OpenAI's
+    ``function.arguments``; Anthropic's ``input`` object, dumped compactly). :meth:`key` is what two
+    samples are compared by: the same tool with equal arguments (parsed JSON, key order ignored)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> Any:
+        """The arguments as JSON, or the raw text when it is not valid JSON."""
+        try:
+            return json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
+
+    def key(self) -> str:
+        """A canonical form of (name, arguments): equal for calls of the same tool with equal arguments."""
+        return json.dumps([self.name, self.parsed_arguments()], sort_keys=True, separators=(",", ":"))
+
+    def to_openai(self) -> dict[str, Any]:
+        """This call in OpenAI's ``message.tool_calls`` shape."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
 class Completion:
     """A parsed successful provider response.
 
@@ -78,6 +125,12 @@ class Completion:
     several), in the provider's order. ``finish_reasons`` is aligned with it.
     ``mean_logprobs`` is aligned too where token log-probabilities came back,
     else empty. ``usage`` covers the whole call (all choices).
+    ``finish_reasons`` use OpenAI's words for every provider (``stop``,
+    ``length``, ``tool_calls``, ``content_filter``; Anthropic's ``max_tokens``
+    becomes ``length``, ``end_turn``/``stop_sequence`` become ``stop``,
+    ``tool_use`` becomes ``tool_calls``, ``refusal`` becomes
+    ``content_filter``). ``tool_calls`` and ``refusals`` are aligned with
+    ``texts`` too (or empty when no choice has any).
     """
 
     texts: tuple[str, ...]
@@ -86,6 +139,16 @@ class Completion:
     model: str = ""
     response_id: str = ""
     mean_logprobs: tuple[float, ...] = ()
+    tool_calls: tuple[tuple[ToolCall, ...], ...] = ()
+    refusals: tuple[str | None, ...] = ()
+
+    def tool_calls_of(self, i: int) -> tuple[ToolCall, ...]:
+        """The tool calls of choice ``i`` (empty when it called none)."""
+        return self.tool_calls[i] if i < len(self.tool_calls) else ()
+
+    def refusal_of(self, i: int) -> str | None:
+        """The refusal text of choice ``i`` (OpenAI structured outputs), or None."""
+        return self.refusals[i] if i < len(self.refusals) else None
 
     @property
     def text(self) -> str:
@@ -98,9 +161,11 @@ class Attempt:
 
     ``outcome`` is one of: ``accepted`` (this tier's answer was returned),
     ``low_confidence`` (answer obtained but not trusted: escalated),
+    ``unusable`` (the answer was empty, cut off at max_tokens or filtered: escalated),
     ``error`` (the call failed; ``error_kind`` says how),
     ``skipped_breaker`` (the tier's circuit breaker was open),
     ``skipped_cost_cap`` (the call could exceed the per-query cost cap),
+    ``skipped_deadline`` (the route's deadline had passed),
     ``fallback`` (an earlier answer returned after later tiers were blocked).
     ``calls`` is the number of HTTP requests made (k for Anthropic samples).
     """
@@ -118,6 +183,7 @@ class Attempt:
     confidence: float | None = None
     error_kind: ErrorKind | None = None
     error_message: str | None = None
+    finish_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,11 +196,13 @@ class Attempt:
             "output_tokens": self.usage.output_tokens,
             "cache_read_tokens": self.usage.cache_read_tokens,
             "cache_write_tokens": self.usage.cache_write_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
             "cost_usd": str(self.cost_usd),
             "latency_ms": round(self.latency_ms, 3),
             "similarity": self.similarity,
             "confidence": self.confidence,
             "error_kind": self.error_kind,
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -153,6 +221,10 @@ class RouteResult:
     escalation_reasons: tuple[str, ...]
     latency_ms: float
     attempts: tuple[Attempt, ...]
+    tool_calls: tuple[ToolCall, ...] = ()  # the answer's tool calls (its text may then be empty)
+    finish_reason: str | None = None  # of the returned answer, in OpenAI's words (stop, length, ...)
+    fallback: bool = False  # the answer was not accepted: the best one paid for, returned when the ladder ran out
+    classification: Classification | None = None  # the classifier's verdict and the signals behind it
 
     @property
     def input_tokens(self) -> int:

@@ -272,14 +272,17 @@ def test_policy_built_in_code_with_partial_routing_fills_the_other_classes() -> 
 # ---------------------------------------------------------------- unknown keys
 
 _TOP = (
-    "schema_version, name, tiers, routing, confidence, cascade, max_cost_per_query_usd, breaker, classifier, provenance"
+    "schema_version, name, tiers, routing, confidence, cascade, max_cost_per_query_usd, breaker, classifier, "
+    "cost_cap_mode, retries, route_deadline_s, max_response_bytes, provenance"
 )
 _TIER = (
     "name, provider, model, base_url, api_key_env, timeout_s, max_tokens, temperature, price, price_provider, "
-    "supports_n"
+    "supports_n, reasoning, reasoning_effort"
 )
 _PRICE = "input_usd_per_mtok, output_usd_per_mtok, cache_read_usd_per_mtok, cache_write_usd_per_mtok"
-_CONF = "signal, classes, k, similarity, temperature, thresholds, logprob_thresholds, answer_pattern"
+_CONF = (
+    "signal, classes, k, similarity, temperature, thresholds, logprob_thresholds, answer_pattern, tiers, escalate_on"
+)
 
 
 def _set_price_extra(d: dict[str, Any]) -> None:
@@ -295,11 +298,11 @@ def _set_price_extra(d: dict[str, Any]) -> None:
         (lambda d: d["routing"].update(trivial={"start_tier": 0}), "routing.trivial", "simple, medium, complex"),
         (lambda d: d["routing"]["medium"].update(foo=1), "routing.medium.foo", "start_tier, max_tokens"),
         (lambda d: d["confidence"].update(bogus=1), "confidence.bogus", _CONF),
-        (lambda d: d["breaker"].update(foo=1), "breaker.foo", "failure_threshold, window_s, recovery_s"),
+        (lambda d: d["breaker"].update(foo=1), "breaker.foo", "failure_threshold, window_s, recovery_s, disable_s"),
         (
             lambda d: d.update(classifier={"foo": 1}),
             "classifier.foo",
-            "simple_patterns, complex_patterns, complex_min_words, simple_max_words",
+            "simple_patterns, complex_patterns, complex_min_words, simple_max_words, read",
         ),
     ],
 )

@@ -3,9 +3,13 @@
 The reference is :func:`routerlab.workbench.reference.simulate_reference`: the
 router's own ``plan_route`` generator answered from the outcome table. The
 tables here are synthetic and full of everything the router tells apart:
-429, 5xx, 529, timeouts (maybe billed), unparseable 2xx replies, fatal 4xx,
-fewer samples than asked, unpriced replies, agreements exactly at the
-threshold and cost caps that bind. Every comparison names its seed.
+429, 5xx, 529, timeouts (maybe billed), unparseable 2xx replies, tier-local
+4xx (auth, permission, not found, context length, too large, unsupported
+parameter, quota), request-level 400s, fewer samples than asked (and short
+n=k replies completed by single requests, or kept short by the cap), empty /
+cut-off / filtered answers, unpriced replies, agreements exactly at the
+threshold, and cost caps that bind in both cap modes. Every comparison names
+its seed.
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # agreements and thresholds share values: 
 SIMS = ["answer", "difflib"]
 SCORERS = ["s1", "s2"]
 RETRYABLE = ["rate_limit", "server", "overloaded", "timeout", "connection", "malformed"]
-FATAL = ["invalid_request", "auth", "not_found"]
+FATAL = [
+    "invalid_request",
+    "context_length",
+    "payload_too_large",
+    "unsupported_parameter",
+    "auth",
+    "permission",
+    "not_found",
+    "quota",
+]
+ESCALATE = ["empty", "length", "content_filter"]
 
 
 def _ladder(n_tiers: int) -> Any:
@@ -90,13 +104,28 @@ def random_table(seed: int) -> Outcomes:
     # sometimes one non-final tier was logged greedy-only (no k samples): policies check the others only
     gap = rng.randrange(n_tiers - 1) if n_tiers >= 3 and rng.random() < 0.4 else None
     for i in range(n_items):
+        bad_request = rng.random() < 0.08  # every tier rejects it: the route raises the invalid-request error
         for t in range(n_tiers):
             sampled = t < n_tiers - 1 and t != gap
             variants = [("single", 1)] + ([(f"k{k}", k) for k in ks] if sampled else [])
             for variant, k in variants:
                 worst = rng.randint(1, 10**6) * (t + 1) * k
                 r = _reply(rng, worst)
+                if bad_request:
+                    r = {**r, "error_kind": "invalid_request", "fatal": True, "cost_pico": 0, "reserve_pico": 0}
                 failed = r["error_kind"] is not None
+                short = {"missing": 0, "topup_worst_pico": 0, "short_cost_pico": 0, "short_reserve_pico": 0}
+                short_lat = 0.0
+                if k > 1 and t % 2 == 0 and not failed and rng.random() < 0.5:  # n=k answered short, completed
+                    part = rng.randint(0, r["cost_pico"])
+                    short = {
+                        "missing": rng.randint(1, k - 1),
+                        "topup_worst_pico": rng.randint(1, 6 * worst),
+                        "short_cost_pico": part,
+                        "short_reserve_pico": rng.choice([0, r["reserve_pico"]]),
+                    }
+                    short_lat = round(rng.uniform(1, 1000), 3)
+                bits = 0 if failed or rng.random() < 0.7 else rng.choice([1, 2, 3, 4, 6])
                 q = {f"q_{s}": (np.nan if rng.random() < 0.1 else rng.choice([0.0, 0.5, 1.0])) for s in SCORERS}
                 agree = {f"agree_{s}": (np.nan if k == 1 else rng.choice(LEVELS)) for s in SIMS}
                 rows.append(
@@ -115,15 +144,19 @@ def random_table(seed: int) -> Outcomes:
                         "output_tokens": 0 if failed else rng.randint(1, 300),
                         "cached_tokens": 0,
                         "usage_estimated": False,
-                        "latency_ms": round(rng.uniform(5, 3000), 3),
+                        "latency_ms": round(rng.uniform(5, 3000), 3) + short_lat,
                         "latency_estimated": False,
+                        "unusable": bits,
+                        "finish_reason": "length" if bits & 2 else "stop",
+                        **short,
+                        "short_latency_ms": short_lat,
                         **agree,
                         **q,
                         "text": "" if failed else f"answer {rng.randint(0, 3)}",
                     }
                 )
     calls = pd.DataFrame(rows)
-    for c in ("cost_pico", "worst_pico", "reserve_pico"):
+    for c in ("cost_pico", "worst_pico", "reserve_pico", "topup_worst_pico", "short_cost_pico", "short_reserve_pico"):
         calls[c] = calls[c].astype("int64")
     items = pd.DataFrame(
         {
@@ -161,6 +194,8 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
         if rng.random() < 0.6:
             cap = Decimal(int(rng.choice(worst) * rng.choice([0.5, 1, 1.5, 2, 3]))) / PICO
         cascade = rng.random() < 0.8
+        mode = rng.choice(["worst_case", "spent"])
+        esc = None if rng.random() < 0.5 else tuple(x for x in ESCALATE if rng.random() < 0.5)
         if rng.random() < 0.85:  # a one-tier ladder gets checked policies too: nothing to check, same as none
             classes = tuple(c for c in COMPLEXITY_CLASSES if rng.random() < 0.7) or ("medium",)
             thr = tuple(rng.choice(LEVELS) for _ in range(t - 1))
@@ -170,9 +205,9 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
                 tiers = tuple(x for x in sampled if rng.random() < 0.7) or tuple(sampled[:1]) or None
             if t > 1 and not sampled:
                 continue
-            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap, tiers))
+            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap, tiers, mode, esc))
         else:
-            pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
+            pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap, None, mode, esc))
     return pts
 
 
@@ -212,7 +247,8 @@ def test_sweep_equals_the_decision_procedure_on_random_tables(seed: int) -> None
 def test_the_random_tables_exercise_every_branch() -> None:
     """The property above means something only if the tables hit the cases it is about."""
     kinds: set[str] = set()
-    seen = {"fallback": 0, "failed": 0, "cap_blocked": 0, "accepted_k": 0, "low_confidence": 0}
+    seen = {"fallback": 0, "failed": 0, "cap_blocked": 0, "accepted_k": 0, "low_confidence": 0, "unusable": 0}
+    seen |= {"short_kept": 0, "topped_up": 0, "answer_after_fatal": 0, "request_error": 0}
     for seed in SEEDS[:10]:
         o = random_table(seed)
         kinds |= set(o.calls["error_kind"].dropna())
@@ -227,10 +263,20 @@ def test_the_random_tables_exercise_every_branch() -> None:
                 seen["failed"] += out.result is None
                 seen["cap_blocked"] += "skipped_cost_cap" in outcomes
                 seen["low_confidence"] += "low_confidence" in outcomes
+                seen["unusable"] += "unusable" in outcomes
+                messages = [a.error_message or "" for a in out.attempts]
+                seen["short_kept"] += any("completing them could exceed" in m for m in messages)
+                seen["topped_up"] += any(table[(iid, a.tier_index, f"k{pt.k}")].short is not None
+                                         for a in out.attempts if a.outcome in ("accepted", "low_confidence")
+                                         and a.similarity is not None)  # fmt: skip
+                seen["answer_after_fatal"] += out.result is not None and any(
+                    a.error_kind in FATAL for a in out.attempts
+                )
+                seen["request_error"] += type(out.error).__name__ == "InvalidRequestError"
                 seen["accepted_k"] += any(a.outcome == "accepted" and a.calls > 0 and a.similarity is not None
                                           for a in out.attempts)  # fmt: skip
     assert kinds == set(RETRYABLE) | set(FATAL)
-    assert all(v > 20 for v in seen.values()), seen
+    assert all(v > 20 for v in seen.values()), f"too few: {[(k, v) for k, v in seen.items() if v <= 20]}"
     gaps = [s for s in SEEDS if len(set(random_table(s).calls.query("variant != 'single'")["tier_index"]))
             < len(random_table(s).tiers) - 1]  # fmt: skip
     assert len(gaps) >= 3  # greedy-only non-final tiers, with points that check the other tiers only
@@ -239,7 +285,8 @@ def test_the_random_tables_exercise_every_branch() -> None:
 @pytest.mark.parametrize(
     "plant",
     [
-        "fatal_as_retryable",
+        "ignore_unusable",
+        "ignore_top_up",
         "ignore_reserve",
         "strict_threshold",
         "fallback_to_single",
@@ -253,8 +300,10 @@ def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPa
 
     def dense(self: Outcomes) -> Any:
         a = real_dense(self)
-        if plant == "fatal_as_retryable":
-            a = replace(a, s_err=np.minimum(a.s_err, 1), k_err=np.minimum(a.k_err, 1))
+        if plant == "ignore_unusable":
+            a = replace(a, s_bad=np.zeros_like(a.s_bad), k_bad=np.zeros_like(a.k_bad))
+        elif plant == "ignore_top_up":  # a short n=k reply always completed, whatever the cap says
+            a = replace(a, k_tuw=np.zeros_like(a.k_tuw))
         elif plant == "ignore_reserve":
             a = replace(a, s_res=np.zeros_like(a.s_res), k_res=np.zeros_like(a.k_res))
         elif plant == "strict_threshold":  # agree > thr instead of agree >= thr

@@ -128,6 +128,8 @@ class RequestNeed:
     model: str
     spec: RequestSpec
     count: int
+    samples: int = 1  # the choices one answer to ``spec`` should hold (k for an n=k request)
+    top_up: Callable[[int], list[RequestSpec]] | None = field(default=None, compare=False, repr=False)
 
 
 def needed_requests(
@@ -149,7 +151,9 @@ def needed_requests(
     """
     ks = tuple(ks) if ks else (policy.confidence.k,)
     cls = complexity_of(item.messages, policy.classifier)
-    needs: dict[tuple[int, tuple[str, str, str]], tuple[RequestSpec, int]] = {}
+    needs: dict[
+        tuple[int, tuple[str, str, str]], tuple[RequestSpec, int, int, Callable[[int], list[RequestSpec]] | None]
+    ] = {}
     messages = list(item.messages)
     for i, tier in enumerate(policy.tiers):
         max_tokens = effective_max_tokens(policy, i, cls)
@@ -161,19 +165,38 @@ def needed_requests(
                 variants.append(("logprob", None))
         for signal, k in variants:
             api_key = (keys or {}).get(tier.api_key_env, DUMMY_KEY) if tier.api_key_env else None
-            specs, _ = tier_requests(policy, i, messages, signal, max_tokens, api_key, k=k)
+            specs, samples = tier_requests(policy, i, messages, signal, max_tokens, api_key, k=k)
             counts = Counter(request_key(s.method, s.url, s.content()) for s in specs)
+            per_request = samples if len(specs) == 1 else 1
+            top_up = None
+            if per_request > 1:  # an n=k request: a server that ignores n is completed by single requests
+
+                def top_up(
+                    m: int, i: int = i, k: int | None = k, key: str | None = api_key, mt: int = max_tokens
+                ) -> list[RequestSpec]:
+                    return tier_requests(policy, i, messages, "consistency", mt, key, k=k, top_up=m)[0]
+
             for s in specs:
                 key = (i, request_key(s.method, s.url, s.content()))
                 prev = needs.get(key)
-                needs[key] = (s, max(counts[key[1]], prev[1] if prev else 0))
+                needs[key] = (s, max(counts[key[1]], prev[1] if prev else 0), per_request, top_up)
     return [
-        RequestNeed(i, policy.tiers[i].name, policy.tiers[i].model, spec, count)
-        for (i, _), (spec, count) in needs.items()
+        RequestNeed(i, policy.tiers[i].name, policy.tiers[i].model, spec, count, per_request, top_up)
+        for (i, _), (spec, count, per_request, top_up) in needs.items()
     ]
 
 
 # ---------------------------------------------------------------- the cassette format (vcrpy's, written by us)
+
+
+def _choices(provider: str, response: dict[str, Any], model: str) -> int:
+    """How many choices a recorded 2xx response holds (0 for an error or an unparseable body)."""
+    try:
+        status = int(response["status"]["code"])
+        c = get_adapter(provider).parse_response(status, {}, _body_bytes(response.get("body")), model=model)
+    except (ProviderError, KeyError, TypeError, ValueError):
+        return 0
+    return len(c.texts)
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:
@@ -413,18 +436,39 @@ class _Recorder:
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         new: list[tuple[Any, dict[str, Any]]] = []
         needs = needed_requests(self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits)
+        answers: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for rq, rs in old:
+            answers[request_key(rq.method, rq.uri, rq.body)].append(rs)
+
+        def ensure(need: RequestNeed) -> None:
+            key = request_key(need.spec.method, need.spec.url, need.spec.content())
+            for _ in range(need.count):
+                if have[key] > 0:
+                    have[key] -= 1
+                    with self.lock:
+                        self.report.requests_replayed += 1
+                    continue
+                got = self._send(item, need)
+                if got is not None:
+                    new.append(got)
+                    answers[key].append(got[1])
+
         try:
             for need in needs:
+                ensure(need)
+                if need.top_up is None:
+                    continue
+                # a server that answered n=k with fewer choices: record the single requests that complete it
                 key = request_key(need.spec.method, need.spec.url, need.spec.content())
-                for _ in range(need.count):
-                    if have[key] > 0:
-                        have[key] -= 1
-                        with self.lock:
-                            self.report.requests_replayed += 1
-                        continue
-                    got = self._send(item, need)
-                    if got is not None:
-                        new.append(got)
+                tier = self.policy.tiers[need.tier_index]
+                for rs in answers.get(key, [])[:1]:
+                    got_n = _choices(tier.provider, rs, tier.model)
+                    if 0 < got_n < need.samples:
+                        specs = need.top_up(need.samples - got_n)
+                        extra = Counter(request_key(x.method, x.url, x.content()) for x in specs)
+                        for x in {request_key(x.method, x.url, x.content()): x for x in specs}.values():
+                            k2 = request_key(x.method, x.url, x.content())
+                            ensure(RequestNeed(need.tier_index, need.tier, need.model, x, extra[k2]))
         finally:  # what was recorded is kept, also when the run is interrupted
             if new:
                 atomic_write_text(path, _serialize_cassette([*old, *new], self.secrets))

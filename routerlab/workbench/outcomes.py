@@ -7,11 +7,17 @@ the real adapters and prices it with the real price book, giving two tables:
 
 ``calls`` (one row per item, tier and variant)
     item_id, complexity, tier_index, tier, model, variant (``single`` or
-    ``k2``, ``k3`` ...), k, n_requests, error_kind, fatal, cost_usd,
+    ``k2``, ``k3`` ...), k, n_requests, error_kind, fatal, unusable (bits:
+    1 empty, 2 cut off at max_tokens, 4 filtered or refused; of the answer the
+    router would return), finish_reason, cost_usd,
     cost_pico (the exact cost in 1e-12 USD, an integer), worst_pico (the
     router's worst-case estimate for the cost cap), reserve_pico (what the
     router counts against the cap beyond cost_pico: one request's share of the
-    worst case for each 2xx reply whose body could not be parsed), input_tokens,
+    worst case for each 2xx reply whose body could not be parsed), missing,
+    topup_worst_pico, short_cost_pico, short_reserve_pico, short_latency_ms
+    (a server that answered ``n=k`` with fewer choices: how many were missing,
+    the cap's worst case for the single requests that completed them, and the
+    call as it stood before they were sent; 0 otherwise), input_tokens,
     output_tokens, cached_tokens, usage_estimated, latency_ms,
     latency_estimated, agree_<similarity> (agreement of the samples; NaN for
     single), q_<scorer> (quality of the answer the router would return: the
@@ -34,7 +40,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,11 +66,14 @@ from routerlab.decision import (
     PreparedQuery,
     Reply,
     TierCall,
+    TierReply,
     account_replies,
     call_shape,
     effective_max_tokens,
     prepare_query,
     quote_worst_case,
+    reply_unusable_bits,
+    sample_agreement,
 )
 from routerlab.errors import DataError, ReplayMissError
 from routerlab.jsonio import atomic_write
@@ -74,7 +83,8 @@ from routerlab.types import Signal, Usage
 from routerlab.workbench.scoring import get_scorer, scorer_fingerprint
 
 PICO = Decimal(10) ** 12
-TABLE_VERSION = "4"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
+TABLE_VERSION = "5"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
+# 5: unusable answers (empty / cut off / filtered), completed short n=k replies, tool-call agreement
 LATENCY_BASE_MS, LATENCY_PER_TOKEN_MS = 400.0, 15.0
 
 
@@ -117,6 +127,7 @@ class DenseTable:
     s_worst: np.ndarray
     s_res: np.ndarray  # reserve counted against the cap beyond the cost (unparsed 2xx replies)
     s_err: np.ndarray  # 0 ok, 1 retryable, 2 fatal
+    s_bad: np.ndarray  # unusable bits of the answer (1 empty, 2 length, 4 filtered)
     s_lat: np.ndarray
     s_q: dict[str, np.ndarray]
     ks: list[int]
@@ -125,7 +136,12 @@ class DenseTable:
     k_worst: np.ndarray
     k_res: np.ndarray
     k_err: np.ndarray
+    k_bad: np.ndarray
     k_lat: np.ndarray
+    k_tuw: np.ndarray  # worst case of the requests that completed a short n=k reply (0: none)
+    k_scost: np.ndarray  # the call's cost, reserve and latency before that completion
+    k_sres: np.ndarray
+    k_slat: np.ndarray
     k_q: dict[str, np.ndarray]
     agree: np.ndarray  # (nsim, nk, N, T-1)
     k_count: np.ndarray  # (nk, T-1) int: items with that k recorded at that non-final tier
@@ -160,6 +176,8 @@ def _build_dense(o: Outcomes) -> DenseTable:
     s_worst = grid(calls["worst_pico"].to_numpy(), single, (n, t), 0, np.int64)
     s_res = grid(calls["reserve_pico"].to_numpy(), single, (n, t), 0, np.int64)
     s_err = grid(err, single, (n, t), 0, np.int8)
+    bad = calls["unusable"].to_numpy().astype(np.int8)
+    s_bad = grid(bad, single, (n, t), 0, np.int8)
     s_lat = grid(calls["latency_ms"].to_numpy(), single, (n, t), 0.0, float)
     s_q = {sc: grid(calls[f"q_{sc}"].to_numpy(dtype=float), single, (n, t), np.nan, float) for sc in o.scorers}
     ks = list(o.ks)
@@ -170,7 +188,12 @@ def _build_dense(o: Outcomes) -> DenseTable:
     k_worst = np.zeros((nk, n, tk), np.int64)
     k_res = np.zeros((nk, n, tk), np.int64)
     k_err = np.zeros((nk, n, tk), np.int8)
+    k_bad = np.zeros((nk, n, tk), np.int8)
     k_lat = np.zeros((nk, n, tk))
+    k_tuw = np.zeros((nk, n, tk), np.int64)
+    k_scost = np.zeros((nk, n, tk), np.int64)
+    k_sres = np.zeros((nk, n, tk), np.int64)
+    k_slat = np.zeros((nk, n, tk))
     k_q = {sc: np.full((nk, n, tk), np.nan) for sc in o.scorers}
     agree = np.full((len(sims), nk, n, tk), np.nan)
     k_count = np.zeros((nk, tk), np.int64)
@@ -180,7 +203,12 @@ def _build_dense(o: Outcomes) -> DenseTable:
         k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
         k_res[j][ii[m], ti[m]] = calls["reserve_pico"].to_numpy()[m]
         k_err[j][ii[m], ti[m]] = err[m]
+        k_bad[j][ii[m], ti[m]] = bad[m]
         k_lat[j][ii[m], ti[m]] = calls["latency_ms"].to_numpy()[m]
+        k_tuw[j][ii[m], ti[m]] = calls["topup_worst_pico"].to_numpy()[m]
+        k_scost[j][ii[m], ti[m]] = calls["short_cost_pico"].to_numpy()[m]
+        k_sres[j][ii[m], ti[m]] = calls["short_reserve_pico"].to_numpy()[m]
+        k_slat[j][ii[m], ti[m]] = calls["short_latency_ms"].to_numpy()[m]
         for sc in o.scorers:
             k_q[sc][j][ii[m], ti[m]] = calls[f"q_{sc}"].to_numpy(dtype=float)[m]
         for si, sim in enumerate(sims):
@@ -195,6 +223,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
         s_worst,
         s_res,
         s_err,
+        s_bad,
         s_lat,
         s_q,
         ks,
@@ -203,7 +232,12 @@ def _build_dense(o: Outcomes) -> DenseTable:
         k_worst,
         k_res,
         k_err,
+        k_bad,
         k_lat,
+        k_tuw,
+        k_scost,
+        k_sres,
+        k_slat,
         k_q,
         agree,
         k_count,
@@ -266,35 +300,61 @@ def _variant_row(
     k: int,
     prices: PriceBook,
     keys: dict[str, str],
-) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-    """One (item, tier, variant) row and its sample texts, accounted by the router's own functions
+) -> tuple[dict[str, Any], TierReply] | None:
+    """One (item, tier, variant) row and the accounted call, by the router's own functions
     (:func:`~routerlab.decision.account_replies`, :func:`~routerlab.decision.quote_worst_case`);
-    None when a k-sample variant was not recorded."""
+    None when a k-sample variant (or the single requests completing a short n=k reply) was not
+    recorded."""
     tier = policy.tiers[tier_index]
     n_requests, samples = call_shape(tier, signal, k)
     api_key = keys.get(tier.api_key_env) if tier.api_key_env else None
     max_tokens = effective_max_tokens(policy, tier_index, query.complexity)
     call = TierCall(tier_index, tier, signal, k, max_tokens, n_requests, samples, policy, query.messages, api_key)
     played: Counter[tuple[str, str, str]] = Counter()
-    replies: list[Reply] = []
-    for s in call.requests():
-        key = request_key(s.method, s.url, s.content())
-        recorded = index.get(key, [])
-        n = played[key]
-        if n >= len(recorded):
-            if signal == "none":
-                raise ReplayMissError(
-                    f"item {item.id!r}, tier {tier.name!r}, model {tier.model!r}: the single call is not recorded",
-                    item_id=item.id,
-                    tier=tier.name,
-                    model=tier.model,
-                )
-            return None  # this k-sample variant was not recorded (e.g. a single-answer dataset)
-        played[key] = n + 1
-        r = recorded[n]
-        replies.append(Reply(r.status, dict(r.headers), r.body))
+
+    def play(specs: Sequence[Any]) -> list[Reply] | None:
+        out: list[Reply] = []
+        for s in specs:
+            key = request_key(s.method, s.url, s.content())
+            recorded = index.get(key, [])
+            n = played[key]
+            if n >= len(recorded):
+                return None
+            played[key] = n + 1
+            r = recorded[n]
+            out.append(Reply(r.status, dict(r.headers), r.body))
+        return out
+
+    got = play(call.requests())
+    if got is None:
+        if signal == "none":
+            raise ReplayMissError(
+                f"item {item.id!r}, tier {tier.name!r}, model {tier.model!r}: the single call is not recorded",
+                item_id=item.id,
+                tier=tier.name,
+                model=tier.model,
+            )
+        return None  # this k-sample variant was not recorded (e.g. a single-answer dataset)
+    replies = got
     worst = quote_worst_case(prices, call, query)
-    tr = account_replies(prices, tier, replies, samples, worst)
+    tr = account_replies(prices, tier, replies, samples, worst, allow_short=True)
+    short = {"missing": 0, "topup_worst_pico": 0, "short_cost_pico": 0, "short_reserve_pico": 0}
+    short_latency = 0.0
+    if tr.error is None and tr.missing > 0:  # completed by single requests, as the router does
+        top_call = replace(call, top_up=tr.missing, n_requests=tr.missing, samples=tr.missing)
+        more = play(top_call.requests())
+        if more is None:
+            return None
+        top_worst = quote_worst_case(prices, top_call, query)
+        short_latency = _latency(replies, tr.reply_usage)[0]
+        short = {
+            "missing": tr.missing,
+            "topup_worst_pico": to_pico(top_worst),
+            "short_cost_pico": to_pico(tr.cost_usd),
+            "short_reserve_pico": to_pico(tr.reserve_usd),
+        }
+        replies = replies + more
+        tr = account_replies(prices, tier, replies, samples, worst + top_worst)
     latency, lat_est = _latency(replies, tr.reply_usage)
     row = {
         "variant": "single" if signal == "none" else f"k{k}",
@@ -302,6 +362,8 @@ def _variant_row(
         "n_requests": n_requests,
         "error_kind": None if tr.error is None else tr.error.kind,
         "fatal": bool(tr.error is not None and not tr.error.retryable),
+        "unusable": reply_unusable_bits(tr) if tr.error is None else 0,
+        "finish_reason": tr.first_finish_reason(),
         "cost_usd": float(tr.cost_usd),
         "cost_pico": to_pico(tr.cost_usd),
         "worst_pico": to_pico(worst),
@@ -315,8 +377,10 @@ def _variant_row(
         ),
         "latency_ms": latency,
         "latency_estimated": lat_est,
+        **short,
+        "short_latency_ms": short_latency,
     }
-    return row, tr.texts
+    return row, tr
 
 
 def _hashes(
@@ -421,7 +485,8 @@ def _build(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     prices = PriceBook()
     keys = replay_keys(policy)
-    sims = {name: get_similarity(name, answer_pattern=policy.confidence.answer_pattern) for name in SIMILARITY_NAMES}
+    answer_pattern = policy.confidence.answer_pattern
+    sims = {name: get_similarity(name, answer_pattern=answer_pattern) for name in SIMILARITY_NAMES}
     scorer_fns = {name: get_scorer(name, answer_pattern=policy.confidence.answer_pattern) for name in scorers}
     call_rows: list[dict[str, Any]] = []
     sample_rows: list[dict[str, Any]] = []
@@ -442,7 +507,8 @@ def _build(
                 got = _variant_row(it, query, policy, index, t, signal, k, prices, keys)
                 if got is None:
                     continue
-                row, texts = got
+                row, tr = got
+                texts = tr.texts
                 tier = policy.tiers[t]
                 base = {
                     "item_id": it.id,
@@ -452,7 +518,12 @@ def _build(
                     "model": tier.model,
                 }
                 for name, sim in sims.items():
-                    row[f"agree_{name}"] = agreement(texts, sim) if signal != "none" and len(texts) >= 2 else np.nan
+                    if signal == "none" or len(texts) < 2:
+                        row[f"agree_{name}"] = np.nan
+                    elif tr.tool_calls:  # the router compares tool calls, not texts
+                        row[f"agree_{name}"] = sample_agreement(texts, tr.tool_calls, name, answer_pattern)
+                    else:
+                        row[f"agree_{name}"] = agreement(texts, sim)
                 for name, fn in scorer_fns.items():
                     v = fn(it, texts[0], tier.model) if texts else None
                     row[f"q_{name}"] = np.nan if v is None else float(v)
@@ -477,5 +548,6 @@ def _build(
     calls = pd.DataFrame(call_rows)
     calls["cost_pico"] = calls["cost_pico"].astype("int64")
     calls["worst_pico"] = calls["worst_pico"].astype("int64")
-    calls["reserve_pico"] = calls["reserve_pico"].astype("int64")
+    for col in ("reserve_pico", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "missing", "unusable"):
+        calls[col] = calls[col].astype("int64")
     return calls, pd.DataFrame(sample_rows)

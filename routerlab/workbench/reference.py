@@ -25,8 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from routerlab.decision import BreakerEffect, Gate, PreparedQuery, RouteOutcome, TierCall, TierReply, plan_route
-from routerlab.errors import DataError, provider_error
+from routerlab.decision import (
+    BreakerEffect,
+    Gate,
+    Pause,
+    PreparedQuery,
+    RouteOutcome,
+    TierCall,
+    TierReply,
+    plan_route,
+)
+from routerlab.errors import DataError, WorkbenchError, provider_error
 from routerlab.policy import RouterPolicy
 from routerlab.pricing import PriceBook
 from routerlab.types import Usage
@@ -41,6 +50,9 @@ class _Recorded:
     latency_ms: float
     error_kind: str | None
     quality: dict[str, float]
+    short: TierReply | None = None  # a short n=k reply as it came, before the single requests completing it
+    short_latency_ms: float = 0.0
+    topup_worst_usd: Decimal = Decimal(0)
 
 
 def _usd(pico: Any) -> Decimal:
@@ -52,7 +64,8 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
     sims = list(o.similarities)
     out: dict[tuple[str, int, str], _Recorded] = {}
     cols = ["item_id", "tier_index", "variant", "k", "n_requests", "error_kind", "fatal", "cost_pico", "worst_pico"]
-    cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "text"]
+    cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "text", "unusable"]
+    cols += ["missing", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "short_latency_ms"]
     sim_cols = [f"agree_{s}" for s in sims]
     q_cols = [f"q_{s}" for s in o.scorers]
     for row in o.calls[cols + sim_cols + q_cols].itertuples(index=False, name=None):
@@ -71,10 +84,29 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
             error=None,
             n_requests=int(r["n_requests"]),
             agreements={s: float(r[f"agree_{s}"]) for s in sims},
+            unusable_bits=int(r["unusable"]),
         )
+        short = None
+        if int(r["missing"]) > 0:  # the table holds the completed call; the plan first sees it short
+            short = replace(
+                reply,
+                cost_usd=_usd(r["short_cost_pico"]),
+                reserve_usd=_usd(r["short_reserve_pico"]),
+                agreements=None,
+                missing=int(r["missing"]),
+            )
         quality = {s: float(r[f"q_{s}"]) for s in o.scorers}
         key = (str(r["item_id"]), int(r["tier_index"]), str(r["variant"]))
-        out[key] = _Recorded(reply, _usd(r["worst_pico"]), float(r["latency_ms"]), kind, quality)
+        out[key] = _Recorded(
+            reply,
+            _usd(r["worst_pico"]),
+            float(r["latency_ms"]),
+            kind,
+            quality,
+            short,
+            float(r["short_latency_ms"]),
+            _usd(r["topup_worst_pico"]),
+        )
     return out
 
 
@@ -105,8 +137,14 @@ def route_recorded(
     query = PreparedQuery((), complexity, 0, False)
 
     def quote(call: TierCall) -> Decimal:
-        return table[(item_id, call.tier_index, _variant(call))].worst_usd
+        rec = table[(item_id, call.tier_index, _variant(call))]
+        return rec.topup_worst_usd if call.top_up else rec.worst_usd
 
+    if policy.retries.max_retries or policy.route_deadline_s is not None:
+        raise WorkbenchError(
+            "the reference simulator cannot replay same-tier retries or a route deadline: the outcome table "
+            "holds one recorded reply per call, and no call cut off by a deadline"
+        )
     keys = {tr.api_key_env: "replay" for tr in policy.tiers if tr.api_key_env}  # replays need no real key
     plan = plan_route(policy, query, prices=prices, api_keys=keys, clock=clock, quote=quote)
     called: dict[int, str] = {}
@@ -117,7 +155,7 @@ def route_recorded(
             cmd = plan.send(answer)
             if isinstance(cmd, Gate):
                 answer = True
-            elif isinstance(cmd, BreakerEffect):
+            elif isinstance(cmd, BreakerEffect | Pause):
                 answer = None
             else:
                 v = _variant(cmd)
@@ -129,7 +167,11 @@ def route_recorded(
                     ) from None
                 called[cmd.tier_index] = v
                 final_called |= cmd.tier_index == len(policy.tiers) - 1
-                clock.now += rec.latency_ms / 1000.0
+                if rec.short is not None and not cmd.top_up:  # first the reply as it came, short
+                    clock.now += rec.short_latency_ms / 1000.0
+                    answer = rec.short
+                    continue
+                clock.now += (rec.latency_ms - (rec.short_latency_ms if cmd.top_up else 0.0)) / 1000.0
                 reply = rec.reply
                 if rec.error_kind is not None:  # a fresh error per route: the plan attaches its attempts to it
                     err = provider_error(rec.error_kind, "recorded failure", model=cmd.tier.model)

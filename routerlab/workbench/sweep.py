@@ -17,8 +17,14 @@ decides it in ``Decimal``. Tests check it against the reference simulator
 outcome table) on random policies over random tables with every failure kind,
 and against the real :class:`CascadeRouter` replaying the cassettes.
 
-Circuit breakers are not simulated: replays treat items as independent
-(``reset_breakers`` between items), and so does the sweep.
+Every failure moves a route on to the next tier, empty / cut-off / filtered
+answers escalate, a short ``n=k`` reply is completed unless the cap forbids
+it, and both cost-cap modes (``worst_case``, ``spent``) are simulated: the
+same rules as the router, from the same table columns. Circuit breakers are
+not simulated: replays treat items as independent (``reset_breakers``
+between items), and so does the sweep. Same-tier retries and a route
+deadline cannot be simulated from one recorded reply per call: a ladder
+policy that sets them is refused.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ import numpy as np
 import pandas as pd
 
 from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.decision import escalate_mask
 from routerlab.errors import WorkbenchError
-from routerlab.policy import RouterPolicy, policy_from_dict, policy_to_dict
+from routerlab.policy import ESCALATE_REASONS, RouterPolicy, policy_from_dict, policy_to_dict
 from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
 
 NO_CHECK = "none"
@@ -57,6 +64,8 @@ class PolicyPoint:
     thresholds: tuple[float, ...] = ()
     cap_usd: Decimal | None = None
     check_tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
+    cap_mode: str = "worst_case"  # worst_case | spent (see the policy's cost_cap_mode)
+    escalate_on: tuple[str, ...] | None = None  # unusable answers that escalate (None: the base policy's)
 
     def to_policy(
         self, base: RouterPolicy, *, name: str | None = None, provenance: dict[str, Any] | None = None
@@ -79,6 +88,11 @@ class PolicyPoint:
         if self.check_tiers is not None and self.similarity != NO_CHECK:
             conf["tiers"] = list(self.check_tiers)
         d["max_cost_per_query_usd"] = None if self.cap_usd is None else str(self.cap_usd)
+        d.pop("cost_cap_mode", None)
+        if self.cap_mode != "worst_case":
+            d["cost_cap_mode"] = self.cap_mode
+        if self.escalate_on is not None:
+            conf["escalate_on"] = list(self.escalate_on)
         if name is not None:
             d["name"] = name
         if provenance is not None:
@@ -97,6 +111,8 @@ class PolicyPoint:
             "thresholds": [repr(float(t)) for t in self.thresholds],
             "cap_usd": None if self.cap_usd is None else str(self.cap_usd),
             **({} if self.check_tiers is None else {"check_tiers": list(self.check_tiers)}),
+            **({} if self.cap_mode == "worst_case" else {"cap_mode": self.cap_mode}),
+            **({} if self.escalate_on is None else {"escalate_on": list(self.escalate_on)}),
         }
         return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -116,7 +132,7 @@ class PolicyPoint:
                 + ("" if self.check_tiers is None else f" at tier {'+'.join(map(str, self.check_tiers))}")
             )
         )
-        cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}"
+        cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}" + (" spent" if self.cap_mode == "spent" else "")
         return f"start {start}; {'cascade' if self.cascade else 'no cascade'}; {check}{cap}"
 
 
@@ -136,8 +152,17 @@ class SimResult:
     quality: dict[str, np.ndarray]
 
 
-def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarray]:
+def _encode(points: Sequence[PolicyPoint], a: DenseTable, base: RouterPolicy) -> dict[str, np.ndarray]:
     p = len(points)
+    if base.retries.max_retries or base.route_deadline_s is not None:
+        raise WorkbenchError(
+            "the sweep cannot simulate same-tier retries or a route deadline (the outcome table holds one "
+            "recorded reply per call, and no call cut off by a deadline); set retries.max_retries to 0 and "
+            "route_deadline_s to null in the ladder policy"
+        )
+    for pt in points:
+        if pt.cap_mode not in ("worst_case", "spent"):
+            raise WorkbenchError(f"cap_mode must be worst_case or spent, got {pt.cap_mode!r}")
     start = np.array([pt.start for pt in points], dtype=np.int64).reshape(p, 3)
     cascade = np.array([pt.cascade for pt in points], bool)
     check_on = np.array([pt.similarity != NO_CHECK for pt in points], bool)
@@ -179,7 +204,18 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
         [-1 if pt.cap_usd is None or pt.cap_usd * PICO >= _NO_CAP_PICO else int(pt.cap_usd * PICO) for pt in points],
         np.int64,
     )
+    masks = np.array(
+        [
+            escalate_mask(base.confidence.escalate_on if pt.escalate_on is None else pt.escalate_on)
+            if pt.cascade
+            else 0
+            for pt in points
+        ],
+        np.int8,
+    )
     return {
+        "spent_mode": np.array([pt.cap_mode == "spent" for pt in points], bool),
+        "bad_mask": masks,
         "start": start,
         "cascade": cascade,
         "check_on": check_on,
@@ -195,16 +231,21 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable) -> dict[str, np.ndarra
 def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable | None = None) -> SimResult:
     """Route every item under every policy in ``points`` (the router's logic, vectorised)."""
     a = arrays or o.dense()
-    e = _encode(points, a)
+    e = _encode(points, a, o.policy)
     p, n, t = len(points), a.n, a.t
     start = e["start"][:, a.cls]  # (P, N)
     check_cls = (e["cascade"] & e["check_on"])[:, None] & e["inclass"][:, a.cls]
     has_cap = (e["cap"] >= 0)[:, None]
     cap = e["cap"][:, None]
+    spent_mode = e["spent_mode"][:, None]
+    bad_mask = e["bad_mask"][:, None]
     done = np.zeros((p, n), bool)
     tier = np.full((p, n), -1, np.int64)
     variant = np.zeros((p, n), np.int8)
-    best_t = np.full((p, n), -1, np.int64)
+    best_t = np.full((p, n), -1, np.int64)  # the latest usable unaccepted answer
+    best_v = np.zeros((p, n), np.int8)
+    bu_t = np.full((p, n), -1, np.int64)  # the latest unusable answer (empty, cut off, filtered)
+    bu_v = np.zeros((p, n), np.int8)
     spent = np.zeros((p, n), np.int64)
     charged = np.zeros((p, n), np.int64)  # spent plus reserves: what the cap is checked against
     esc = np.zeros((p, n), np.int64)
@@ -225,6 +266,11 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
             res = np.where(check, kr, a.s_res[None, :, ti])
             err = np.where(check, ke, a.s_err[None, :, ti])
             late = np.where(check, kl, a.s_lat[None, :, ti])
+            bits = np.where(check, a.k_bad[e["k"], :, ti], a.s_bad[None, :, ti])
+            tuw = np.where(check, a.k_tuw[e["k"], :, ti], 0)
+            s_cost = a.k_scost[e["k"], :, ti]
+            s_res = a.k_sres[e["k"], :, ti]
+            s_lat = a.k_slat[e["k"], :, ti]
         else:
             check = np.zeros((p, n), bool)
             cost = np.broadcast_to(a.s_cost[None, :, ti], (p, n))
@@ -232,36 +278,58 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
             res = np.broadcast_to(a.s_res[None, :, ti], (p, n))
             err = np.broadcast_to(a.s_err[None, :, ti], (p, n))
             late = np.broadcast_to(a.s_lat[None, :, ti], (p, n))
+            bits = np.broadcast_to(a.s_bad[None, :, ti], (p, n))
             agree = np.zeros((p, n))
-        blocked = active & has_cap & (charged + worst > cap)
+            tuw = np.zeros((p, n), np.int64)
+            s_cost = s_res = tuw
+            s_lat = np.zeros((p, n))
+        over = np.where(spent_mode, charged >= cap, charged + worst > cap)
+        blocked = active & has_cap & over
         esc += blocked
         active &= ~blocked
+        # a short n=k reply is completed unless the cap forbids the completing requests
+        paid = charged + s_cost + s_res
+        short = active & (tuw > 0) & has_cap & np.where(spent_mode, paid >= cap, paid + tuw > cap)
+        cost = np.where(short, s_cost, cost)
+        res = np.where(short, s_res, res)
+        late = np.where(short, s_lat, late)
         spent += np.where(active, cost, 0)
         charged += np.where(active, cost + res, 0)
         lat += np.where(active, late, 0.0)
         if ti == t - 1:
             premium |= active
-        retry = active & (err == 1)
-        esc += retry
-        fatal = active & (err == 2)
-        esc += fatal
-        fall = fatal & (best_t >= 0)
-        tier = np.where(fall, best_t, tier)
-        variant = np.where(fall, 1, variant)
-        done |= fatal
+        failed = active & (err > 0)  # every failure moves on to the next tier
+        esc += failed
         ok = active & (err == 0)
+        v_here = np.where(check, 1, 0).astype(np.int8)
+        bad = ok & ((bits & bad_mask) != 0)
+        if ti == t - 1:
+            bad &= best_t >= 0  # the final tier's unusable answer stands unless a usable one exists
+        esc += bad
+        if ti == t - 1:  # the ladder ends: the usable answer beats the final tier's unusable one
+            tier = np.where(bad, best_t, tier)
+            variant = np.where(bad, best_v, variant)
+            done |= bad
+        else:
+            bu_t = np.where(bad, ti, bu_t)
+            bu_v = np.where(bad, v_here, bu_v)
+        good = ok & ~bad
         thr = e["thr"][:, min(ti, e["thr"].shape[1] - 1)][:, None]
-        acc_k = ok & check & (agree >= thr)
-        low = ok & check & ~acc_k
+        acc_k = good & check & ~short & (agree >= thr)
+        low = good & check & ~acc_k
         best_t = np.where(low, ti, best_t)
+        best_v = np.where(low, 1, best_v)
         esc += low
-        accepted = acc_k | (ok & ~check)
+        accepted = acc_k | (good & ~check)
         tier = np.where(accepted, ti, tier)
-        variant = np.where(accepted, np.where(check, 1, 0), variant)
+        variant = np.where(accepted, v_here, variant)
         done |= accepted
     fallback = ~done & (best_t >= 0)
     tier = np.where(fallback, best_t, tier)
-    variant = np.where(fallback, 1, variant)
+    variant = np.where(fallback, best_v, variant)
+    fallback_u = ~done & (best_t < 0) & (bu_t >= 0)
+    tier = np.where(fallback_u, bu_t, tier)
+    variant = np.where(fallback_u, bu_v, variant)
     quality = {}
     rows = np.arange(n)[None, :]
     tt = np.clip(tier, 0, t - 1)
@@ -562,4 +630,6 @@ def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
         thresholds=tuple(c.thresholds) if check else (),
         cap_usd=policy.max_cost_per_query_usd,
         check_tiers=c.tiers if check else None,
+        cap_mode=policy.cost_cap_mode,
+        escalate_on=None if c.escalate_on == ESCALATE_REASONS else c.escalate_on,
     )
