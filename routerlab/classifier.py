@@ -69,13 +69,31 @@ def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
+@lru_cache(maxsize=64)
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of ``patterns`` (a quick "does any match?"), or None if they cannot be joined."""
+    if not patterns:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    except re.error:  # e.g. a pattern with its own global flags
+        return None
+
+
+def _hits(patterns: tuple[str, ...], q: str) -> tuple[str, ...]:
+    quick = _any_of(patterns)
+    if quick is not None and quick.search(q) is None:
+        return ()  # the common case: no pattern matches, found with one search
+    return tuple(p.pattern for p in _compiled(patterns) if p.search(q))
+
+
 def classify_complexity(query: str, settings: ClassifierSettings | None = None) -> Classification:
     """Classify ``query`` as simple, medium or complex, with the deciding signals."""
     s = settings or ClassifierSettings()
     q = query.strip()
     words = len(q.split())
-    complex_hits = tuple(p.pattern for p in _compiled(s.complex_patterns) if p.search(q))
-    simple_hits = tuple(p.pattern for p in _compiled(s.simple_patterns) if p.search(q))
+    complex_hits = _hits(s.complex_patterns, q)
+    simple_hits = _hits(s.simple_patterns, q)
     if complex_hits:
         c, why = Complexity.COMPLEX, f"matched complex pattern {complex_hits[0]!r}"
     elif words >= s.complex_min_words:

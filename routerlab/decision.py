@@ -122,6 +122,7 @@ REQUEST_OPTIONS = (
     "metadata",
 )
 _SENT_OPTIONS = frozenset(REQUEST_OPTIONS) - {"metadata"}
+_ROLES = ("system", "developer", "user", "assistant", "tool")
 _ROUTER_OWNED = ("model", "n", "max_tokens", "max_completion_tokens", "temperature", "logprobs", "stream")
 
 
@@ -222,6 +223,12 @@ def prepare_query(
     """Classify the query and estimate its input once. ``query`` is a prompt, a message list or an
     OpenAI-style chat request (``{"messages": [...], "tools": [...], ...}``); ``options`` adds request
     fields (see :data:`REQUEST_OPTIONS`)."""
+    if isinstance(query, str) and not options:  # the common case, kept cheap
+        messages: tuple[Mapping[str, Any], ...] = ({"role": "user", "content": query},)
+        verdict = classify_complexity(query, classifier)  # one user message: every read mode reads it
+        return PreparedQuery(
+            messages, verdict.value, estimate_input_tokens(messages), False, _NO_OPTIONS, stream, verdict
+        )
     if isinstance(query, Mapping):
         if "messages" not in query:
             raise RequestError("is required in a chat request", field="messages")
@@ -235,6 +242,11 @@ def prepare_query(
     messages = as_messages(query)
     if not messages:
         raise RequestError("must hold at least one message", field="messages")
+    if not isinstance(query, str):
+        for i, m in enumerate(messages):
+            if m.get("role") not in _ROLES:
+                raise RequestError(f"role must be one of {', '.join(_ROLES)}, got {m.get('role')!r}",
+                                   field=f"messages[{i}].role")  # fmt: skip
     sent = {k: v for k, v in opts.items() if k in _SENT_OPTIONS}
     verdict = classify_messages(messages, classifier)
     estimate = estimate_input_tokens(messages)
@@ -252,6 +264,7 @@ def prepare_query(
     )
 
 
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 _LETTERS_AND_SPACE = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz ")
 _LETTER_RUN = re.compile(r"[A-Za-z]+")
 
@@ -293,7 +306,7 @@ def writes_prompt_cache(messages: Messages) -> bool:
             return any(walk(v) for v in x)
         return False
 
-    return any(walk(m) for m in messages)
+    return any(not (len(m) == 2 and isinstance(m.get("content"), str)) and walk(m) for m in messages)
 
 
 # ---------------------------------------------------------------- what one tier's call is
@@ -463,7 +476,7 @@ def unpriced_reserve_usd(worst: Decimal, n_requests: int, unpriced: int) -> Deci
 # ---------------------------------------------------------------- commands and replies
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class Gate:
     """Ask whether tier ``tier_index`` may be called now (the driver asks its breaker; half-open
     breakers hand out one probe). Answer: ``bool``."""
@@ -471,7 +484,7 @@ class Gate:
     tier_index: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class BreakerEffect:
     """Record ``effect`` on tier ``tier_index``'s breaker: ``success``, ``failure`` (with
     ``cooldown_s``: the provider's retry-after, the breaker stays open that long), ``disable`` (open for
@@ -483,14 +496,14 @@ class BreakerEffect:
     cooldown_s: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class Pause:
     """Wait ``seconds`` before retrying the same tier (a same-tier retry). Answer: ``None``."""
 
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class TierCall:
     """Make tier ``tier_index``'s call. Answer: the :class:`Reply` of each of :meth:`requests`, or a
     :class:`TierReply` (what a simulator that already holds the accounted outcome sends).
@@ -531,7 +544,7 @@ class TierCall:
         return specs
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class Reply:
     """What came back for one request: a response, or the provider error the driver made of a
     transport failure (``maybe_billed``: the request went out, so the provider may have run it).
@@ -546,7 +559,7 @@ class Reply:
     emitted: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class TierReply:
     """One tier's call, accounted: its samples, usage, exact cost, the cost cap's reserve for replies
     that may be billed but could not be priced, and the error (if any) that decides the step.
@@ -578,7 +591,7 @@ class TierReply:
         return self.finish_reasons[0] if self.finish_reasons else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class RouteOutcome:
     """What a route decided: the result or the error to raise, with what a log line needs."""
 
@@ -982,7 +995,7 @@ def plan_route(
     return finish(None, _final_error(errors, blocked_by_cap, attempts, reasons), False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # internal: plain (not frozen) for speed on the hot path
 class _Answer:
     text: str
     tier_index: int

@@ -207,6 +207,18 @@ def _override_price(override: PriceOverride) -> ModelPrice:
 
 
 def _check_usage(usage: Usage, model: str) -> None:
+    u = usage
+    if (
+        type(u.input_tokens) is int
+        and type(u.output_tokens) is int
+        and type(u.cache_read_tokens) is int
+        and type(u.cache_write_tokens) is int
+        and type(u.reasoning_tokens) is int
+        and min(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens) >= 0
+        and u.cache_read_tokens + u.cache_write_tokens <= u.input_tokens
+        and u.reasoning_tokens <= u.output_tokens
+    ):
+        return  # the common case, checked without building anything
     counts = {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,

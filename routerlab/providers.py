@@ -7,6 +7,7 @@ stream or an error body. It never sends, sleeps, retries or prices anything.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import math
 import re
@@ -120,6 +121,7 @@ def _scrub_json(value: Any, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def join_url(base_url: str, path: str) -> str:
     """``base_url`` + ``path``, keeping a query string where it belongs (Azure's ``?api-version=``)."""
     parts = urlsplit(base_url)
@@ -483,6 +485,7 @@ def _without_cache_control(m: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _is_azure(base_url: str) -> bool:
     host = (urlsplit(base_url).hostname or "").lower()
     return host.endswith(_AZURE_HOSTS)

@@ -246,10 +246,14 @@ class _RouterCore:
             record["error"] = type(out.error).__name__
         if route is not None and route.prepared is not None and route.prepared.metadata:
             record["metadata"] = dict(route.prepared.metadata)
+        user_text = "metadata" in record
         if self._log_prompts and route is not None and route.prepared is not None:
             record["messages"] = [dict(m) for m in route.prepared.messages]
+            user_text = True
         line = json.dumps(record, ensure_ascii=False, default=str)
-        logger.info("%s", scrub(line, secrets=secrets) if secrets else line)
+        # the rest of the line is routerlab's own words (tier and model names, error kinds); what the
+        # caller wrote (metadata, prompts) may hold a key and is scrubbed
+        logger.info(scrub(line, secrets=secrets) if user_text else line)
 
 
 def close_plan_early(core: _RouterCore, route: _RouteState, query_id: str | None) -> None:
@@ -665,6 +669,8 @@ class AsyncCascadeRouter(_RouterCore):
                 route.pending = len(specs)
                 if cmd.stream and queue is not None:
                     answer = [await self._send_stream(specs[0], cmd, route, queue)]
+                elif len(specs) == 1:  # no task to spawn for a single request
+                    answer = [await self._send(specs[0], cmd, route)]
                 else:
                     sends = [self._send(s, cmd, route) for s in specs]
                     answer = list(await asyncio.gather(*sends))
@@ -697,7 +703,8 @@ class AsyncCascadeRouter(_RouterCore):
             return Reply(resp.status_code, resp.headers, content)
 
         try:
-            return await asyncio.wait_for(attempt(), call.deadline_s)
+            async with asyncio.timeout(call.deadline_s):  # the whole call, not each read
+                return await attempt()
         except TimeoutError:
             return _failed(_Deadline(call.deadline_s), tier, route.secrets)
         except (httpx.HTTPError, _TooLarge) as e:
@@ -733,7 +740,8 @@ class AsyncCascadeRouter(_RouterCore):
                 await resp.aclose()
 
         try:
-            return await asyncio.wait_for(attempt(), call.deadline_s)
+            async with asyncio.timeout(call.deadline_s):
+                return await attempt()
         except TimeoutError:
             return _failed(_Deadline(call.deadline_s), tier, route.secrets, emitted=state["emitted"])
         except (httpx.HTTPError, _TooLarge) as e:
