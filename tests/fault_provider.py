@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -113,6 +114,12 @@ class FaultServer(ThreadingHTTPServer):
         self.faults: Counter[str] = Counter()  # fault kind -> times served
         self.lock = threading.Lock()
         self.kinds = [k for k, w in FAULTS.items() for _ in range(w)]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (its deadline passed) is part of the run, not an error to print."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
     @property
     def port(self) -> int:

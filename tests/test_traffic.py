@@ -740,3 +740,18 @@ def test_new_top_level_settings_validate_and_stay_implicit_when_default() -> Non
     ]:
         with pytest.raises(PolicyError, match=field):
             ladder(CHEAP, TOP, **bad)
+
+
+def test_an_anthropic_stream_prices_from_its_message_delta_usage() -> None:
+    record = wire("anthropic/messages_stream__1.json")
+    only = tier("only", "anthropic", "claude-sonnet-4-0", "https://api.anthropic.com", "MID_KEY")
+    script = Script().add("claude-sonnet-4-0", wire_response("anthropic/messages_stream__1.json"))
+    with router_for(ladder(only), script).route_stream(Q) as s:
+        text = "".join(s)
+    sent = script.bodies("claude-sonnet-4-0")[0]
+    assert sent["stream"] is True
+    result = s.result
+    assert result is not None and text == result.text and text
+    usage = [json.loads(line[5:]) for line in record["response"]["body"].splitlines() if line.startswith("data:")]
+    final = [u for u in usage if u.get("type") == "message_delta"][-1]["usage"]
+    assert result.usage.output_tokens == final["output_tokens"] and result.cost_usd > 0
