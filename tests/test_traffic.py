@@ -755,3 +755,26 @@ def test_an_anthropic_stream_prices_from_its_message_delta_usage() -> None:
     usage = [json.loads(line[5:]) for line in record["response"]["body"].splitlines() if line.startswith("data:")]
     final = [u for u in usage if u.get("type") == "message_delta"][-1]["usage"]
     assert result.usage.output_tokens == final["output_tokens"] and result.cost_usd > 0
+
+
+def test_the_route_deadline_stops_calling_tiers_and_shortens_each_call() -> None:
+    clock = FakeClock()
+
+    def slow(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+        clock.advance(0.8)  # the cheap tier takes 0.8 s of a 1 s route deadline
+        return ok("gpt-4o-mini", "Paris", "Lyon, probably not Paris at all")
+
+    seen: list[float] = []
+
+    def top(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+        seen.append(request.extensions["timeout"]["read"])
+        return ok("gpt-4o", "Paris")
+
+    script = Script().add("gpt-4o-mini", slow).add("gpt-4o", top)
+    r = router_for(ladder(CHEAP, TOP, route_deadline_s=1.0), script, clock=clock).route(Q)
+    assert r.tier == "top" and seen and seen[0] == pytest.approx(0.2, abs=1e-6)  # what was left, not 5 s
+    script = Script().add("gpt-4o-mini", slow)
+    clock.advance(100)
+    with pytest.raises(CascadeExhaustedError) as ei:  # 0.8 s > the 0.5 s left: cut off, and no time for more
+        router_for(ladder(CHEAP, TOP, route_deadline_s=0.5), script, clock=clock).route(Q)
+    assert [(a.outcome, a.error_kind) for a in ei.value.attempts] == [("error", "timeout"), ("skipped_deadline", None)]
