@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections import Counter
@@ -176,6 +177,49 @@ def _record(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from routerlab.serve import serve
+    except ImportError as e:
+        raise RouterlabError(
+            f"routerlab serve needs the serve extra ({e.name} is missing): pip install 'routerlab[serve]'"
+        ) from None
+    serve(args.policy, host=args.host, port=args.port, transport=args.transport)
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    import httpx
+
+    from routerlab.policy import load_policy
+    from routerlab.router import CascadeRouter
+
+    policy = load_policy(args.policy)
+    with httpx.Client() as client:
+        router = CascadeRouter(policy, client=client)
+        try:
+            result = router.route(args.question)
+        except RouterlabError as e:
+            print(f"routerlab: no answer: {e}", file=sys.stderr)
+            for a in e.attempts:
+                print(f"  {a.tier:<12} {a.outcome:<16} ${a.cost_usd}  {a.error_kind or ''}", file=sys.stderr)
+            return 1
+    print(
+        result.text if result.text or not result.tool_calls else json.dumps([c.to_openai() for c in result.tool_calls])
+    )
+    print(file=sys.stderr)
+    for a in result.attempts:
+        sim = "" if a.similarity is None else f" similarity {a.similarity:.3f}"
+        print(f"  {a.tier:<12} {a.outcome:<16} ${a.cost_usd}  {a.error_kind or ''}{sim}", file=sys.stderr)
+    print(
+        f"answered by {result.tier} ({result.model}), {result.complexity}, ${result.cost_usd}, "
+        f"{result.escalations} escalation(s), {result.latency_ms:.0f} ms"
+        + (" (fallback: no tier's answer was accepted)" if result.fallback else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -494,6 +538,37 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--cassettes", help="cassette folder recorded for the eval set (default: the study's)")
     rp.add_argument("--root", help="workspace of the study (default: the checkout, or $ROUTERLAB_WORKSPACE)")
     rp.set_defaults(func=_replay)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve policies behind an OpenAI-compatible endpoint (needs the serve extra)",
+        description=(
+            "Serve one or more policy files behind an OpenAI-compatible HTTP API: POST /v1/chat/completions "
+            "(the request's model names the policy), GET /v1/models, /healthz, /readyz, /metrics. Policy files "
+            "reload when they change. Clients must send one of the bearer tokens in $ROUTERLAB_SERVE_KEYS "
+            "(comma-separated) when it is set; provider keys come from the environment variables the "
+            "policies name."
+        ),
+    )
+    sv.add_argument("--policy", action="append", required=True, help="policy JSON to serve (repeat for several)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument(
+        "--transport",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="upstream transport under httpx: aiohttp (default; holds up under load) or a default httpx.AsyncClient",
+    )
+    sv.set_defaults(func=_serve)
+
+    ro = sub.add_parser(
+        "route",
+        help="route one question through a policy and print the answer, its attempts and cost",
+        description="Route QUESTION through the real router (live provider calls; keys from the environment).",
+    )
+    ro.add_argument("question", help="the prompt to route")
+    ro.add_argument("--policy", required=True, help="policy JSON")
+    ro.set_defaults(func=_route)
     return p
 
 
