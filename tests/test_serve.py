@@ -64,6 +64,9 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         self.server.seen[model] += 1
         q = self.server.queues.get(model) or []
         kind = q.pop(0) if q else "ok"
+        if kind == "slow":
+            time.sleep(0.6)
+            kind = "ok"
         if kind == "429":
             self._json(429, {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}})
         elif kind == "tool":
@@ -76,6 +79,9 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             p["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
             p["choices"][0]["finish_reason"] = "tool_calls"
             self._json(200, p)
+        elif kind == "ok" and not body.get("stream"):
+            n = int(body.get("n", 1))
+            self._json(200, openai_completion(model, ["Paris"] * n, 20, 3 * n))
         elif body.get("stream"):
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
@@ -272,3 +278,36 @@ def test_serve_needs_a_policy_and_says_how_to_install() -> None:
 
     help_text = build_parser().parse_args(["serve", "--policy", "p.json"])
     assert help_text.transport == "aiohttp" and help_text.port == 8000
+
+
+def test_shutdown_lets_the_request_in_flight_finish_then_closes_the_upstream_client(tmp_path: Path) -> None:
+    upstream = Upstream()
+    threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    upstream.queues["cheap-m"] = ["slow"]
+    app = create_app([policy_file(tmp_path / "p.json", upstream)], api_keys={"UPSTREAM_KEY": "sk-up-0123456"},
+                     client_keys=[])  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    got: list[int] = []
+
+    def call() -> None:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                       json={"model": "support", "messages": [{"role": "user", "content": "Capital?"}]})  # fmt: skip
+        got.append(r.status_code)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while upstream.seen["cheap-m"] == 0:  # the request reached the upstream: it is in flight
+        time.sleep(0.01)
+    server.should_exit = True  # what SIGTERM does
+    caller.join(10)
+    t.join(10)
+    assert got == [200]
+    client = next(iter(app.state.served.values())).router.client
+    assert client.is_closed
+    upstream.shutdown()
+    upstream.server_close()
