@@ -630,3 +630,31 @@ def test_a_cassette_edited_after_recording_is_recorded_again_not_resealed(tmp_pa
     assert "Answer: 5" not in path.read_text()
     (result,) = [r for _, r in replay(policy, tmp_path, items)]
     assert "4" in result.text
+
+
+def test_a_short_n2_reply_is_completed_by_a_recorded_single_request_and_the_table_replays_it(tmp_path: Path) -> None:
+    from routerlab.workbench.outcomes import build_outcomes
+
+    seen: list[dict[str, Any]] = []
+
+    def one_choice(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        text = "Otters hold hands" if body.get("temperature") == 0.7 else "greedy"
+        return httpx.Response(200, json=openai_completion(body["model"], [text], 20, 4))  # always ONE choice
+
+    base = loop_policy("https://api.example.test/v1")
+    policy = policy_from_dict({"schema_version": 1, "tiers": [
+        {"name": "cheap", "provider": "openai", "model": base.tiers[0].model, "base_url": "https://api.example.test/v1",
+         "api_key_env": "LOOP_API_KEY"},
+        {"name": "top", "provider": "openai", "model": base.tiers[1].model, "base_url": "https://api.example.test/v1",
+         "api_key_env": "LOOP_API_KEY"}]})  # fmt: skip
+    assert policy.tiers[0].supports_n
+    record(items_(1), policy, tmp_path, client=mock(one_choice), api_keys=KEYS, progress=False, ks=[2])
+    n2 = [b for b in seen if b.get("n") == 2]
+    top_ups = [b for b in seen if b.get("temperature") == 0.7 and "n" not in b]
+    assert len(n2) == 1 and len(top_ups) == 1  # the missing sample, recorded once
+    o = build_outcomes(items_(1), policy, tmp_path, scorers=[], ks=[2], cache_dir=tmp_path / "cache", progress=False)
+    row = o.calls[(o.calls["variant"] == "k2") & (o.calls["tier_index"] == 0)].iloc[0]
+    assert row["error_kind"] is None and row["missing"] == 1 and row["n_requests"] == 2
+    assert row["agree_difflib"] == 1.0 and row["topup_worst_pico"] > 0 and row["short_cost_pico"] < row["cost_pico"]

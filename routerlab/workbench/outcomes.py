@@ -359,7 +359,7 @@ def _variant_row(
     row = {
         "variant": "single" if signal == "none" else f"k{k}",
         "k": samples,
-        "n_requests": n_requests,
+        "n_requests": tr.n_requests,  # every request made, completions included
         "error_kind": None if tr.error is None else tr.error.kind,
         "fatal": bool(tr.error is not None and not tr.error.retryable),
         "unusable": reply_unusable_bits(tr) if tr.error is None else 0,
