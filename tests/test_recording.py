@@ -658,3 +658,22 @@ def test_a_short_n2_reply_is_completed_by_a_recorded_single_request_and_the_tabl
     row = o.calls[(o.calls["variant"] == "k2") & (o.calls["tier_index"] == 0)].iloc[0]
     assert row["error_kind"] is None and row["missing"] == 1 and row["n_requests"] == 2
     assert row["agree_difflib"] == 1.0 and row["topup_worst_pico"] > 0 and row["short_cost_pico"] < row["cost_pico"]
+
+
+def test_a_429_no_retry_can_fix_is_recorded_at_once(tmp_path: Path) -> None:
+    quota = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                       "code": "insufficient_quota"}}  # fmt: skip
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(429, json=quota)
+
+    waits: list[float] = []
+    report = record(
+        items_(1), one_tier_policy(), tmp_path, client=mock(handler), api_keys=KEYS, progress=False,
+        max_retries=3, sleep=waits.append,
+    )  # fmt: skip
+    assert len(seen) == 1 and waits == [] and report.retries == 0
+    [it] = json.loads((tmp_path / "item-000.json").read_text())["interactions"]
+    assert it["response"]["status"]["code"] == 429

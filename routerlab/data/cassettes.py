@@ -32,6 +32,7 @@ the item, tier and model and the closest recorded request.
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import os
@@ -329,6 +330,18 @@ RETRY_AFTER_MAX_S = 120.0  # a retry-after longer than this is cut to it
 _RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
+def _retry_can_help(provider: str, resp: httpx.Response, raw: bytes, model: str) -> bool:
+    """A 429/5xx whose body says no retry can fix it (``insufficient_quota``, "Request too large") is
+    recorded as it came, not retried."""
+    if resp.status_code != 429:
+        return True
+    try:
+        body = gzip.decompress(raw) if resp.headers.get("content-encoding") == "gzip" else raw
+    except (OSError, EOFError):
+        return True
+    return get_adapter(provider).parse_error(resp.status_code, resp.headers, body, model=model).retryable
+
+
 def retryable_status(status: int) -> bool:
     """HTTP statuses worth another try: 429 (rate limit), 5xx (server), 529 (Anthropic overloaded)."""
     return status == 429 or 500 <= status <= 599
@@ -533,7 +546,12 @@ class _Recorder:
                 elapsed_ms = (self.clock() - started) * 1000.0
             retry = attempt < self.max_retries and (
                 isinstance(failure, _RETRYABLE_TRANSPORT)
-                or (resp is not None and failure is None and retryable_status(resp.status_code))
+                or (
+                    resp is not None
+                    and failure is None
+                    and retryable_status(resp.status_code)
+                    and _retry_can_help(tier.provider, resp, raw, tier.model)
+                )
             )
             if retry:
                 wait = self._backoff(attempt, resp if failure is None else None)
