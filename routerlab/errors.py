@@ -26,7 +26,7 @@ Every error routerlab raises on purpose derives from :class:`RouterlabError`::
     │   │   │   └── PermissionDeniedError       HTTP 403
     │   │   ├── NotFoundError            HTTP 404 (a retired model, an Azure DeploymentNotFound)
     │   │   └── QuotaExceededError       HTTP 429 insufficient_quota (no credit left)
-    │   └── StreamClosedError        the caller closed a streamed route early
+    │   └── StreamClosedError        the caller closed a streamed route (or cancelled a route) early
     ├── RequestError             the request itself is invalid, or cannot be translated to a
     │                            tier's wire format (raised before any call is made)
     ├── RoutingError             a route could not produce an answer (or failed inside routerlab:
@@ -248,8 +248,8 @@ class RequestError(RouterlabError, ValueError):
 
 
 class StreamClosedError(ProviderError):
-    """The caller closed a streamed route before its answer ended (not the provider's fault: the tier's
-    breaker is not touched)."""
+    """The caller closed a streamed route, or cancelled a route, before it ended (not the provider's
+    fault: the tier's breaker is not touched). The route's log line says so."""
 
     kind: ClassVar[ErrorKind] = "closed"
     scope: ClassVar[ErrorScope] = "request"

@@ -256,23 +256,31 @@ class _RouterCore:
         logger.info(scrub(line, secrets=secrets) if user_text else line)
 
 
-def close_plan_early(core: _RouterCore, route: _RouteState, query_id: str | None) -> None:
-    """A streamed route closed by its caller: answer the call in flight with :class:`StreamClosedError`
-    (emitted, maybe billed), let the plan finish (it stops after a failed streamed call), log its line
-    and hand back any breaker probe. Nothing is raised."""
+def close_plan_early(core: _RouterCore, route: _RouteState, query_id: str | None, *, cancelled: bool = False) -> None:
+    """A streamed route closed by its caller: finish the plan without another call going out (the call
+    in flight, and any later one, is answered with :class:`StreamClosedError`, emitted and maybe billed,
+    so the plan stops), log its line and hand back any breaker probe. Nothing is raised."""
     plan = route.plan
-    if plan is not None and route.pending is not None:
-        closed = Reply(error=StreamClosedError("the caller closed the stream"), maybe_billed=True, emitted=True)
-        answer: Any = [closed] * route.pending
+    if plan is not None:
+
+        def closed(n: int) -> list[Reply]:
+            err = StreamClosedError("the caller cancelled the route" if cancelled else "the caller closed the stream")
+            return [Reply(error=err, maybe_billed=True, emitted=True) for _ in range(max(n, 1))]
+
+        # suspended in a call: answer it; in a retry's pause, or not started yet: answer None
+        answer: Any = closed(route.pending) if route.pending is not None else None
         try:
-            while True:
+            for _ in range(10_000):  # the plan ends after the first closed call; this only bounds a bug
                 cmd = plan.send(answer)
                 if isinstance(cmd, Gate | BreakerEffect):
                     answer = core._effect(route, cmd)
+                elif isinstance(cmd, Pause):
+                    answer = None
                 else:
-                    break  # the plan never calls again after an emitted failure
+                    answer = closed(cmd.n_requests)
         except StopIteration as stop:
-            core._log(route, query_id, stop.value)
+            if stop.value is not None:
+                core._log(route, query_id, stop.value)
         except ValueError:  # the plan is running (cannot happen on one thread); nothing to finish
             pass
     core._abandon(route)
@@ -610,7 +618,10 @@ class AsyncCascadeRouter(_RouterCore):
             outcome = await self._run(route, self._plan(route, query, options, False), None)
         except Exception as e:
             raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
-        except BaseException:  # cancelled (e.g. asyncio.wait_for) or interrupted mid-route
+        except asyncio.CancelledError:  # e.g. asyncio.wait_for: finish the plan's books, log, free the probe
+            close_plan_early(self, route, query_id, cancelled=True)
+            raise
+        except BaseException:  # interrupted mid-route
             self._abandon(route)
             raise
         return self._end(route, query_id, outcome)
@@ -639,10 +650,13 @@ class AsyncCascadeRouter(_RouterCore):
                 raise
             except Exception as e:
                 raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
-            except BaseException:
+            except BaseException as e:
                 if task is not None and not task.done():
                     task.cancel()
-                self._abandon(route)
+                if isinstance(e, asyncio.CancelledError):
+                    self._log_closed(route, query_id)
+                else:
+                    self._abandon(route)
                 raise
             result = self._end(route, query_id, outcome)
             holder[0].result = result

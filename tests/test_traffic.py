@@ -778,3 +778,35 @@ def test_the_route_deadline_stops_calling_tiers_and_shortens_each_call() -> None
     with pytest.raises(CascadeExhaustedError) as ei:  # 0.8 s > the 0.5 s left: cut off, and no time for more
         router_for(ladder(CHEAP, TOP, route_deadline_s=0.5), script, clock=clock).route(Q)
     assert [(a.outcome, a.error_kind) for a in ei.value.attempts] == [("error", "timeout"), ("skipped_deadline", None)]
+
+
+def test_a_cancelled_async_route_still_writes_its_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled in the call (a hung upstream) and cancelled in a retry's pause: one line each, and the
+    tier is not left holding a probe."""
+    caplog.set_level(logging.INFO, logger="routerlab.router")
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+    async def limited(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, json={"error": {"message": "slow", "type": "requests"}}, headers={"retry-after": "1"}
+        )
+
+    async def go(handler: Any, policy: Any, qid: str) -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+            router = AsyncCascadeRouter(policy, client=c, api_keys=KEYS, sleep=lambda s: asyncio.sleep(10))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(router.route(Q, query_id=qid), 0.2)
+            with pytest.raises(TimeoutError):
+                s = router.route_stream(Q, query_id=qid + "-stream")
+                await asyncio.wait_for(s.__anext__(), 0.2)
+            assert router.breaker(router.policy.tiers[0]).allow() or qid == "pause"
+
+    asyncio.run(go(hang, ladder(CHEAP, TOP), "call"))
+    asyncio.run(go(limited, ladder(CHEAP, TOP, retries={"max_retries": 1, "max_wait_s": 5}), "pause"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if '"event": "route"' in r.getMessage()]
+    assert sorted(x["query_id"] for x in lines) == ["call", "call-stream", "pause", "pause-stream"]
+    assert all(x["ok"] is False for x in lines)
+    assert [x["error"] for x in lines if x["query_id"] == "call"] == ["StreamClosedError"]  # the call in flight
