@@ -91,7 +91,7 @@ from routerlab.errors import (
 )
 from routerlab.policy import RouterPolicy, Tier
 from routerlab.pricing import PriceBook
-from routerlab.providers import RequestSpec, get_adapter
+from routerlab.providers import REQUEST_OPTION_NAMES, RequestSpec, get_adapter, text_of
 from routerlab.types import (
     Attempt,
     AttemptOutcome,
@@ -110,19 +110,8 @@ Messages = Sequence[Mapping[str, Any]]
 
 #: Request fields :func:`prepare_query` accepts besides ``messages`` (OpenAI chat-completions names).
 #: All but ``metadata`` are translated to each tier's wire format; ``metadata`` is logged, never sent.
-REQUEST_OPTIONS = (
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "stop",
-    "seed",
-    "top_p",
-    "user",
-    "metadata",
-)
-_SENT_OPTIONS = frozenset(REQUEST_OPTIONS) - {"metadata"}
-_ROLES = ("system", "developer", "user", "assistant", "tool")
+REQUEST_OPTIONS = (*REQUEST_OPTION_NAMES, "metadata")
+_SENT_OPTIONS = frozenset(REQUEST_OPTION_NAMES)
 _ROUTER_OWNED = ("model", "n", "max_tokens", "max_completion_tokens", "temperature", "logprobs", "stream")
 
 
@@ -154,14 +143,6 @@ def as_messages(query: str | Messages | Mapping[str, Any]) -> tuple[dict[str, An
     return tuple(out)
 
 
-def _text_parts(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""
-
-
 def last_user_text(messages: Messages) -> str:
     """The last user message's text (JSON for structured content)."""
     for m in reversed(messages):
@@ -178,7 +159,7 @@ def classifier_text(messages: Messages, read: str = "user") -> str:
     if read == "last_user":
         return last_user_text(messages)
     roles = ("user",) if read == "user" else None
-    return "\n".join(_text_parts(m.get("content")) for m in messages if roles is None or m.get("role") in roles)
+    return "\n".join(text_of(m.get("content"), "\n") for m in messages if roles is None or m.get("role") in roles)
 
 
 def classify_messages(messages: Messages, classifier: ClassifierSettings) -> Classification:
@@ -242,11 +223,6 @@ def prepare_query(
     messages = as_messages(query)
     if not messages:
         raise RequestError("must hold at least one message", field="messages")
-    if not isinstance(query, str):
-        for i, m in enumerate(messages):
-            if m.get("role") not in _ROLES:
-                raise RequestError(f"role must be one of {', '.join(_ROLES)}, got {m.get('role')!r}",
-                                   field=f"messages[{i}].role")  # fmt: skip
     sent = {k: v for k, v in opts.items() if k in _SENT_OPTIONS}
     verdict = classify_messages(messages, classifier)
     estimate = estimate_input_tokens(messages)
@@ -933,9 +909,7 @@ def plan_route(
             yield BreakerEffect(i, "success")
 
             bits = reply_unusable_bits(tr)
-            ans = _Answer(
-                tr.texts[0] if tr.texts else "", i, tr.first_finish_reason(), tr.first_tool_calls(), signal != "none"
-            )
+            ans = _Answer(tr.texts[0] if tr.texts else "", i, tr.first_finish_reason(), tr.first_tool_calls())
             sim = conf_value = None
             accepted = True
             why = ""
@@ -1001,7 +975,6 @@ class _Answer:
     tier_index: int
     finish: str | None
     tool_calls: tuple[ToolCall, ...]
-    sampled: bool  # from a k-sample call (the answer is its first sample)
 
 
 def _final_error(

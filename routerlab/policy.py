@@ -410,7 +410,7 @@ def _base_url(r: _Reader, v: Any, path: str) -> str:
     url = r.string(v, path)
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises on a bad port
+        parts.port  # noqa: B018 - reading it raises on a bad port
     except ValueError as e:
         raise r.fail(path, f"is not a valid URL ({e}): {url!r}") from None
     if parts.scheme not in ("http", "https"):
@@ -419,7 +419,6 @@ def _base_url(r: _Reader, v: Any, path: str) -> str:
         raise r.fail(path, f"must name a host (e.g. https://api.openai.com/v1), got {url!r}")
     if parts.fragment:
         raise r.fail(path, f"must not carry a #fragment, got {url!r}")
-    del port
     return url
 
 

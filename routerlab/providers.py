@@ -173,12 +173,12 @@ def retry_after_seconds(headers: HeaderMap) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-def _text_of(content: Any) -> str:
-    """Text of a message ``content``: a string, or the text parts of a block list."""
+def text_of(content: Any, sep: str = "") -> str:
+    """Text of a message ``content``: a string, or the text parts of a block list joined by ``sep``."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
+        return sep.join(
             part["text"]
             for part in content
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
@@ -433,7 +433,7 @@ REQUEST_OPTION_NAMES = (
     "top_p",
     "user",
 )
-_ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
@@ -443,8 +443,8 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
         if not isinstance(m, Mapping):
             raise RequestError(f"must be a message object, got {type(m).__name__}", field=where)
         role = m.get("role")
-        if role not in _ROLES:
-            raise RequestError(f"role must be one of {', '.join(_ROLES)}, got {role!r}", field=f"{where}.role")
+        if role not in ROLES:
+            raise RequestError(f"role must be one of {', '.join(ROLES)}, got {role!r}", field=f"{where}.role")
         content = m.get("content")
         if content is not None and not isinstance(content, str | list):
             raise RequestError("content must be a string or a list of parts", field=f"{where}.content")
@@ -561,7 +561,7 @@ class OpenAIAdapter(ProviderAdapter):
             content = message.get("content")
             if content is not None and not isinstance(content, (str, list)):
                 raise self._malformed(f"choice {i} message content is not text", 200, model)
-            texts.append(_text_of(content))
+            texts.append(text_of(content))
             reasons.append(choice.get("finish_reason"))
             calls.append(_openai_tool_calls(message.get("tool_calls")))
             refusal = message.get("refusal")
@@ -893,7 +893,7 @@ class AnthropicAdapter(ProviderAdapter):
             if isinstance(b, dict) and b.get("type") == "tool_use"
         )
         return Completion(
-            texts=(_text_of(content),),
+            texts=(text_of(content),),
             finish_reasons=(_finish(payload.get("stop_reason")),),
             usage=self._usage(payload.get("usage"), model),
             model=str(payload.get("model") or model),

@@ -25,7 +25,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
@@ -192,6 +193,15 @@ class _RouterCore:
         assert out.result is not None
         return out.result
 
+    def _stream_tail(
+        self, route: _RouteState, query_id: str | None, outcome: RouteOutcome, stream: RouteStream | AsyncRouteStream
+    ) -> str:
+        """End a streamed route (log line, result on the stream); the text still to yield: the answer, when
+        its tier did not stream it live (a checked tier's accepted answer)."""
+        result = self._end(route, query_id, outcome)
+        stream.result = result
+        return "" if result.tier_index in route.live else result.text
+
     def _failed_route(self, route: _RouteState, query_id: str | None, exc: Exception) -> RouterlabError:
         """Log the one line of a route that ended in an error outside the plan, and the error to raise:
         a RouterlabError as it is, anything else wrapped (scrubbed of the keys in use)."""
@@ -286,9 +296,7 @@ def close_plan_early(core: _RouterCore, route: _RouteState, query_id: str | None
     core._abandon(route)
 
 
-def _spent(err: RouterlabError) -> Any:
-    from decimal import Decimal
-
+def _spent(err: RouterlabError) -> Decimal:
     return sum((getattr(a, "cost_usd", Decimal(0)) for a in err.attempts), Decimal(0))
 
 
@@ -361,18 +369,20 @@ class RouteStream:
     ``result`` holds the :class:`RouteResult` once it ended. Closing it early (``close()``, leaving a
     ``with`` block, or dropping it) stops the call, releases the breaker and writes the log line."""
 
-    def __init__(self, gen: Iterator[str]) -> None:
-        self._gen = gen
+    def __init__(self) -> None:
+        self._gen: Generator[str, None, None] | None = None  # set by route_stream
         self.result: RouteResult | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
+        assert self._gen is not None
         return next(self._gen)
 
     def close(self) -> None:
-        self._gen.close()  # type: ignore[attr-defined]
+        if self._gen is not None:
+            self._gen.close()
 
     def __enter__(self) -> RouteStream:
         return self
@@ -388,18 +398,20 @@ class RouteStream:
 class AsyncRouteStream:
     """The asyncio twin of :class:`RouteStream`: ``async for delta in stream``; ``async with``."""
 
-    def __init__(self, gen: AsyncIterator[str]) -> None:
-        self._gen = gen
+    def __init__(self) -> None:
+        self._gen: AsyncGenerator[str, None] | None = None  # set by route_stream
         self.result: RouteResult | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
 
     async def __anext__(self) -> str:
+        assert self._gen is not None
         return await self._gen.__anext__()
 
     async def aclose(self) -> None:
-        await self._gen.aclose()  # type: ignore[attr-defined]
+        if self._gen is not None:
+            await self._gen.aclose()
 
     async def __aenter__(self) -> AsyncRouteStream:
         return self
@@ -461,9 +473,9 @@ class CascadeRouter(_RouterCore):
         """Route one query, streaming: iterate the result for text deltas. A tier that needs no confidence
         check (the final tier, or a class without a check) streams its answer as it arrives; otherwise
         the accepted answer is yielded once it is known. Usage and cost come from the stream."""
-        holder: list[RouteStream] = []
+        stream = RouteStream()
 
-        def gen() -> Iterator[str]:
+        def gen() -> Generator[str, None, None]:
             route = self._new_route()
             try:
                 yield from self._drive(route, self._plan(route, query, options, True))
@@ -471,26 +483,19 @@ class CascadeRouter(_RouterCore):
             except _Done as done:
                 outcome = done.outcome
             except GeneratorExit:
-                self._close_early(route, query_id)
+                close_plan_early(self, route, query_id)
                 raise
             except Exception as e:
                 raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
             except BaseException:
                 self._abandon(route)
                 raise
-            result = self._end(route, query_id, outcome)
-            holder[0].result = result
-            if result.tier_index not in route.live and result.text:
-                yield result.text
+            tail = self._stream_tail(route, query_id, outcome, stream)
+            if tail:
+                yield tail
 
-        stream = RouteStream(gen())
-        holder.append(stream)
+        stream._gen = gen()
         return stream
-
-    def _close_early(self, route: _RouteState, query_id: str | None) -> None:
-        """The caller closed the stream: tell the plan the streamed call was cut (so the log line says
-        what was spent and the breaker is released), then log."""
-        close_plan_early(self, route, query_id)
 
     def _drive(self, route: _RouteState, plan: Plan) -> Iterator[str]:
         """Run the plan; yields the text deltas of live-streamed tiers; ends by raising :class:`_Done`."""
@@ -628,9 +633,9 @@ class AsyncCascadeRouter(_RouterCore):
 
     def route_stream(self, query: Query, *, query_id: str | None = None, **options: Any) -> AsyncRouteStream:
         """Route one query, streaming (see :meth:`CascadeRouter.route_stream`)."""
-        holder: list[AsyncRouteStream] = []
+        stream = AsyncRouteStream()
 
-        async def gen() -> AsyncIterator[str]:
+        async def gen() -> AsyncGenerator[str, None]:
             route = self._new_route()
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             task: asyncio.Task[RouteOutcome] | None = None
@@ -646,7 +651,7 @@ class AsyncCascadeRouter(_RouterCore):
             except GeneratorExit:
                 if task is not None and not task.done():
                     task.cancel()
-                self._log_closed(route, query_id)
+                close_plan_early(self, route, query_id)
                 raise
             except Exception as e:
                 raise self._failed_route(route, query_id, e) from (None if isinstance(e, RouterlabError) else e)
@@ -654,21 +659,16 @@ class AsyncCascadeRouter(_RouterCore):
                 if task is not None and not task.done():
                     task.cancel()
                 if isinstance(e, asyncio.CancelledError):
-                    self._log_closed(route, query_id)
+                    close_plan_early(self, route, query_id)
                 else:
                     self._abandon(route)
                 raise
-            result = self._end(route, query_id, outcome)
-            holder[0].result = result
-            if result.tier_index not in route.live and result.text:
-                yield result.text
+            tail = self._stream_tail(route, query_id, outcome, stream)
+            if tail:
+                yield tail
 
-        stream = AsyncRouteStream(gen())
-        holder.append(stream)
+        stream._gen = gen()
         return stream
-
-    def _log_closed(self, route: _RouteState, query_id: str | None) -> None:
-        close_plan_early(self, route, query_id)
 
     async def _run(self, route: _RouteState, plan: Plan, queue: asyncio.Queue[str | None] | None) -> RouteOutcome:
         answer: Any = None

@@ -26,11 +26,10 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-WIRE = Path(os.environ.get("ROUTERLAB_PROVIDER_WIRE") or REPO.parent / "shared" / "provider-wire")
+from wire import WIRE  # noqa: E402 - the recordings' folder, as every wire test reads it
+
 TOKEN = re.compile(r"route-\d+")
 
 #: Every fault kind and its weight in the mix.

@@ -5,11 +5,10 @@ requests), tool calls and refusals parsed, streams decoded incrementally, keys s
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from wire import WIRE, adapter_for, body_bytes, load, parse
 
 from routerlab.errors import (
     AuthenticationError,
@@ -26,10 +25,8 @@ from routerlab.errors import (
     ServerError,
     UnsupportedParameterError,
 )
-from routerlab.providers import AnthropicAdapter, OpenAIAdapter, ProviderAdapter, join_url, scrub
+from routerlab.providers import AnthropicAdapter, OpenAIAdapter, join_url, scrub
 
-REPO = Path(__file__).resolve().parents[1]
-WIRE = Path(os.environ.get("ROUTERLAB_PROVIDER_WIRE") or REPO.parent / "shared" / "provider-wire")
 pytestmark = pytest.mark.skipif(not WIRE.is_dir(), reason=f"recorded provider traffic not found at {WIRE}")
 
 #: The class every recorded error body must parse to. A new recording without an entry fails the test below.
@@ -72,32 +69,6 @@ ERRORS: dict[str, type[ProviderError]] = {
     "openrouter/error_429__2.json": RateLimitError,
     "perplexity/error_400__1.json": ContextLengthError,
 }
-
-
-def load(rel: str) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((WIRE / rel).read_text(encoding="utf-8"))
-    return record
-
-
-def adapter_for(rel: str) -> ProviderAdapter:
-    return AnthropicAdapter() if rel.startswith("anthropic/") else OpenAIAdapter()
-
-
-def body_bytes(record: dict[str, Any]) -> bytes:
-    response = record["response"]
-    raw = response.get("body_raw")
-    if raw is None:
-        raw = response["body"] if isinstance(response["body"], str) else json.dumps(response["body"])
-    return str(raw).encode("utf-8")
-
-
-def parse(rel: str, **kw: Any) -> Any:
-    record = load(rel)
-    r = record["response"]
-    adapter = adapter_for(rel)
-    if "stream" in rel:
-        return adapter.parse_stream(r["status"], r["headers"], body_bytes(record), **kw)
-    return adapter.parse_response(r["status"], r["headers"], body_bytes(record), **kw)
 
 
 # ---------------------------------------------------------------- every error body, classified

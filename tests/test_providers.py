@@ -11,13 +11,13 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from wire import MISSING, REPO, WIRE, WIRE_FILES, adapter_for, body_bytes, load, parse
 
 from routerlab.errors import (
     AuthenticationError,
@@ -44,10 +44,6 @@ from routerlab.providers import (
 from routerlab.types import Completion, Usage
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
-REPO = Path(__file__).resolve().parents[1]
-WIRE = Path(os.environ.get("ROUTERLAB_PROVIDER_WIRE") or REPO.parent / "shared" / "provider-wire")
-WIRE_FILES = sorted(WIRE.glob("*/*.json")) if WIRE.is_dir() else []
-MISSING = f"recorded provider traffic not found at {WIRE} (set ROUTERLAB_PROVIDER_WIRE)"
 
 KEY = "sk-test-DoNotLeak-0123456789abcdef"
 STATUS_TO_ERROR: dict[int, type[ProviderError]] = {
@@ -73,36 +69,6 @@ def wire_params(keep: Callable[[Path], bool]) -> list[Any]:
     if not WIRE.is_dir():
         return [pytest.param(None, id="no-provider-wire", marks=pytest.mark.skip(reason=MISSING))]
     return [pytest.param(p, id=p.relative_to(WIRE).as_posix()) for p in WIRE_FILES if keep(p)]
-
-
-def load(rel: str | Path) -> dict[str, Any]:
-    path = rel if isinstance(rel, Path) else WIRE / rel
-    if not path.is_file():
-        pytest.skip(MISSING if not WIRE.is_dir() else f"recording {path} is missing")
-    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return record
-
-
-def adapter_for(path: Path | str) -> ProviderAdapter:
-    folder = Path(path).parent.name
-    return AnthropicAdapter() if folder == "anthropic" else OpenAIAdapter()
-
-
-def body_bytes(record: dict[str, Any]) -> bytes:
-    response = record["response"]
-    raw = response.get("body_raw")
-    if raw is None:
-        raw = response["body"] if isinstance(response["body"], str) else json.dumps(response["body"])
-    return str(raw).encode("utf-8")
-
-
-def parse(rel: str) -> Completion:
-    record = load(rel)
-    response = record["response"]
-    adapter = adapter_for(rel)
-    if "stream" in rel:
-        return adapter.parse_stream(response["status"], response["headers"], body_bytes(record))
-    return adapter.parse_response(response["status"], response["headers"], body_bytes(record))
 
 
 def sse_data(text: str) -> list[dict[str, Any]]:

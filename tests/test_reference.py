@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from routerlab.classifier import COMPLEXITY_CLASSES
-from routerlab.errors import DataError
+from routerlab.errors import PROVIDER_ERRORS, DataError
 from routerlab.policy import policy_from_dict
 from routerlab.workbench import reference
 from routerlab.workbench.outcomes import PICO, Outcomes
@@ -36,17 +36,9 @@ SEEDS = list(range(40))
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # agreements and thresholds share values: ties at the threshold happen
 SIMS = ["answer", "difflib"]
 SCORERS = ["s1", "s2"]
-RETRYABLE = ["rate_limit", "server", "overloaded", "timeout", "connection", "malformed"]
-FATAL = [
-    "invalid_request",
-    "context_length",
-    "payload_too_large",
-    "unsupported_parameter",
-    "auth",
-    "permission",
-    "not_found",
-    "quota",
-]
+# every concrete provider error kind the router tells apart (the untyped base classes left out)
+RETRYABLE = [k for k, c in PROVIDER_ERRORS.items() if c.retryable and k != "retryable"]
+FATAL = [k for k, c in PROVIDER_ERRORS.items() if not c.retryable and k != "fatal"]
 ESCALATE = ["empty", "length", "content_filter"]
 
 

@@ -11,18 +11,17 @@ import asyncio
 import gzip
 import json
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from wire import load
 
 from routerlab import (
     AsyncCascadeRouter,
@@ -35,20 +34,13 @@ from routerlab import (
 from routerlab.fakes import FakeClock, anthropic_message, openai_completion
 from routerlab.policy import policy_from_dict
 
-REPO = Path(__file__).resolve().parents[1]
-WIRE = Path(os.environ.get("ROUTERLAB_PROVIDER_WIRE") or REPO.parent / "shared" / "provider-wire")
 HEX_KEY = "0123456789abcdef0123456789abcdef"
 GOOGLE_KEY = "AIzaSyD-4xQ9kEXAMPLEexampleKEY0123456789"
 KEYS = {"CHEAP_KEY": HEX_KEY, "MID_KEY": "sk-ant-mid-0123456789", "TOP_KEY": GOOGLE_KEY}
 Q = "Tell me the capital city of France in one word"  # medium
 
 
-def wire(rel: str) -> dict[str, Any]:
-    path = WIRE / rel
-    if not path.is_file():
-        pytest.skip(f"recorded provider traffic {path} is missing (set ROUTERLAB_PROVIDER_WIRE)")
-    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return record
+wire = load  # one recorded exchange of ../shared/provider-wire (skipped when missing)
 
 
 def wire_response(rel: str, **headers: str) -> httpx.Response:
