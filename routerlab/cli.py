@@ -37,6 +37,50 @@ def _floor(value: str) -> float:
     return x
 
 
+def _delta(value: str) -> float:
+    """``--delta 0.1``: the error level of a certification or a check, in (0, 1)."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.1; got {value!r}") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), e.g. 0.1 for 90% confidence; got {value!r}")
+    return x
+
+
+def _split(value: str) -> tuple[float, float, float]:
+    """``--split 0.2,0.3,0.5``: tune, calibrate and test shares."""
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers such as 0.2,0.3,0.5; got {value!r}") from None
+    if len(parts) != 3 or any(not 0 < v < 1 for v in parts) or abs(sum(parts) - 1) > 1e-9:
+        raise argparse.ArgumentTypeError(
+            f"expected three shares in (0, 1) that sum to 1 (tune, calibrate, test), e.g. 0.2,0.3,0.5; got {value!r}"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
+def _usd(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD such as 0.5; got {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive amount; got {value!r}")
+    return x
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value!r}")
+    return n
+
+
 def _grid_points(value: str) -> int:
     try:
         n = int(value)
@@ -276,6 +320,11 @@ def _study(args: argparse.Namespace) -> Any:
             floor=args.floor,
             n_thresholds=args.thresholds,
             progress=not args.quiet,
+            delta=args.delta,
+            bound=args.bound,
+            split=args.split,
+            chooser=getattr(args, "chooser", "certified"),
+            budget_usd=None if getattr(args, "budget", None) is None else args.budget / 1000,
         )
     finally:
         if judge is not None:
@@ -330,20 +379,82 @@ def _export(args: argparse.Namespace) -> int:
     from routerlab.workbench.report import export_study
 
     st = _study(args)
-    if st.scorer_warning and not args.force:
-        raise RouterlabError(f"{args.name}: {st.scorer_warning}. Not exporting; pass --force to export anyway.")
     base = Path(args.root) if args.root else workspace_root()
     out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
-    export_study(st, out)
-    m = st.choice.metrics()
-    print(f"{args.name}: chose '{st.choice.point.label()}' -> {out}")
+    if st.certified is not None and args.chooser == "certified":
+        print(f"{args.name}: {st.certified.summary()}")
+    path, choice = export_study(st, out, force=args.force)
+    m = choice.metrics()
+    how = "certified" if choice.chooser == "certified" else "point estimate, NOT certified"
+    print(f"{args.name}: chose '{choice.label()}' ({how}) -> {path}")
     for split in ("dev", "test"):
         d = m[split]
+        name = choice.dev_split if split == "dev" else "test"
         print(
-            f"  {split}: quality {d['quality']:.4f} {d['quality_ci95']} = {_pct(d['quality_share_of_premium'])} of "
-            f"premium, ${d['cost_per_1k_usd']:.4f}/1k ({_pct(d['cost_reduction_vs_premium'])} cheaper)"
+            f"  {name}: quality {d['quality']:.4f} {d['quality_ci95']} = {_pct(d['quality_share_of_premium'])} of "
+            f"premium {_ci(d['quality_share_ci95'])}, ${d['cost_per_1k_usd']:.4f}/1k "
+            f"({_pct(d['cost_reduction_vs_premium'])} cheaper {_ci(d['cost_reduction_ci95'])})"
         )
+    met = choice.meets_floor("test")
+    print(f"  on test the {choice.floor:.0%} floor was {'met' if met else 'MISSED'}")
     return 0
+
+
+def _ci(v: list[float] | None) -> str:
+    return "" if v is None else f"[{v[0]:.1%}, {v[1]:.1%}]"
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from routerlab.jsonio import atomic_write_text
+    from routerlab.workbench.audit import audit, audit_table, save_audit_png
+    from routerlab.workbench.report import audit_section
+    from routerlab.workbench.sweep import default_grid
+
+    st = _study(args)
+    res = audit(
+        st.outcomes,
+        default_grid(st.outcomes, n_thresholds=args.thresholds),
+        scorer=st.scorer,
+        floor=args.floor,
+        delta=args.delta,
+        bound=args.bound,
+        split=args.split,
+        splits=args.splits,
+        progress=not args.quiet,
+    )
+    rdir = _reports_dir(args)
+    rdir.mkdir(parents=True, exist_ok=True)
+    png = save_audit_png(res, rdir / "audit.png", title=f"{args.name}: {res.splits} re-splits")
+    atomic_write_text(rdir / "audit.csv", res.runs.to_csv(index=False))
+    atomic_write_text(rdir / "audit.md", f"# {args.name}\n\n" + audit_section(res, png_name=png.name))
+    print(audit_table(res).to_string(index=False))
+    print(res.words())
+    print(f"-> {rdir / 'audit.md'}, {png}, {rdir / 'audit.csv'}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from routerlab.policy import load_policy
+    from routerlab.workbench.check import EXIT_REGRESSION, check_policy
+
+    candidate = load_policy(args.policy, force=True)
+    production = load_policy(args.production, force=True) if args.production else None
+    st = _study(args)
+    mask = None if args.items == "all" else st.test
+    res = check_policy(
+        st.outcomes,
+        candidate,
+        scorer=st.scorer,
+        production=production,
+        floor=args.check_floor,
+        max_cost_per_1k=args.max_cost_per_1k,
+        max_p95_ms=args.max_p95_ms,
+        delta=args.check_delta,
+        bound=args.bound,
+        mask=mask,
+    )
+    print(res.text())
+    return 0 if res.passed else EXIT_REGRESSION
 
 
 def _pct(v: float | None) -> str:
@@ -356,8 +467,27 @@ def _report(args: argparse.Namespace) -> int:
 
     st = _study(args)
     base = Path(args.root) if args.root else None
-    paths = write_outputs(st, reports_dir=_reports_dir(args), policies_dir=(base / "policies") if base else None)
-    written = f"policy -> {paths['policy']}" if st.scorer_warning is None else "no policy written (see the warning)"
+    res = None
+    if args.audit_splits:
+        from routerlab.workbench.audit import audit
+        from routerlab.workbench.sweep import default_grid
+
+        res = audit(
+            st.outcomes,
+            default_grid(st.outcomes, n_thresholds=args.thresholds),
+            scorer=st.scorer,
+            floor=args.floor,
+            delta=args.delta,
+            bound=args.bound,
+            split=args.split,
+            splits=args.audit_splits,
+            progress=not args.quiet,
+        )
+    paths = write_outputs(
+        st, reports_dir=_reports_dir(args), policies_dir=(base / "policies") if base else None, audit=res
+    )
+    refusal = st.export_refusal()
+    written = f"policy -> {paths['policy']}" if refusal is None else f"no policy written: {refusal}"
     print(f"{args.name}: report -> {paths['report']}; plot -> {paths['frontier']}; {written}")
     return 0
 
@@ -408,6 +538,26 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--thresholds", type=_grid_points, default=8, help="threshold grid points per non-final tier (8)"
         )
+        sp.add_argument(
+            "--delta",
+            type=_delta,
+            default=0.1,
+            help="error level of the certified choice: the floor holds with probability >= 1 - delta (0.1)",
+        )
+        sp.add_argument(
+            "--bound",
+            choices=("wsr", "hb"),
+            default="wsr",
+            help="the finite-sample bound: wsr (betting, Waudby-Smith and Ramdas; default) or hb "
+            "(Hoeffding-Bentkus, as Learn then Test)",
+        )
+        sp.add_argument(
+            "--split",
+            type=_split,
+            default=(0.2, 0.3, 0.5),
+            help="tune,calibrate,test shares, seeded and stratified by complexity class (0.2,0.3,0.5); the "
+            "point-estimate chooser's dev split is tune + calibrate",
+        )
         sp.add_argument("--root", help="workspace with data/imported and cassettes (default: the checkout)")
         sp.add_argument(
             "--judge",
@@ -425,14 +575,85 @@ def build_parser() -> argparse.ArgumentParser:
     fr = sub.add_parser("frontier", help="the cost/quality Pareto frontier with baselines: CSV and PNG")
     study_args(fr)
     fr.set_defaults(func=_frontier)
-    ex = sub.add_parser("export", help="choose the cheapest policy above the floor on dev; write it with provenance")
+
+    def chooser_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--chooser",
+            choices=("certified", "point"),
+            default="certified",
+            help="certified (default): the cheapest policy whose floor holds with probability 1 - delta (Learn "
+            "then Test on the tune and calibrate splits); point: the cheapest whose dev estimate reaches the "
+            "floor, with no guarantee",
+        )
+        sp.add_argument(
+            "--budget",
+            type=_usd,
+            help="also certify mean cost per 1k queries <= this many USD (needs the ladder's per-query cap)",
+        )
+
+    ex = sub.add_parser(
+        "export",
+        help="choose a policy (certified by default) and write it with provenance",
+        description="Choose the cheapest policy whose quality floor is certified (or, with --chooser point, the "
+        "cheapest whose dev estimate reaches it) and write it as a policy JSON with its provenance. When "
+        "nothing cheaper than all-premium can be certified, it says what floor could be and how many items "
+        "the requested one would need, and refuses unless --force (which writes the point-estimate choice).",
+    )
     study_args(ex)
+    chooser_args(ex)
     ex.add_argument("--out", help="policy JSON path (default policies/<name>.json)")
-    ex.add_argument("--force", action="store_true", help="export even when the scorer cannot tell the tiers apart")
+    ex.add_argument(
+        "--force",
+        action="store_true",
+        help="export even when the scorer cannot tell the tiers apart or nothing could be certified",
+    )
     ex.set_defaults(func=_export)
-    rpt = sub.add_parser("report", help="the Markdown report (baselines, frontier, chosen policy, dev/test metrics)")
+    rpt = sub.add_parser("report", help="the Markdown report (baselines, frontier, both choosers, audit, metrics)")
     study_args(rpt)
+    chooser_args(rpt)
+    rpt.add_argument(
+        "--audit-splits",
+        type=_count,
+        default=50,
+        help="re-splits for the report's audit section (50; 0 leaves the audit out)",
+    )
     rpt.set_defaults(func=_report)
+    au = sub.add_parser(
+        "audit",
+        help="repeat the whole choice over random re-splits: how often the floor held, cost vs hindsight",
+        description="For each of --splits seeded re-splits, run the point-estimate and the certified chooser "
+        "from scratch and report, on the held-out part: how often the floor held, the median and worst ratio "
+        "of the chosen cost to the cheapest policy that met the floor there (best in hindsight), and how "
+        "often each chooser's own CI covered the held-out share. Writes reports/<name>/audit.{md,png,csv}.",
+    )
+    study_args(au)
+    au.add_argument("--splits", type=_count, default=50, help="number of re-splits (50)")
+    au.set_defaults(func=_audit)
+    ck = sub.add_parser(
+        "check",
+        help="regression gate: exit 3 when a policy is worse with confidence on the study's traffic",
+        description="Replay the study through a candidate policy (and the reference: all-premium, or "
+        "--production) and exit 3 when there is evidence at level --check-delta that its quality is below "
+        "--check-floor x the reference's (a finite-sample bound on paired scores), or that its cost per 1k "
+        "queries or p95 latency is above the given limit (one-sided bootstrap). Exit 0 otherwise, 1 on an "
+        "error. The evidence is printed either way.",
+    )
+    study_args(ck)
+    ck.add_argument("--policy", required=True, help="the candidate policy JSON")
+    ck.add_argument("--production", help="the policy in production: the quality reference instead of all-premium")
+    ck.add_argument(
+        "--check-floor",
+        type=_floor,
+        help="quality floor vs the reference (default: the candidate's own provenance floor, or 1.0 against "
+        "--production)",
+    )
+    ck.add_argument("--max-cost-per-1k", type=_usd, help="fail when mean cost per 1k queries is above this (USD)")
+    ck.add_argument("--max-p95-ms", type=_usd, help="fail when the p95 latency is above this many ms")
+    ck.add_argument("--check-delta", type=_delta, default=0.05, help="level of the gate's tests (0.05)")
+    ck.add_argument(
+        "--items", choices=("all", "test"), default="all", help="replay every item (default) or the test split"
+    )
+    ck.set_defaults(func=_check)
 
     data = sub.add_parser(
         "data", help="public model outputs (list, fetch, import), your own outputs (import), your logs (from-logs)"

@@ -75,10 +75,18 @@ def test_fetch_import_replay_from_the_command_line(tmp_path: Path, capsys: pytes
     assert "replayed 369 items" in out
     assert main(["sweep", "mot_date", "--root", str(tmp_path), "--quiet"]) == 0
     assert (tmp_path / "reports" / "mot_date" / "sweep.csv").stat().st_size > 1000
-    assert main(["export", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.9"]) == 0
+    # nothing cheaper than all-premium can be certified at 90% from mot_date's 110 calibration items: refused
+    assert main(["export", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.9"]) == 1
+    err = capsys.readouterr().err
+    assert "No policy cheaper than all-premium can be certified at a 90% floor" in err and "--force" in err
+    assert not (tmp_path / "policies" / "mot_date.json").exists()
+    argv = ["export", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.9", "--chooser", "point"]
+    assert main(argv) == 0
+    assert "point estimate, NOT certified" in capsys.readouterr().out
     pol = json.loads((tmp_path / "policies" / "mot_date.json").read_text())
     assert pol["provenance"]["quality_floor"].startswith("0.9")
-    assert main(["report", "mot_date", "--root", str(tmp_path), "--quiet"]) == 0
+    assert pol["provenance"]["chooser"] == "point estimate (not certified)"
+    assert main(["report", "mot_date", "--root", str(tmp_path), "--quiet", "--chooser", "point"]) == 0
     assert (tmp_path / "reports" / "mot_date" / "report.md").exists()
     policy_bytes = (tmp_path / "policies" / "mot_date.json").read_bytes()
     assert main(["frontier", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.5"]) == 0

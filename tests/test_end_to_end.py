@@ -53,7 +53,12 @@ def test_own_eval_set_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: py
         assert main(["frontier", "calc", *q]) == 0
         assert main(["report", "calc", *q]) == 0
         out = tmp_path / "tuned.json"
-        assert main(["export", "calc", "--floor", "0.9", "--out", str(out), *q]) == 0
+        # a small eval set: the certified chooser may certify nothing cheaper (then export refuses and says
+        # why); the point-estimate chooser exports, labelled as such
+        code = main(["export", "calc", "--floor", "0.9", "--out", str(out), *q])
+        assert code == 0 or not out.exists()
+        if code != 0:
+            assert main(["export", "calc", "--floor", "0.9", "--chooser", "point", "--out", str(out), *q]) == 0
         assert main(["replay", "calc", "--policy", str(out), "--root", str(root)]) == 0  # the tuned policy, offline
         assert len(server.requests) == recorded  # the workbench steps replayed the cassettes: no request
 

@@ -14,6 +14,8 @@ from routerlab.workbench.frontier import (
     apgr,
     cost_reduction_at,
     cpt,
+    floor_oracle,
+    gap_evidence,
     metrics_table,
     oracle,
     oracle_point,
@@ -348,15 +350,23 @@ def test_cpt_by_hand() -> None:
     def c(curve: pd.DataFrame, target: float, **extra: Any) -> float:
         return cpt(curve, target, quality=Q, weak=0.5, strong=0.9, **extra)
 
-    assert c(CURVE, 0.5) == pytest.approx(0.2)  # (0.2, 0.8) is the first to reach 0.5
-    assert c(CURVE, 0.6) == pytest.approx(0.2)  # not 0.5: (0.5, 0.6) is dearer than (0.2, 0.8)
-    assert c(CURVE, 0.8) == pytest.approx(0.2)  # PGR (0.82-0.5)/0.4 is 0.8 up to float noise
-    assert c(CURVE, 0.85) == pytest.approx(0.6)
-    assert c(CURVE, 1.0) == 1.0  # only the strong-only anchor
+    # Envelope corners (0, 0), (0.2, 0.8), (0.6, 0.9), (1, 1); interpolated linearly between the corners
+    # that bracket the target, as RouteLLM's np.interp does.
+    assert c(CURVE, 0.5) == pytest.approx(0.125)  # 0.2 * 0.5 / 0.8
+    assert c(CURVE, 0.6) == pytest.approx(0.15)
+    assert c(CURVE, 0.8) == pytest.approx(0.2)
+    assert c(CURVE, 0.85) == pytest.approx(0.4)  # half way from (0.2, 0.8) to (0.6, 0.9)
+    assert c(CURVE, 1.0) == pytest.approx(1.0)
     assert c(CURVE, 0.0) == 0.0  # the weak-only anchor
     assert math.isnan(c(CURVE, 1.5))
+    # Without interpolation: the x of the cheapest actual point reaching the target.
+    assert c(CURVE, 0.5, interpolate=False) == pytest.approx(0.2)
+    assert c(CURVE, 0.6, interpolate=False) == pytest.approx(0.2)  # not 0.5: (0.5, 0.6) is dearer
+    assert c(CURVE, 0.85, interpolate=False) == pytest.approx(0.6)
     dollars = CURVE.drop(columns="premium_call_share")
-    assert c(dollars, 0.85, x="cost_share", premium_cost=10.0) == pytest.approx(0.6)
+    assert c(dollars, 0.85, x="cost_share", premium_cost=10.0) == pytest.approx(0.4)
+    # Weak-only really costs 1 of 10: its anchor sits at 0.1, so half the gap costs 0.1 + 0.5/0.8 * 0.1.
+    assert c(dollars, 0.5, x="cost_share", premium_cost=10.0, weak_cost=1.0) == pytest.approx(0.1625)
 
 
 # ---------------------------------------------------------------------------
@@ -392,17 +402,16 @@ def test_cost_reduction_at() -> None:
 # metrics_table
 
 
+def _two_tier_items() -> pd.DataFrame:
+    rows = []
+    for i in range(10):
+        # tier 0: cost 1.0 per 1k, quality (0.9 + 0.1)/2 = 0.5 (weak); tier 1: cost 10.0 per 1k, quality 0.9
+        rows += [(f"a{i}", 0, 0.001, 0.9), (f"b{i}", 0, 0.001, 0.1), (f"a{i}", 1, 0.010, 0.9), (f"b{i}", 1, 0.010, 0.9)]
+    return per_item_table(rows)
+
+
 def test_metrics_table_by_hand() -> None:
-    per_item = per_item_table(
-        [
-            # tier 0: cost 1.0 per 1k, quality (0.9 + 0.1)/2 = 0.5 (weak)
-            ("a", 0, 0.001, 0.9),
-            ("b", 0, 0.001, 0.1),
-            # tier 1: cost 10.0 per 1k, quality 0.9 (premium)
-            ("a", 1, 0.010, 0.9),
-            ("b", 1, 0.010, 0.9),
-        ]
-    )
+    per_item = _two_tier_items()
     # Oracle: a -> tier 0, b -> tier 1: cost (1 + 10)/2 = 5.5, quality 0.9, premium share 0.5.
     sweep = pd.DataFrame(
         {
@@ -416,12 +425,13 @@ def test_metrics_table_by_hand() -> None:
     )
     # Frontier: 0 (1, .5), 3 (3, .82), 2 (6, .86), 1 (10, .9); 4 is dominated by 2.
     t = metrics_table(sweep, per_item, quality=Q)
-    assert list(t.columns) == ["metric", "value", "lo", "hi", "unit", "policy_id"]
+    assert list(t.columns) == ["metric", "value", "lo", "hi", "unit", "policy_id", "note"]
     v = dict(zip(t["metric"], t["value"], strict=True))
     assert v["premium_only_cost_per_1k_usd"] == pytest.approx(10.0)
     assert v["premium_only_quality"] == pytest.approx(0.9)
     assert v["weak_only_cost_per_1k_usd"] == pytest.approx(1.0)
     assert v["weak_only_quality"] == pytest.approx(0.5)
+    assert v["premium_minus_weak"] == pytest.approx(0.4)
     assert v["oracle_cost_per_1k_usd"] == pytest.approx(5.5)
     assert v["oracle_quality"] == pytest.approx(0.9)
     assert v["oracle_premium_call_share"] == pytest.approx(0.5)
@@ -434,13 +444,107 @@ def test_metrics_table_by_hand() -> None:
     assert v["cost_reduction_at_100pct"] == pytest.approx(0.0)
     # Calls: corners (0,0) (0.2,0.8) (0.5,0.9) (1,1): 0.2*0.4 + 0.3*0.85 + 0.5*0.95 = 0.08 + 0.255 + 0.475.
     assert v["apgr_calls"] == pytest.approx(0.81)
-    # Dollars: x = cost/10; corners (0,0) (0.3,0.8) (0.6,0.9) (1,1): 0.12 + 0.255 + 0.38.
-    assert v["apgr_dollars"] == pytest.approx(0.755)
-    assert (v["cpt50_calls"], v["cpt80_calls"]) == pytest.approx((0.2, 0.2))
-    assert (v["cpt50_dollars"], v["cpt80_dollars"]) == pytest.approx((0.3, 0.3))
-    # Cheapest frontier policy reaching 0.855 is 2 (cost 6): (10 - 6)/(10 - 5.5) = 8/9.
-    assert v["oracle_savings_share_at_95pct"] == pytest.approx(8 / 9)
+    # Dollars: x = cost/10, weak-only at its own 0.1; corners (0.1,0) (0.3,0.8) (0.6,0.9) (1,1):
+    # 0.2*0.4 + 0.3*0.85 + 0.4*0.95 = 0.08 + 0.255 + 0.38.
+    assert v["apgr_dollars"] == pytest.approx(0.715)
+    assert (v["cpt50_calls"], v["cpt80_calls"]) == pytest.approx((0.125, 0.2))
+    assert (v["cpt50_dollars"], v["cpt80_dollars"]) == pytest.approx((0.1 + 0.2 * 0.5 / 0.8, 0.3))
+    # Floor oracle at 95% (mean 0.855, 17.1 quality over 20 queries): the a's at tier 0 (9 for 0.01), the b's'
+    # tier-0 answers (1 for 0.01), then 7.1/0.8 = 8.875 b's up to tier 1 at 0.009 each.
+    fo = (0.01 + 0.01 + 8.875 * 0.009) / 20 * 1000
+    assert v["floor_oracle_cost_per_1k_usd"] == pytest.approx(fo)
+    # Cheapest frontier policy reaching 0.855 is 2 (cost 6): (10 - 6)/(10 - fo).
+    assert v["oracle_savings_share_at_95pct"] == pytest.approx(4 / (10 - fo))
     assert t.set_index("metric").loc["oracle_savings_share_at_95pct", "policy_id"] == 2
+
+
+def test_pgr_metrics_are_na_when_the_cheap_tier_scores_above_premium() -> None:
+    # The old table printed apgr_calls = 12.44 here: a PGR over a gap of almost nothing.
+    rows = []
+    for i in range(30):
+        rows += [(f"q{i}", 0, 0.001, 0.62 + 0.01 * (i % 3)), (f"q{i}", 1, 0.010, 0.61 + 0.01 * (i % 3))]
+    per_item = per_item_table(rows)
+    sweep = pd.DataFrame(
+        {"policy_id": [0, 1, 2], "cost_per_1k_usd": [1.0, 10.0, 4.0], Q: [0.63, 0.62, 0.64],
+         "premium_call_share": [0.0, 1.0, 0.4]}
+    )  # fmt: skip
+    gap = gap_evidence(per_item)
+    assert not gap["meaningful"] and gap["gap"] == pytest.approx(-0.01)
+    assert "does not beat the cheapest" in str(gap["reason"])
+    t = metrics_table(sweep, per_item, quality=Q).set_index("metric")
+    for m in ("apgr_calls", "apgr_dollars", "cpt50_calls", "cpt80_calls", "cpt50_dollars", "cpt80_dollars"):
+        assert math.isnan(t.loc[m, "value"]), m
+        assert t.loc[m, "note"].startswith("n/a: the premium tier (0.6200) does not beat the cheapest (0.6300)")
+    assert t.loc["premium_minus_weak", "hi"] < 0
+
+
+def test_calls_axis_is_na_when_a_middle_tier_alone_recovers_the_gap() -> None:
+    # Three tiers; the middle one (cost 3 of 10) scores as premium does, so a policy reaches PGR 1 with no
+    # premium call: the old CPT(50%) = CPT(80%) = 0 "premium-call share" hid the middle tier's cost.
+    rows = []
+    for i in range(20):
+        rows += [(f"q{i}", 0, 0.001, 0.2), (f"q{i}", 1, 0.003, 0.9), (f"q{i}", 2, 0.010, 0.9)]
+    per_item = per_item_table(rows)
+    sweep = pd.DataFrame(
+        {"policy_id": [0, 1, 2], "cost_per_1k_usd": [1.0, 3.0, 10.0], Q: [0.2, 0.9, 0.9],
+         "premium_call_share": [0.0, 0.0, 1.0]}
+    )  # fmt: skip
+    t = metrics_table(sweep, per_item, quality=Q).set_index("metric")
+    for m in ("apgr_calls", "cpt50_calls", "cpt80_calls"):
+        assert math.isnan(t.loc[m, "value"]), m
+        assert "middle tier costs money" in t.loc[m, "note"]
+    # Dollars: weak-only at 0.1, the middle tier at (0.3, PGR 1): half the gap at 0.1 + 0.5 * 0.2 = 0.2.
+    assert t.loc["cpt50_dollars", "value"] == pytest.approx(0.2)
+    assert t.loc["cpt80_dollars", "value"] == pytest.approx(0.26)
+    assert "RouteLLM" in t.loc["cpt50_dollars", "note"]
+
+
+def test_oracle_savings_share_is_at_most_one_with_unsolvable_items() -> None:
+    # Half the queries no tier solves. The per-query best-score oracle sends them to the cheapest tier and
+    # the rest to premium, costing (1 + 10)/2 = 5.5; a policy that stays cheap on the unsolvable half and
+    # escalates the rest (cost 5.5 too, quality 0.45 = 100% of premium) is on par with it. A policy that gives
+    # up 5% of quality can be cheaper than that oracle (share above 1 before: 1.04-1.70 on real ladders).
+    rows = []
+    for i in range(20):
+        solvable = i % 2 == 0
+        rows += [(f"q{i}", 0, 0.001, 0.0), (f"q{i}", 1, 0.010, 0.9 if solvable else 0.0)]
+    per_item = per_item_table(rows)
+    assert oracle_point(per_item)["cost_per_1k_usd"] == pytest.approx(5.5)
+    sweep = pd.DataFrame(
+        {"policy_id": [0, 1, 2], "cost_per_1k_usd": [1.0, 10.0, 5.0], Q: [0.0, 0.45, 0.4275],
+         "premium_call_share": [0.0, 1.0, 0.475]}
+    )  # fmt: skip
+    t = metrics_table(sweep, per_item, quality=Q).set_index("metric")
+    old_share = (10 - 5.0) / (10 - 5.5)
+    assert old_share > 1
+    # Floor oracle at 95%: 0.4275 x 20 = 8.55 quality; unsolvable queries unanswered at no cost; the
+    # solvable ones at premium (slope 0.9/0.01): 8.55/0.9 = 9.5 queries x 0.01 = 0.095 over 20 -> 4.75 per 1k.
+    assert t.loc["floor_oracle_cost_per_1k_usd", "value"] == pytest.approx(4.75)
+    share = t.loc["oracle_savings_share_at_95pct", "value"]
+    assert share == pytest.approx((10 - 5.0) / (10 - 4.75)) and share <= 1
+    assert "queries no tier solves go to the cheapest tier" in t.loc["oracle_cost_per_1k_usd", "note"]
+
+
+def test_floor_oracle_is_a_lower_bound_on_random_tables() -> None:
+    seed = 20261202
+    print(f"seed={seed}")
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        n, k = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        cost = rng.random((n, k)) * 0.01
+        q = np.where(rng.random((n, k)) < 0.3, 0.0, rng.random((n, k)))
+        opts = pd.DataFrame({"item_id": np.repeat(np.arange(n), k), "cost_usd": cost.ravel(), "quality": q.ravel()})
+        target = float(rng.random()) * q.max(axis=1).mean()
+        fo = floor_oracle(opts, target_mean=target)
+        # brute force over every integer assignment (each item: one option or unanswered)
+        best = math.inf
+        for pick in np.ndindex(*([k + 1] * n)):
+            c = sum(cost[i, j] for i, j in enumerate(pick) if j < k)
+            qq = sum(q[i, j] for i, j in enumerate(pick) if j < k)
+            if qq >= target * n - 1e-12:
+                best = min(best, c)
+        assert fo["quality"] == pytest.approx(target) or target == 0
+        assert fo["cost_per_1k_usd"] <= best / n * 1000 + 1e-9  # never above the best integer assignment
 
 
 # ---------------------------------------------------------------------------

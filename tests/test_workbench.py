@@ -82,19 +82,35 @@ def test_reports_are_reproduced_exactly(study: Any, imported: Any, tmp_path: Pat
     again = run_study("mot_date", root=ws, progress=False, bootstrap=300)
     b = write_outputs(again, reports_dir=tmp_path / "b", policies_dir=tmp_path / "pb", date="2026-11-28")
     assert a["report"].read_text() == b["report"].read_text()
-    assert a["policy"].read_bytes() == b["policy"].read_bytes()
+    # at 95% nothing cheaper than all-premium is certified on mot_date: no policy file, and the report says so
+    assert study.export_refusal() is not None and not a["policy"].exists() and not b["policy"].exists()
     text = a["report"].read_text()
     for needle in (
         "All-premium",
         "Oracle",
+        "Floor-constrained oracle",
         "Random mix",
-        "Chosen policy",
-        "| dev |",
-        "| test |",
+        "two choosers side by side",
+        "**Point estimate** (no guarantee)",
+        "**Certified** (Learn then Test",
+        "| point-estimate | dev |",
+        "| certified | calibrate |",
+        "| certified | test |",
+        "meeting the 95% floor",
+        "Not exported: No policy cheaper than all-premium can be certified",
         "apgr_calls",
         "frontier.png",
     ):
-        assert needle in text
+        assert needle in text, needle
+    from routerlab.workbench.audit import audit
+    from routerlab.workbench.sweep import default_grid
+
+    res = audit(study.outcomes, default_grid(study.outcomes), scorer="exact", splits=3, bootstrap=50)
+    c = write_outputs(study, reports_dir=tmp_path / "c", policies_dir=tmp_path / "pc", date="2026-11-28", audit=res)
+    with_audit = c["report"].read_text()
+    assert with_audit.startswith(text) and "## Audit: the whole choice repeated over random re-splits" in with_audit
+    assert "| point estimate |" in with_audit and "| certified |" in with_audit and "![audit](audit.png)" in with_audit
+    assert c["audit"].stat().st_size > 1000
     assert a["frontier"].stat().st_size > 20_000
 
 
@@ -153,5 +169,7 @@ def test_demo_on_mot_date_says_when_the_floor_leaves_no_saving(imported: Any) ->
     assert run_demo(out, datasets=["mot_date"], root=ws, progress=False) == 0
     text = out.getvalue()
     assert "369 queries" in text and (ws / "reports" / "mot_date" / "report.md").exists()
-    # on mot_date no cascade keeps 95% of gpt-4's accuracy, so the demo says so rather than a bare 0.0%
-    assert "0.0% cheaper" in text and "no policy cheaper than all-premium keeps 95%" in text
+    # on mot_date nothing cheaper than gpt-4 alone is certified at 95%, so the demo says so and writes no policy
+    assert "point estimate: start 2/2/2; single tier (no escalation possible)" in text
+    assert "0.0% cheaper" in text and "no policy written: No policy cheaper than all-premium can be certified" in text
+    assert "audit, certified: the 95% floor held" in text and (ws / "reports" / "mot_date" / "audit.png").exists()

@@ -64,6 +64,7 @@ Plain-language metrics
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Literal, overload
@@ -75,9 +76,12 @@ import pandas as pd
 from routerlab.errors import DataError, WorkbenchError
 
 __all__ = [
+    "ORACLE_DEFINITION",
     "apgr",
     "cost_reduction_at",
     "cpt",
+    "floor_oracle",
+    "gap_evidence",
     "metrics_table",
     "oracle",
     "oracle_point",
@@ -381,8 +385,9 @@ def _pgr_points(
     strong: float,
     premium_cost: float | None,
     cost: str,
+    weak_x: float = 0.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """(x, PGR) of the curve's rows inside [0, 1], plus the anchors (0, 0) and (1, 1)."""
+    """(x, PGR) of the curve's rows inside [0, 1], plus the anchors (weak_x, 0) (weak only) and (1, 1)."""
     if x == "cost_share" and "cost_share" not in curve.columns:
         if premium_cost is None:
             raise WorkbenchError(
@@ -394,7 +399,7 @@ def _pgr_points(
     xs = _floats(curve[x])
     ps = pgr(_floats(curve[quality]), weak=weak, strong=strong)
     ok = ~(np.isnan(xs) | np.isnan(ps)) & (xs >= 0.0) & (xs <= 1.0)
-    xs = np.concatenate([[0.0, 1.0], xs[ok]])
+    xs = np.concatenate([[weak_x, 1.0], xs[ok]])
     ps = np.concatenate([[0.0, 1.0], ps[ok]])
     return xs, ps
 
@@ -423,6 +428,7 @@ def apgr(
     premium_cost: float | None = None,
     cost: str = "cost_per_1k_usd",
     interpolation: Literal["linear", "step"] = "linear",
+    weak_cost: float | None = None,
 ) -> float:
     """Average performance gap recovered: the area under PGR(x) for x in [0, 1].
 
@@ -452,13 +458,17 @@ def apgr(
     weak-strong random mix) and the step value 0. NaN when ``strong == weak``.
 
     Note on the dollars axis: weak-only really costs ``weak_cost/premium_cost``
-    > 0, but the anchor sits at x = 0 so that every curve is integrated over
-    the same interval; the sliver [0, weak share] contributes at most a small
-    triangle (linear) or nothing (step).
+    > 0. With ``weak_cost`` given (in the units of ``cost``), the weak anchor
+    sits there, and nothing is recovered below it; without it the anchor sits
+    at x = 0 and the sliver [0, weak share] contributes a small triangle
+    (linear).
     """
     if strong == weak or math.isnan(strong) or math.isnan(weak):
         return math.nan
-    xs, ps = _pgr_points(curve, x=x, quality=quality, weak=weak, strong=strong, premium_cost=premium_cost, cost=cost)
+    wx = _weak_x(x, weak_cost, premium_cost)
+    xs, ps = _pgr_points(
+        curve, x=x, quality=quality, weak=weak, strong=strong, premium_cost=premium_cost, cost=cost, weak_x=wx
+    )
     ex, ey = _envelope(xs, ps)
     ex = np.append(ex, 1.0)
     ey = np.append(ey, ey[-1])  # flat to x = 1 (a no-op when the last corner is at 1)
@@ -468,6 +478,12 @@ def apgr(
     if interpolation == "step":
         return float(np.sum(widths * ey[:-1]))
     raise WorkbenchError(f"interpolation must be 'linear' or 'step', got {interpolation!r}.")
+
+
+def _weak_x(x: str, weak_cost: float | None, premium_cost: float | None) -> float:
+    if x != "cost_share" or weak_cost is None or not premium_cost:
+        return 0.0
+    return min(max(float(weak_cost) / float(premium_cost), 0.0), 1.0)
 
 
 def cpt(
@@ -480,21 +496,43 @@ def cpt(
     strong: float,
     premium_cost: float | None = None,
     cost: str = "cost_per_1k_usd",
+    interpolate: bool = True,
+    weak_cost: float | None = None,
 ) -> float:
-    """Call-performance threshold: the smallest x at which some policy reaches PGR >= ``target_pgr``.
+    """Call-performance threshold: the smallest x at which PGR ``target_pgr`` is reached.
 
     ``target_pgr`` is a fraction (0.5 for CPT(50%)). Candidates are the rows
-    of ``curve`` with x in [0, 1] plus the anchors (0, PGR 0) for weak-only and
-    (1, PGR 1) for strong-only, as in :func:`apgr`; so CPT(t) <= 1 whenever
-    t <= 1. No interpolation: the answer is always the x of an actual point
-    (RouteLLM's script interpolates linearly, which can only give a smaller
-    x). NaN when no point reaches the target or ``strong == weak``.
+    of ``curve`` with x in [0, 1] plus the anchors for weak-only (x = 0, or
+    ``weak_cost / premium_cost`` on the dollars axis when ``weak_cost`` is
+    given) and strong-only (1, PGR 1), as in :func:`apgr`; so CPT(t) <= 1
+    whenever t <= 1.
+
+    ``interpolate=True`` (default) follows RouteLLM's evaluation
+    (``np.interp`` of the target quality along the curve): on the upper
+    envelope of (x, PGR), x is interpolated linearly between the two corners
+    that bracket the target, which is what randomly mixing those two policies
+    achieves in expectation. ``interpolate=False`` gives the x of the cheapest
+    actual point that reaches the target (never smaller). NaN when no point
+    reaches the target or ``strong == weak``.
     """
     if strong == weak or math.isnan(strong) or math.isnan(weak):
         return math.nan
-    xs, ps = _pgr_points(curve, x=x, quality=quality, weak=weak, strong=strong, premium_cost=premium_cost, cost=cost)
-    hit = _reaches(ps, target_pgr)
-    return float(xs[hit].min()) if bool(hit.any()) else math.nan
+    wx = _weak_x(x, weak_cost, premium_cost)
+    xs, ps = _pgr_points(
+        curve, x=x, quality=quality, weak=weak, strong=strong, premium_cost=premium_cost, cost=cost, weak_x=wx
+    )
+    if not interpolate:
+        reached = _reaches(ps, target_pgr)
+        return float(xs[reached].min()) if bool(reached.any()) else math.nan
+    ex, ey = _envelope(xs, ps)
+    corners = np.flatnonzero(_reaches(ey, target_pgr))
+    if len(corners) == 0:
+        return math.nan
+    j = int(corners[0])
+    if j == 0:
+        return float(ex[0])
+    x0, y0, x1, y1 = float(ex[j - 1]), float(ey[j - 1]), float(ex[j]), float(ey[j])
+    return x0 + (target_pgr - y0) / (y1 - y0) * (x1 - x0)
 
 
 # ---------------------------------------------------------------------------
@@ -550,6 +588,97 @@ def _cheapest_reaching(df: pd.DataFrame, *, quality: str, target: float, cost: s
     return int(ok[np.argmin(c[ok])])
 
 
+def floor_oracle(options: pd.DataFrame, *, target_mean: float, n_items: int | None = None) -> dict[str, float]:
+    """The floor-constrained oracle: the cheapest assignment of recorded answers to items whose mean quality
+    reaches ``target_mean``.
+
+    ``options`` has one row per answer a policy could return for an item (``item_id``, ``cost_usd``: the
+    least a route pays to get it, ``quality``). Every item may also go unanswered (cost 0, quality 0): a
+    route can fail, and it is what makes this a lower bound. The assignment may be fractional (the linear
+    relaxation, solved exactly by the greedy on each item's convex hull, Sinha and Zoltners 1979): at most
+    one item is split between two answers, achievable in expectation by a coin flip. So its cost is at
+    most that of any policy whose mean quality on the same items reaches the target, and a policy's share
+    of its savings is at most 1. Items that no answer solves stay unanswered at no cost.
+
+    Returns ``cost_per_1k_usd`` and ``quality`` (NaN when no assignment reaches the target).
+    """
+    _require(options, ["item_id", "cost_usd", "quality"], "answer options table")
+    df = options.dropna(subset=["cost_usd", "quality"])
+    items = pd.unique(options["item_id"])
+    n = len(items) if n_items is None else n_items
+    if n == 0:
+        return {"cost_per_1k_usd": math.nan, "quality": math.nan}
+    need = float(target_mean) * n
+    steps: list[tuple[float, float, float]] = []  # (slope, delta cost, delta quality)
+    for _, g in df.groupby("item_id", sort=False):
+        pts = sorted(
+            zip(g["cost_usd"].astype(float), g["quality"].astype(float), strict=True), key=lambda p: (p[0], -p[1])
+        )
+        hull: list[tuple[float, float]] = [(0.0, 0.0)]
+        for c, q in pts:
+            if q <= hull[-1][1]:
+                continue  # no better than something as cheap
+            while len(hull) >= 2:
+                (c0, q0), (c1, q1) = hull[-2], hull[-1]
+                if (q1 - q0) * (c - c1) <= (q - q1) * (c1 - c0):  # hull[-1] lies on or below the chord
+                    hull.pop()
+                else:
+                    break
+            hull.append((c, q))
+        for (c0, q0), (c1, q1) in itertools.pairwise(hull):
+            dc, dq = c1 - c0, q1 - q0
+            steps.append((math.inf if dc <= 0 else dq / dc, dc, dq))
+    steps.sort(key=lambda st: -st[0])  # concave per item, so each item's steps stay in order
+    cost = got = 0.0
+    for _, dc, dq in steps:
+        if got >= need - _REL_TOL * max(1.0, abs(need)):
+            break
+        take = min(1.0, (need - got) / dq)
+        cost += take * dc
+        got += take * dq
+    if got < need - _REL_TOL * max(1.0, abs(need)):
+        return {"cost_per_1k_usd": math.nan, "quality": math.nan}
+    return {"cost_per_1k_usd": cost / n * 1000.0, "quality": got / n}
+
+
+def gap_evidence(
+    per_item: pd.DataFrame, *, min_gap_share: float = 0.02, bootstrap: int = 1000, seed: int = 0
+) -> dict[str, object]:
+    """Does the premium tier beat the cheapest by a meaningful margin? The paired per-item gap with a CI.
+
+    ``gap`` is mean(strong - weak) over items scored at both; ``lo``/``hi`` its paired bootstrap 95% CI;
+    ``meaningful`` holds when the CI lies above 0 and the gap is at least ``min_gap_share`` of the strong
+    tier's quality; ``reason`` says why not, in words (None when meaningful)."""
+    _check_per_item(per_item)
+    tiers = sorted(int(t) for t in per_item["tier_index"].unique())
+    wide = per_item.pivot(index="item_id", columns="tier_index", values="quality")
+    pair = wide[[tiers[0], tiers[-1]]].dropna()
+    d = (pair[tiers[-1]] - pair[tiers[0]]).to_numpy(dtype=np.float64)
+    strong = float(pair[tiers[-1]].mean()) if len(pair) else math.nan
+    weak = float(pair[tiers[0]].mean()) if len(pair) else math.nan
+    gap = float(d.mean()) if len(d) else math.nan
+    lo = hi = math.nan
+    if len(d) >= 2 and bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        means = d[rng.integers(0, len(d), size=(bootstrap, len(d)))].mean(axis=1)
+        lo, hi = float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    meaningful = bool(len(tiers) >= 2 and lo > 0 and gap >= min_gap_share * abs(strong))
+    reason = None
+    if not meaningful:
+        reason = (
+            f"the premium tier ({strong:.4f}) does not beat the cheapest ({weak:.4f}) by a meaningful margin: "
+            f"paired gap {gap:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] (needed: a CI above 0 and a gap of at least "
+            f"{min_gap_share:.0%} of premium quality), so a share of that gap means nothing"
+        )
+    return {"gap": gap, "lo": lo, "hi": hi, "weak": weak, "strong": strong, "meaningful": meaningful, "reason": reason}
+
+
+ORACLE_DEFINITION = (
+    "per query, the cheapest tier whose single answer scores as well as the best tier's (queries no tier solves "
+    "go to the cheapest tier, at a score of 0); it chases each query's best score, so it is no cost floor"
+)
+
+
 def metrics_table(
     sweep: pd.DataFrame,
     per_item: pd.DataFrame,
@@ -557,26 +686,39 @@ def metrics_table(
     quality: str,
     tier_names: Sequence[str] | None = None,
     oracle_tolerance: float = 0.0,
+    options: pd.DataFrame | None = None,
+    floor: float = 0.95,
+    min_gap_share: float = 0.02,
+    bootstrap: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """One tidy summary table: ``metric``, ``value``, ``lo``, ``hi``, ``unit``, ``policy_id``.
+    """One tidy summary table: ``metric``, ``value``, ``lo``, ``hi``, ``unit``, ``policy_id``, ``note``.
 
     ``quality`` names the sweep's quality column (e.g. ``"quality_rougeL"``);
     ``per_item`` must be scored with the same scorer. Weak = tier 0 alone,
     premium = the last tier alone, both from :func:`single_tier_baselines`.
-    ``lo``/``hi`` are filled only where the sweep gives a CI for the row a
-    metric comes from (``<quality>_lo``/``_hi``), divided by premium quality
-    for shares; ``policy_id`` names that row when the metric is one policy's.
+    ``lo``/``hi`` are filled where a CI exists; ``note`` says what a number
+    means where that is not obvious, and why it is "n/a" (NaN) when it is.
 
     Metrics (in order): ``premium_only_cost_per_1k_usd``,
     ``premium_only_quality``, ``weak_only_cost_per_1k_usd``,
-    ``weak_only_quality``, ``oracle_cost_per_1k_usd``, ``oracle_quality``,
-    ``oracle_premium_call_share``, ``best_quality_share`` (best frontier
-    quality / premium quality), ``cost_reduction_at_95pct`` and
-    ``cost_reduction_at_100pct`` (of premium quality), ``apgr_calls``,
-    ``apgr_dollars`` (linear, see :func:`apgr`), ``cpt50_calls``,
-    ``cpt80_calls``, ``cpt50_dollars``, ``cpt80_dollars`` and
-    ``oracle_savings_share_at_95pct`` (for the cheapest frontier policy
-    reaching 95% of premium quality; NaN if none does).
+    ``weak_only_quality``, ``premium_minus_weak`` (the paired gap, with CI),
+    ``oracle_cost_per_1k_usd``, ``oracle_quality``,
+    ``oracle_premium_call_share`` (the per-query best-score oracle, defined in
+    ``note``), ``floor_oracle_cost_per_1k_usd`` (:func:`floor_oracle` at
+    ``floor`` x premium quality, over ``options``: every answer any policy
+    could return; default the single-tier answers), ``best_quality_share``,
+    ``cost_reduction_at_<floor>`` and ``cost_reduction_at_100pct``,
+    ``apgr_calls``, ``apgr_dollars``, ``cpt50_calls``, ``cpt80_calls``,
+    ``cpt50_dollars``, ``cpt80_dollars`` (interpolated as RouteLLM does) and
+    ``oracle_savings_share_at_<floor>`` (of the floor-constrained oracle, so
+    at most 1).
+
+    PGR-based metrics (APGR, CPT) are "n/a" unless premium beats the cheapest
+    tier by a meaningful margin (:func:`gap_evidence`). The calls axis (share
+    of queries calling premium) is RouteLLM's for two models; on a ladder of
+    more than two tiers a middle tier costs money without counting on it, so
+    there the calls-axis metrics are "n/a" and the dollars axis stands.
     """
     cost = "cost_per_1k_usd"
     _require(sweep, [cost, quality, "premium_call_share"], "sweep table")
@@ -587,13 +729,24 @@ def metrics_table(
     orc = oracle_point(per_item, tolerance=oracle_tolerance)
     front = pareto_frontier(sweep, cost=cost, quality=quality)
     lo_col, hi_col = f"{quality}_lo", f"{quality}_hi"
+    gap = gap_evidence(per_item, min_gap_share=min_gap_share, bootstrap=bootstrap, seed=seed)
+    pct = f"{floor * 100:g}pct"
 
     rows: list[dict[str, object]] = []
 
     def add(
-        metric: str, value: float, unit: str, *, lo: float = math.nan, hi: float = math.nan, pid: object = None
+        metric: str,
+        value: float,
+        unit: str,
+        *,
+        lo: float = math.nan,
+        hi: float = math.nan,
+        pid: object = None,
+        note: str = "",
     ) -> None:
-        rows.append({"metric": metric, "value": value, "lo": lo, "hi": hi, "unit": unit, "policy_id": pid})
+        rows.append(
+            {"metric": metric, "value": value, "lo": lo, "hi": hi, "unit": unit, "policy_id": pid, "note": note}
+        )
 
     def ci(row: pd.Series, scale: float) -> tuple[float, float]:
         lo = float(row[lo_col]) / scale if lo_col in row.index else math.nan
@@ -607,12 +760,36 @@ def metrics_table(
     add("premium_only_quality", p_q, "quality")
     add("weak_only_cost_per_1k_usd", w_cost, "USD per 1k queries")
     add("weak_only_quality", w_q, "quality")
-    add("oracle_cost_per_1k_usd", orc["cost_per_1k_usd"], "USD per 1k queries")
-    add("oracle_quality", orc["quality"], "quality")
-    add("oracle_premium_call_share", orc["premium_call_share"], "share of queries")
+    add(
+        "premium_minus_weak",
+        float(gap["gap"]),  # type: ignore[arg-type]
+        "quality",
+        lo=float(gap["lo"]),  # type: ignore[arg-type]
+        hi=float(gap["hi"]),  # type: ignore[arg-type]
+        note="paired per-query gap, bootstrap 95% CI"
+        + ("" if gap["meaningful"] else "; not meaningful, so PGR, APGR and CPT are n/a"),
+    )
+    add("oracle_cost_per_1k_usd", orc["cost_per_1k_usd"], "USD per 1k queries", note=ORACLE_DEFINITION)
+    add("oracle_quality", orc["quality"], "quality", note="the per-query best-score oracle")
+    add(
+        "oracle_premium_call_share",
+        orc["premium_call_share"],
+        "share of queries",
+        note="the per-query best-score oracle",
+    )
+    opts = options if options is not None else per_item[["item_id", "cost_usd", "quality"]]
+    n_items = int(per_item["item_id"].nunique())
+    fo = floor_oracle(opts, target_mean=floor * p_q, n_items=n_items)
+    add(
+        "floor_oracle_cost_per_1k_usd",
+        fo["cost_per_1k_usd"],
+        "USD per 1k queries",
+        note=f"the cheapest mix of recorded answers whose mean quality is {floor:.0%} of premium's (a lower bound "
+        "on any policy's cost at that floor; queries no answer solves are left unanswered at no cost)",
+    )
 
     if front.empty:
-        add("best_quality_share", math.nan, "share of premium quality")
+        add("best_quality_share", math.nan, "share of premium quality", note="no policy in the sweep")
     else:
         top = front.iloc[-1]
         lo, hi = ci(top, p_q) if p_q != 0 else (math.nan, math.nan)
@@ -623,9 +800,10 @@ def metrics_table(
             lo=lo,
             hi=hi,
             pid=pid_of(top),
+            note="CI: the policy's quality CI over premium's point quality",
         )
 
-    for level, name in ((0.95, "95pct"), (1.0, "100pct")):
+    for level, name in ((floor, pct), (1.0, "100pct")):
         k = _cheapest_reaching(front, quality=quality, target=level * p_q, cost=cost)
         value = cost_reduction_at(front, quality=quality, premium_cost=p_cost, premium_quality=p_q, level=level)
         add(
@@ -633,40 +811,78 @@ def metrics_table(
             value,
             "share of premium-only cost",
             pid=None if k is None else pid_of(front.iloc[k]),
+            note="" if k is not None else f"no swept policy reaches {level:.0%} of premium quality",
         )
 
-    add("apgr_calls", apgr(sweep, x="premium_call_share", quality=quality, weak=w_q, strong=p_q), "PGR")
+    multi = len(base) > 2
+    calls_na = "n/a: " + (
+        str(gap["reason"])
+        if not gap["meaningful"]
+        else f"with {len(base)} tiers a middle tier costs money without counting as a premium call; see the "
+        "dollars axis"
+    )
+    dollars_na = "n/a: " + str(gap["reason"]) if not gap["meaningful"] else ""
     dollars = with_cost_share(sweep, premium_cost=p_cost, cost=cost) if p_cost > 0 else None
+    if dollars is None and not dollars_na:
+        dollars_na = "n/a: premium-only costs nothing, so there is no dollars axis"
+    calls_ok = bool(gap["meaningful"]) and not multi
+    interp = "linearly between frontier points, as RouteLLM's evaluation does"
+    add(
+        "apgr_calls",
+        apgr(sweep, x="premium_call_share", quality=quality, weak=w_q, strong=p_q) if calls_ok else math.nan,
+        "PGR",
+        note="" if calls_ok else calls_na,
+    )
     add(
         "apgr_dollars",
-        math.nan if dollars is None else apgr(dollars, x="cost_share", quality=quality, weak=w_q, strong=p_q),
+        apgr(dollars, x="cost_share", quality=quality, weak=w_q, strong=p_q, premium_cost=p_cost, weak_cost=w_cost)
+        if dollars is not None and not dollars_na
+        else math.nan,
         "PGR",
+        note=dollars_na or "x: cost as a share of premium-only; weak-only sits at its own cost share",
     )
     for target, name in ((0.5, "cpt50"), (0.8, "cpt80")):
         add(
             f"{name}_calls",
-            cpt(sweep, target, x="premium_call_share", quality=quality, weak=w_q, strong=p_q),
+            cpt(sweep, target, x="premium_call_share", quality=quality, weak=w_q, strong=p_q) if calls_ok else math.nan,
             "share of queries calling premium",
+            note=f"interpolated {interp}" if calls_ok else calls_na,
         )
     for target, name in ((0.5, "cpt50"), (0.8, "cpt80")):
         value = (
-            math.nan if dollars is None else cpt(dollars, target, x="cost_share", quality=quality, weak=w_q, strong=p_q)
+            cpt(
+                dollars,
+                target,
+                x="cost_share",
+                quality=quality,
+                weak=w_q,
+                strong=p_q,
+                premium_cost=p_cost,
+                weak_cost=w_cost,
+            )
+            if dollars is not None and not dollars_na
+            else math.nan
         )
-        add(f"{name}_dollars", value, "share of premium-only cost")
+        add(f"{name}_dollars", value, "share of premium-only cost", note=dollars_na or f"interpolated {interp}")
 
-    k = _cheapest_reaching(front, quality=quality, target=0.95 * p_q, cost=cost)
+    k = _cheapest_reaching(front, quality=quality, target=floor * p_q, cost=cost)
+    name = f"oracle_savings_share_at_{pct}"
+    unit = "share of floor-oracle savings"
     if k is None:
-        add("oracle_savings_share_at_95pct", math.nan, "share of oracle savings")
+        add(name, math.nan, unit, note=f"n/a: no swept policy reaches {floor:.0%} of premium quality")
+    elif not fo["cost_per_1k_usd"] < p_cost:
+        add(name, math.nan, unit, note="n/a: even the floor-constrained oracle saves nothing against premium-only")
     else:
         row = front.iloc[k]
         add(
-            "oracle_savings_share_at_95pct",
-            oracle_savings_share(float(row[cost]), premium_cost=p_cost, oracle_cost=orc["cost_per_1k_usd"]),
-            "share of oracle savings",
+            name,
+            oracle_savings_share(float(row[cost]), premium_cost=p_cost, oracle_cost=fo["cost_per_1k_usd"]),
+            unit,
             pid=pid_of(row),
+            note=f"the cheapest policy at {floor:.0%}: its saving over the floor-constrained oracle's (at most 1)",
         )
 
-    out = pd.DataFrame(rows, columns=["metric", "value", "lo", "hi", "unit", "policy_id"])
+    out = pd.DataFrame(rows, columns=["metric", "value", "lo", "hi", "unit", "policy_id", "note"])
     out["value"] = out["value"].astype(np.float64)
     out["lo"] = out["lo"].astype(np.float64)
     out["hi"] = out["hi"].astype(np.float64)

@@ -27,6 +27,9 @@ def plot_frontier(
     oracle: dict[str, float] | None = None,
     chosen: pd.Series | None = None,
     highlight: pd.Series | None = None,
+    certified: pd.Series | None = None,
+    floor_quality: float | None = None,
+    floor_label: str = "quality floor",
     title: str = "",
     quality_label: str | None = None,
     log_x: bool = True,
@@ -81,8 +84,12 @@ def plot_frontier(
             zorder=6,
             label="oracle",
         )
+    if floor_quality is not None:
+        ax.axhline(floor_quality, color="#d62728", ls=":", lw=1.2, zorder=2, label=floor_label)
     if chosen is not None:
-        _mark(ax, chosen, q, "chosen", "#d62728")
+        _mark(ax, chosen, q, "point-estimate choice", "#d62728")
+    if certified is not None:
+        _mark(ax, certified, q, "certified", "#2ca02c", below=False)
     if highlight is not None:
         _mark(ax, highlight, q, "current", "#9467bd")
     if log_x:
@@ -97,7 +104,7 @@ def plot_frontier(
     return ax
 
 
-def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
+def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str, *, below: bool = True) -> None:
     x, y = float(row[COST]), float(row[q])
     kw: dict[str, Any] = {}
     if f"{q}_lo" in row and f"{q}_hi" in row:
@@ -106,7 +113,7 @@ def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
     ax.annotate(
         f"{name}: ${x:.3g}/1k, {y:.3f}",
         (x, y),
-        xytext=(-14, -26),
+        xytext=(-14, -26) if below else (-14, 22),
         textcoords="offset points",
         ha="right",
         fontsize=9,
@@ -117,7 +124,15 @@ def _mark(ax: Axes, row: pd.Series, q: str, name: str, color: str) -> None:
 
 
 def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
-    """The study's frontier, baselines and chosen policy on ``ax`` (see :func:`plot_frontier`)."""
+    """The study's frontier, baselines, quality floor, point-estimate choice and certified choice on ``ax``
+    (see :func:`plot_frontier`), all on the dev split."""
+    from routerlab.workbench.sweep import evaluate
+
+    q = f"quality_{study.scorer}"
+    cert = None
+    if study.certified is not None:
+        cert = evaluate(study.outcomes, study.certified.choice.point, mask=study.dev, bootstrap=200)
+    floor = study.choice.floor
     return plot_frontier(
         ax,
         study.sweep_dev,
@@ -127,6 +142,9 @@ def plot_study(ax: Any, study: Study, *, title: str | None = None) -> Any:
         mix=study.mix,
         oracle=study.oracle,
         chosen=study.choice.dev,
+        certified=cert,
+        floor_quality=floor * float(study.choice.premium_dev[q]),
+        floor_label=f"floor: {floor:.0%} of all-premium",
         quality_label=study.quality_label,
         title=title or f"{study.name}: cost vs quality, dev split ({int(study.dev.sum())} queries)",
     )

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from routerlab.data.evalset import evalset_sha256
 from routerlab.data.paths import workspace_root
+from routerlab.errors import WorkbenchError
 from routerlab.jsonio import atomic_write_text
-from routerlab.workbench.export import choose, export_policy
-from routerlab.workbench.frontier import price_quality_inversions
+from routerlab.workbench.export import Choice, choose, export_policy
+from routerlab.workbench.frontier import ORACLE_DEFINITION, price_quality_inversions
 from routerlab.workbench.plots import save_frontier_png
 from routerlab.workbench.study import SPLIT_SEED, Study, scorer_agreement, tier_table
 from routerlab.workbench.sweep import absent_classes
+
+if TYPE_CHECKING:
+    from routerlab.workbench.audit import AuditResult
 
 SCORER_TITLES = {"rougeL": "ROUGE-L", "exact": "exact match", "label": "the judge's label"}
 
@@ -88,47 +92,30 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
         f"- All-premium ({prem['tier']}): ${prem['cost_per_1k_usd']:.4f} per 1k queries, quality {prem['quality']:.4f}."
     )
     out.append(
-        f"- Oracle (per query, the cheapest tier as good as the best one): "
+        f"- Oracle ({ORACLE_DEFINITION}): "
         f"${study.oracle['cost_per_1k_usd']:.4f} per 1k, quality {study.oracle['quality']:.4f}, "
         f"premium calls {study.oracle['premium_call_share']:.1%}."
     )
+    fo = study.metrics.set_index("metric")["value"].get("floor_oracle_cost_per_1k_usd")
+    if fo is not None:
+        out.append(
+            f"- Floor-constrained oracle: the cheapest mix of recorded answers whose mean quality is "
+            f"{ch.floor:.0%} of all-premium's, queries no answer solves left unanswered at no cost: "
+            f"${_fmt(fo)} per 1k. No policy at that floor can cost less, so a share of its savings is at most 1."
+        )
     out.append(
         f"- Random mix of tiers: the upper convex hull of the single tiers (dashed in the plot), "
         f"{len(study.mix)} points.\n"
     )
     out.append(f"![frontier]({png_name})\n")
-    out.append("## Chosen policy\n")
-    exported = (
-        f"Exported to `{policy_path.name}` (load it with `routerlab.load_policy`)."
-        if study.scorer_warning is None
-        else "Not exported: the scorer cannot tell the tiers apart (see the warning above)."
-    )
-    out.append(
-        f"The cheapest swept policy whose dev quality is at least {ch.floor:.0%} of all-premium: "
-        f"`{ch.point.label()}`. {exported}\n"
-    )
-    rows = []
-    for split in ("dev", "test"):
-        d = m[split]
-        rows.append(
-            {
-                "split": split,
-                "queries": d["n_items"],
-                "quality": d["quality"],
-                "95% CI": f"[{d['quality_ci95'][0]:.4f}, {d['quality_ci95'][1]:.4f}]",
-                "share of premium quality": d["quality_share_of_premium"],
-                "USD per 1k": d["cost_per_1k_usd"],
-                "premium USD per 1k": d["premium_cost_per_1k_usd"],
-                "cost reduction": d["cost_reduction_vs_premium"],
-                "escalation rate": d["escalation_rate"],
-                "premium-call share": d["premium_call_share"],
-            }
-        )
-    out.append(_table(pd.DataFrame(rows), 4) + "\n")
+    out.append("## Chosen policy: two choosers side by side\n")
+    out.append(_choosers(study, policy_path) + "\n")
     out.append(_floors(study) + "\n")
+    ex = study.exported
+    m = ex.metrics()
     mix = m["test"]["tier_mix"]
     out.append(
-        "Test-split tier mix: "
+        f"Test-split tier mix of the {CHOOSER_WORDS[ex.chooser]} choice: "
         + ", ".join(f"{t} {s:.1%}" for t, s in zip(o.tiers, mix, strict=False))
         + f"; estimated latency p50 {m['test']['latency_p50_ms']:.0f} ms, p95 "
         f"{m['test']['latency_p95_ms']:.0f} ms.\n"
@@ -138,10 +125,11 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
         "Three-tier generalisations: 'weak' is the cheapest tier alone, 'strong' the premium tier alone; "
         "PGR = (quality - weak) / (strong - weak); APGR is the area under the best PGR as a function of "
         "the premium-call share (or of cost as a share of all-premium cost); CPT(x%) is the smallest such "
-        "share that reaches PGR x% (RouteLLM, Ong et al. 2024).\n"
+        "share that reaches PGR x%, interpolated between frontier points as RouteLLM's evaluation does "
+        "(Ong et al. 2024). A metric reads n/a where it cannot mean what its name says; the note says why.\n"
     )
     mt = study.metrics.copy()
-    out.append(_table(mt[[c for c in ("metric", "value", "lo", "hi", "unit") if c in mt.columns]], 4) + "\n")
+    out.append(_table(mt[[c for c in ("metric", "value", "lo", "hi", "unit", "note") if c in mt.columns]], 4) + "\n")
     # How the scorer in use (or, when the judge's label is in use, ROUGE-L) agrees with the judge.
     pair = (study.scorer, "label") if study.scorer != "label" else ("rougeL", "label")
     agree = scorer_agreement(study, pair[1], scorer=pair[0])
@@ -163,6 +151,80 @@ def render_report(study: Study, *, policy_path: Path, png_name: str) -> str:
     return "\n".join(out)
 
 
+CHOOSER_WORDS = {"certified": "certified", "point": "point-estimate"}
+
+
+def _ci(v: list[float] | None) -> str:
+    return "n/a" if v is None else f"[{v[0]:.1%}, {v[1]:.1%}]"
+
+
+def _met_words(ch: Choice) -> str:
+    t = ch.metrics()["test"]
+    share = t["quality_share_of_premium"]
+    if share is None:
+        return "the share of premium quality is undefined on test (premium scores 0)"
+    met = ch.meets_floor("test")
+    return (
+        f"on test it kept {share:.1%} {_ci(t['quality_share_ci95'])} of all-premium quality, "
+        + (f"meeting the {ch.floor:.0%} floor" if met else f"**below the {ch.floor:.0%} floor**")
+        + f", at a cost reduction of {_fmt(t['cost_reduction_vs_premium'] * 100, 1)}% "
+        f"{_ci(t['cost_reduction_ci95'])}"
+    )
+
+
+def _choosers(study: Study, policy_path: Path) -> str:
+    ch = study.choice
+    cert = study.certified
+    lines = [
+        f"- **Point estimate** (no guarantee): the cheapest swept policy whose dev quality is at least "
+        f"{ch.floor:.0%} of all-premium: `{ch.label()}`; {_met_words(ch)}.",
+    ]
+    if cert is not None:
+        lines.append(
+            f"- **Certified** (Learn then Test, bound `{cert.bound}`, delta {cert.delta:g}; order from "
+            f"{cert.n_tune} tune queries, tested on {cert.n_calibrate} calibration queries): "
+            f"`{cert.choice.label()}`; {_met_words(cert.choice)}."
+        )
+        lines.append(f"\n{cert.summary()}")
+    rows = []
+    for c in [ch] + ([cert.choice] if cert is not None else []):
+        m = c.metrics()
+        for split in ("dev", "test"):
+            d = m[split]
+            rows.append(
+                {
+                    "chooser": CHOOSER_WORDS[c.chooser],
+                    "split": c.dev_split if split == "dev" else "test",
+                    "queries": d["n_items"],
+                    "quality": d["quality"],
+                    "share of premium quality": d["quality_share_of_premium"],
+                    "share 95% CI": _ci(d["quality_share_ci95"]),
+                    "USD per 1k": d["cost_per_1k_usd"],
+                    "cost reduction": d["cost_reduction_vs_premium"],
+                    "reduction 95% CI": _ci(d["cost_reduction_ci95"]),
+                    "premium-call share": d["premium_call_share"],
+                }
+            )
+    lines.append("\n" + _table(pd.DataFrame(rows), 4))
+    lines.append("\nCIs are paired bootstrap percentiles: the policy and all-premium resampled query by query.")
+    if cert is not None and len(cert.sequence):
+        seq = cert.sequence.head(15)
+        cols = ["policy", "tune_share", "calibrate_share", "calibrate_cost_per_1k_usd", "p_value", "certified"]
+        lines.append(
+            "\nThe tested sequence (the tune split's frontier, priciest first; testing stops at the first "
+            f"p-value above {cert.delta:g}):\n\n" + _table(seq[[c for c in cols if c in seq.columns]], 4)
+        )
+    refusal = study.export_refusal()
+    if refusal is None:
+        lines.append(
+            f"\nExported: the {CHOOSER_WORDS[study.exported.chooser]} choice, to `{policy_path.name}` "
+            "(load it with `routerlab.load_policy`)."
+        )
+    else:
+        lines.append(f"\nNot exported: {refusal}. `routerlab export --force` writes the point-estimate choice anyway.")
+    return "\n".join(lines)
+
+
 def _floors(study: Study) -> str:
     """The cheapest dev policy at several quality floors, with its test numbers: the trade-off in one table."""
     rows = []
@@ -180,27 +242,40 @@ def _floors(study: Study) -> str:
         rows.append(
             {
                 "floor (share of premium)": f"{floor:.0%}",
-                "policy": c.point.label(),
+                "policy": c.label(),
                 "dev quality share": m["dev"]["quality_share_of_premium"],
                 "test quality share": m["test"]["quality_share_of_premium"],
+                "test share 95% CI": _ci(m["test"]["quality_share_ci95"]),
+                "met on test": "yes" if c.meets_floor("test") else "**no**",
                 "test cost reduction": m["test"]["cost_reduction_vs_premium"],
             }
         )
-    return "Other floors, for comparison (chosen on dev, measured on test):\n\n" + _table(pd.DataFrame(rows), 4)
+    return "Other floors, point-estimate chooser (chosen on dev, measured on test):\n\n" + _table(pd.DataFrame(rows), 4)
 
 
-def export_study(study: Study, path: str | os.PathLike[str], *, date: str | None = None) -> Path:
-    """Write the study's chosen policy to ``path`` with its provenance (eval set, split, metrics)."""
+def export_study(
+    study: Study, path: str | os.PathLike[str], *, date: str | None = None, force: bool = False
+) -> tuple[Path, Choice]:
+    """Write the study's chosen policy (:attr:`Study.exported`) to ``path`` with its provenance (eval set,
+    split, metrics, how it was chosen). Refuses (:class:`WorkbenchError`) when :meth:`Study.export_refusal`
+    says so, unless ``force``: then a certification that failed writes the point-estimate choice."""
+    refusal = study.export_refusal()
+    if refusal is not None and not force:
+        raise WorkbenchError(f"{study.name}: {refusal}. Not exporting; pass --force to export anyway.")
+    choice = study.exported
+    if refusal is not None and study.scorer_warning is None:
+        choice = study.choice  # forced past a failed certification: the point estimate, labelled as such
     export_policy(
         study.outcomes,
-        study.choice,
+        choice,
         path,
         evalset_sha256=evalset_sha256(study.evalset_path),
         dataset=study.name,
         split_seed=SPLIT_SEED,
         date=date,
+        certified=study.certified,
     )
-    return Path(path)
+    return Path(path), choice
 
 
 def write_outputs(
@@ -209,20 +284,50 @@ def write_outputs(
     reports_dir: str | os.PathLike[str] | None = None,
     policies_dir: str | os.PathLike[str] | None = None,
     date: str | None = None,
+    audit: AuditResult | None = None,
 ) -> dict[str, Path]:
-    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json``.
+    """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json`` (with
+    ``audit``: also ``audit.png``, ``audit.csv`` and an audit section in the report).
 
-    A study whose scorer cannot tell the tiers apart gets its report (with the warning) but no policy
-    file, as ``routerlab export`` refuses it: the returned ``policy`` is then the path not written."""
+    A study that ``routerlab export`` refuses (a scorer that cannot tell the tiers apart, or a certified
+    chooser that certified nothing cheaper than all-premium) gets its report, saying why, but no policy
+    file: the returned ``policy`` is then the path not written."""
     base = workspace_root()
     rdir = Path(reports_dir) if reports_dir is not None else base / "reports" / study.name
     pdir = Path(policies_dir) if policies_dir is not None else base / "policies"
     rdir.mkdir(parents=True, exist_ok=True)
     pdir.mkdir(parents=True, exist_ok=True)
     policy_path = pdir / f"{study.name}.json"
-    if study.scorer_warning is None:
+    if study.export_refusal() is None:
         export_study(study, policy_path, date=date)
     png = save_frontier_png(study, rdir / "frontier.png")
     md = rdir / "report.md"
-    atomic_write_text(md, render_report(study, policy_path=policy_path, png_name=png.name))
-    return {"report": md, "frontier": png, "policy": policy_path}
+    text = render_report(study, policy_path=policy_path, png_name=png.name)
+    out = {"report": md, "frontier": png, "policy": policy_path}
+    if audit is not None:
+        from routerlab.workbench.audit import save_audit_png
+
+        out["audit"] = save_audit_png(audit, rdir / "audit.png", title=f"{study.name}: {audit.splits} re-splits")
+        atomic_write_text(rdir / "audit.csv", audit.runs.to_csv(index=False))
+        text += "\n" + audit_section(audit, png_name="audit.png")
+    atomic_write_text(md, text)
+    return out
+
+
+def audit_section(audit: AuditResult, *, png_name: str | None) -> str:
+    from routerlab.workbench.audit import audit_table
+
+    """The audit as a report section: how both choosers did over re-splits, in a table, words and a plot."""
+    t, c, te = audit.split
+    lines = [
+        "## Audit: the whole choice repeated over random re-splits\n",
+        f"{audit.splits} seeded re-splits ({t:.0%} tune, {c:.0%} calibrate, {te:.0%} held out; the point "
+        f"chooser uses tune + calibrate), floor {audit.floor:.0%}, delta {audit.delta:g}, bound `{audit.bound}`. "
+        "'Hindsight best' is the cheapest policy of the grid that met the floor on the held-out part; rates "
+        "have Clopper-Pearson 95% CIs.\n",
+        _table(audit_table(audit), 4) + "\n",
+        audit.words().replace("\n", "\n\n") + "\n",
+    ]
+    if png_name:
+        lines.append(f"![audit]({png_name})\n")
+    return "\n".join(lines)

@@ -22,7 +22,8 @@ from routerlab.data.studies import study_paths
 from routerlab.errors import DataError
 from routerlab.policy import RouterPolicy, load_policy
 from routerlab.pricing import PriceBook
-from routerlab.workbench.export import Choice, choose
+from routerlab.workbench.certify import Bound
+from routerlab.workbench.export import CHOOSERS, REFUSAL, Certified, Choice, certify, choose
 from routerlab.workbench.frontier import (
     metrics_table,
     oracle_point,
@@ -33,7 +34,7 @@ from routerlab.workbench.frontier import (
 )
 from routerlab.workbench.outcomes import Outcomes, build_outcomes
 from routerlab.workbench.scoring import applicable_scorers, degenerate_scorer, resolve_scorer, scorer_coverage
-from routerlab.workbench.sweep import default_grid, split_items, sweep
+from routerlab.workbench.sweep import default_grid, split_items, split_three, sweep
 
 DEFAULT_SCORER = {"alpaca_eval": "rougeL", "arena_bench_v1": "label", "mot_date": "exact"}
 SCORER_LABELS = {
@@ -42,6 +43,11 @@ SCORER_LABELS = {
     "label": "GPT-4 judge score, scaled to 0-1",
 }
 SPLIT_SEED = 0
+#: tune / calibrate / test shares. Tune + calibrate is the point chooser's dev split (half the items, as
+#: before). Calibration gets the larger part: the guarantee's power grows with it, while tune only orders
+#: a frontier of a few dozen policies.
+DEFAULT_SPLIT = (0.2, 0.3, 0.5)
+DEFAULT_DELTA = 0.1
 
 
 @dataclass
@@ -66,10 +72,30 @@ class Study:
     metrics: pd.DataFrame
     scorer_warning: str | None = None  # the scorer cannot tell the tiers apart (see degenerate_scorer)
     scorer_coverage: str | None = None  # e.g. "20 of 25 items have a gold answer; the other 5 are left out"
+    tune: np.ndarray | None = None  # the certified chooser's splits (tune | calibrate == dev)
+    calibrate: np.ndarray | None = None
+    certified: Certified | None = None
+    chooser: str = "certified"  # which choice export writes: "certified" or "point"
+    split: tuple[float, float, float] = DEFAULT_SPLIT
 
     @property
     def quality_label(self) -> str:
         return SCORER_LABELS.get(self.scorer, self.scorer)
+
+    @property
+    def exported(self) -> Choice:
+        """The choice ``export`` writes: the certified one (or the point estimate with ``chooser="point"``)."""
+        if self.chooser == "certified" and self.certified is not None:
+            return self.certified.choice
+        return self.choice
+
+    def export_refusal(self) -> str | None:
+        """Why ``export`` refuses this study unless forced (None: it does not)."""
+        if self.scorer_warning:
+            return self.scorer_warning
+        if self.chooser == "certified" and self.certified is not None and not self.certified.feasible:
+            return self.certified.summary().removesuffix(REFUSAL)
+        return None
 
 
 def open_dataset(
@@ -105,6 +131,37 @@ def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) ->
     return c[["item_id", "tier_index", "cost_usd"]].assign(quality=q)
 
 
+def answer_options(o: Outcomes, scorer: str, mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Every answer a policy could return per item, with the least a route pays to get it: item_id,
+    cost_usd, quality (for :func:`~routerlab.workbench.frontier.floor_oracle`).
+
+    Each tier's single answer costs that call; a k-sample answer costs its n=k call, or only the short
+    reply when a cap stops its completion. Failed calls are left out (a failed route scores 0, which the
+    oracle's "unanswered" option already covers)."""
+    from routerlab.workbench.outcomes import PICO
+
+    a = o.dense()
+    sel = np.ones(o.n_items, bool) if mask is None else np.asarray(mask, bool)
+    ids = o.items["item_id"].to_numpy()
+    frames = []
+    q = a.s_q[scorer]
+    for ti in range(a.t):
+        ok = sel & (a.s_err[:, ti] == 0)
+        frames.append(pd.DataFrame({"item_id": ids[ok], "cost_pico": a.s_cost[ok, ti], "quality": q[ok, ti]}))
+    kq = a.k_q.get(scorer)
+    if kq is not None:
+        for j in range(len(a.ks)):
+            for ti in range(a.t - 1):
+                ok = sel & (a.k_err[j, :, ti] == 0) & (a.k_count[j, ti] > 0)
+                c = np.where(
+                    a.k_tuw[j, :, ti] > 0, np.minimum(a.k_cost[j, :, ti], a.k_scost[j, :, ti]), a.k_cost[j, :, ti]
+                )
+                frames.append(pd.DataFrame({"item_id": ids[ok], "cost_pico": c[ok], "quality": kq[j, ok, ti]}))
+    df = pd.concat(frames, ignore_index=True)
+    df["cost_usd"] = df.pop("cost_pico").astype(float) / float(PICO)
+    return df.dropna(subset=["quality"])
+
+
 def run_study(
     name: str,
     *,
@@ -115,8 +172,16 @@ def run_study(
     n_thresholds: int = 8,
     bootstrap: int = 1000,
     progress: bool = True,
+    delta: float = DEFAULT_DELTA,
+    bound: Bound = "wsr",
+    split: tuple[float, float, float] = DEFAULT_SPLIT,
+    chooser: str = "certified",
+    budget_usd: float | None = None,
 ) -> Study:
-    """Import (if needed), build the outcome table, sweep on dev, choose, evaluate on test."""
+    """Import (if needed), build the outcome table, sweep on dev, choose (point estimate on dev; certified
+    on tune + calibrate), evaluate both on test. ``chooser`` says which one ``export`` writes."""
+    if chooser not in CHOOSERS:
+        raise DataError(f"chooser must be one of {', '.join(CHOOSERS)}; got {chooser!r}")
     policy, items, evalset, cassettes = open_dataset(name, root=root, mirror=mirror, progress=progress)
     models = [t.model for t in policy.tiers]
     pattern = policy.confidence.answer_pattern
@@ -126,7 +191,8 @@ def run_study(
     scorers = sorted(set(scorers), key=scorers.index)
     o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
     degenerate = degenerate_scorer(o.calls, scorer, answer_pattern=pattern)
-    dev, test = split_masks(o)
+    tune, calibrate, test = split_three(o, split, seed=SPLIT_SEED)
+    dev = tune | calibrate
     grid = default_grid(o, n_thresholds=n_thresholds)
     sweep_dev = sweep(o, grid, mask=dev, bootstrap=200, progress=progress)
     q = f"quality_{scorer}"
@@ -134,6 +200,20 @@ def run_study(
     per_dev = per_item_single(o, scorer, dev)
     baselines = single_tier_baselines(per_dev, tier_names=o.tiers)
     choice = choose(o, sweep_dev, scorer=scorer, floor=floor, dev=dev, test=test, bootstrap=bootstrap)
+    certified = certify(
+        o,
+        grid,
+        scorer=scorer,
+        floor=floor,
+        delta=delta,
+        bound=bound,
+        tune=tune,
+        calibrate=calibrate,
+        test=test,
+        budget_usd=budget_usd,
+        bootstrap=bootstrap,
+        seed=SPLIT_SEED,
+    )
     return Study(
         name=name,
         policy=policy,
@@ -150,9 +230,18 @@ def run_study(
         mix=random_mix(baselines),
         oracle=oracle_point(per_dev),
         choice=choice,
-        metrics=_rounded(metrics_table(sweep_dev, per_dev, quality=q, tier_names=o.tiers)),
+        metrics=_rounded(
+            metrics_table(
+                sweep_dev, per_dev, quality=q, tier_names=o.tiers, options=answer_options(o, scorer, dev), floor=floor
+            )
+        ),
         scorer_warning=degenerate,
         scorer_coverage=scorer_coverage(scorer, items, models, answer_pattern=pattern).note,
+        tune=tune,
+        calibrate=calibrate,
+        certified=certified,
+        chooser=chooser,
+        split=split,
     )
 
 
@@ -165,9 +254,9 @@ def _rounded(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
     return out
 
 
-def split_masks(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
-    """The study's seeded dev/test split (:data:`SPLIT_SEED`)."""
-    return split_items(o, seed=SPLIT_SEED)
+def split_masks(o: Outcomes, split: tuple[float, float, float] = DEFAULT_SPLIT) -> tuple[np.ndarray, np.ndarray]:
+    """The study's seeded dev/test split (:data:`SPLIT_SEED`); dev is the tune and calibrate splits together."""
+    return split_items(o, dev_fraction=split[0] + split[1], seed=SPLIT_SEED)
 
 
 def scorer_agreement(study: Study, other: str = "label", *, scorer: str | None = None) -> dict[str, float] | None:

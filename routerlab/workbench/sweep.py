@@ -121,7 +121,8 @@ class PolicyPoint:
             return self.thresholds
         return tuple(t for i, t in enumerate(self.thresholds) if i in self.check_tiers)
 
-    def label(self) -> str:
+    def label(self, n_tiers: int | None = None) -> str:
+        """A readable name; with ``n_tiers`` (the ladder's length) a policy that cannot escalate says so."""
         start = "/".join(str(s) for s in self.start)
         check = (
             "no check"
@@ -133,7 +134,14 @@ class PolicyPoint:
             )
         )
         cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}" + (" spent" if self.cap_mode == "spent" else "")
+        if n_tiers is not None and not self.can_escalate(n_tiers):
+            # "cascade" only where a route can move up: here every class starts at the final tier
+            return f"start {start}; single tier (no escalation possible){cap}"
         return f"start {start}; {'cascade' if self.cascade else 'no cascade'}; {check}{cap}"
+
+    def can_escalate(self, n_tiers: int) -> bool:
+        """On a ladder of ``n_tiers``, can a route move up? (cascade on, and some class starts below the top)"""
+        return self.cascade and any(s < n_tiers - 1 for s in self.start)
 
 
 # ---------------------------------------------------------------- simulation
@@ -471,8 +479,33 @@ def split_items(o: Outcomes, *, dev_fraction: float = 0.5, seed: int = 0) -> tup
     return dev, ~dev
 
 
+def split_three(
+    o: Outcomes, fractions: Sequence[float] = (0.25, 0.25, 0.5), *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded tune / calibrate / test masks, stratified by complexity class.
+
+    ``fractions`` are the three shares (they must sum to 1). The test items are exactly those of
+    ``split_items(o, dev_fraction=tune + calibrate, seed=seed)``, so tune + calibrate is the point
+    chooser's dev split; the dev items are then split again (seed + 1), stratified, into tune and
+    calibrate."""
+    if len(fractions) != 3 or any(not 0 < f < 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise WorkbenchError(
+            f"split fractions must be three numbers in (0, 1) summing to 1 (tune, calibrate, test); got {fractions}"
+        )
+    ft, fc, _ = (float(f) for f in fractions)
+    dev, test = split_items(o, dev_fraction=ft + fc, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    tune = np.zeros(o.n_items, bool)
+    ci = o.items["class_index"].to_numpy()
+    for c in range(len(COMPLEXITY_CLASSES)):
+        idx = np.flatnonzero(dev & (ci == c))
+        rng.shuffle(idx)
+        tune[idx[: int(round(len(idx) * ft / (ft + fc)))]] = True
+    return tune, dev & ~tune, test
+
+
 @functools.lru_cache(maxsize=16)
-def _bootstrap_weights(n: int, b: int, seed: int) -> np.ndarray:
+def bootstrap_weights(n: int, b: int, seed: int) -> np.ndarray:
     """(n, b) resampling counts: column j says how often each item is drawn in resample j."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(b, n))
@@ -500,7 +533,7 @@ def summarize(
     cost_usd = sim.cost_pico[:, sel].astype(float) / float(PICO)
     out: dict[str, Any] = {
         "policy_id": [pt.id for pt in points],
-        "label": [pt.label() for pt in points],
+        "label": [pt.label(t) for pt in points],
         "start_simple": [pt.start[0] for pt in points],
         "start_medium": [pt.start[1] for pt in points],
         "start_complex": [pt.start[2] for pt in points],
@@ -517,7 +550,7 @@ def summarize(
     for ti in range(t - 1):
         out[f"threshold_{ti}"] = [pt.thresholds[ti] if pt.thresholds else np.nan for pt in points]
     out["cost_per_1k_usd"] = out["cost_usd_mean"] * 1000.0
-    w = _bootstrap_weights(n, bootstrap, seed) if bootstrap else None
+    w = bootstrap_weights(n, bootstrap, seed) if bootstrap else None
     for sc, q in sim.quality.items():
         qq = q[:, sel]
         valid = ~np.isnan(qq)
