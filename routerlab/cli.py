@@ -325,6 +325,7 @@ def _study(args: argparse.Namespace) -> Any:
             split=args.split,
             chooser=getattr(args, "chooser", "certified"),
             budget_usd=None if getattr(args, "budget", None) is None else args.budget / 1000,
+            cost_bound_usd=getattr(args, "cost_bound", None),
         )
     finally:
         if judge is not None:
@@ -588,7 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--budget",
             type=_usd,
-            help="also certify mean cost per 1k queries <= this many USD (needs the ladder's per-query cap)",
+            help="also certify mean cost per 1k queries <= this many USD (needs the ladder's per-query cap, "
+            "or --cost-bound)",
+        )
+        sp.add_argument(
+            "--cost-bound",
+            type=_usd,
+            help="for --budget: the most one query can cost, in USD (default: the ladder's max_cost_per_query_usd)",
         )
 
     ex = sub.add_parser(

@@ -132,16 +132,25 @@ def test_03_choose_and_export(imported: Any, tmp_path: Path) -> None:
     require_mirror()
     ws = imported("mot_date").root
     out = tmp_path / "chosen.json"
+    # mot_date at 95%: nothing cheaper than all-premium is certified, so the export needs force (and then
+    # writes the point-estimate choice, labelled as not certified)
     nb = _run(
         NOTEBOOKS[2],
-        {"dataset": "mot_date", "workspace": str(ws), "out_policy": str(out), "n_routes": 4},
+        {"dataset": "mot_date", "workspace": str(ws), "out_policy": str(out), "n_routes": 4, "force": True,
+         "audit_splits": 3},
         extra="import json; t = route_examples(policy, study.cassettes, study.items, 4); "
         "print(json.dumps({'items': t['item_id'].nunique(), 'cost': float(t['cost_usd'].sum())}))",
-    )
+    )  # fmt: skip
     from routerlab import load_policy
 
     policy = load_policy(out)
     assert policy.provenance["tuned_on"] == "mot_date"
     assert policy.provenance["tier_models"] == [t.model for t in policy.tiers]
+    assert policy.provenance["chooser"] == "point estimate (not certified)"
     got = _last_json(nb)
     assert got["items"] == 4 and got["cost"] > 0
+    texts = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert "No policy cheaper than all-premium can be certified" in texts
+    assert "certified: the 95% floor held on the held-out part" in texts  # the audit, in words
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the audit plot was drawn"

@@ -7,6 +7,9 @@ policies at once, vectorised), :mod:`~routerlab.workbench.reference` (the
 decision procedure itself over the outcome table: what the sweep is checked
 against), :mod:`~routerlab.workbench.frontier` (frontier, baselines,
 metrics), :mod:`~routerlab.workbench.export` (choose and export),
+:mod:`~routerlab.workbench.certify` (the certified choice's bounds and
+Learn-then-Test), :mod:`~routerlab.workbench.audit` (both choices repeated
+over re-splits), :mod:`~routerlab.workbench.check` (the regression gate),
 :mod:`~routerlab.workbench.study` (the whole pipeline for one eval set),
 :mod:`~routerlab.workbench.plots`, :mod:`~routerlab.workbench.report` and
 :mod:`~routerlab.workbench.widgets`. Needs ``pip install routerlab[workbench]``. (``sweep`` here is the module: call
@@ -19,13 +22,15 @@ from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_out
 from routerlab.data.paths import workspace_root
 from routerlab.data.studies import StudyPaths, create_study, study_paths
 from routerlab.policy import dump_policy, load_policy
-from routerlab.workbench.export import Choice, choose, export_policy
+from routerlab.workbench.audit import AuditResult, audit, audit_table, plot_audit, save_audit_png
+from routerlab.workbench.check import CheckResult, check_policy
+from routerlab.workbench.export import Certified, Choice, certify, choose, export_policy
 from routerlab.workbench.frontier import metrics_table, oracle_point, pareto_frontier, random_mix, single_tier_baselines
 from routerlab.workbench.judge import JudgeConfig, JudgeScorer, load_judge_config, make_judge_scorer, register_judge
 from routerlab.workbench.outcomes import Outcomes, build_outcomes
 from routerlab.workbench.plots import frontier_figure, plot_frontier, plot_study, save_frontier_png
 from routerlab.workbench.reference import simulate_reference
-from routerlab.workbench.report import render_report, write_outputs
+from routerlab.workbench.report import export_study, render_report, write_outputs
 from routerlab.workbench.scoring import (
     applicable_scorers,
     degenerate_scorer,
@@ -39,6 +44,7 @@ from routerlab.workbench.study import (
     Study,
     capture_summary,
     choice_table,
+    choosers_table,
     for_people,
     frontier_table,
     missing_keys,
@@ -65,6 +71,9 @@ from routerlab.workbench.sweep import (
 from routerlab.workbench.widgets import Explorer, explorer
 
 __all__ = [
+    "AuditResult",
+    "Certified",
+    "CheckResult",
     "Choice",
     "DEFAULT_LADDERS",
     "EvalItem",
@@ -79,9 +88,14 @@ __all__ = [
     "Study",
     "StudyPaths",
     "applicable_scorers",
+    "audit",
+    "audit_table",
     "build_outcomes",
     "capture_summary",
+    "certify",
+    "check_policy",
     "choice_table",
+    "choosers_table",
     "choose",
     "create_study",
     "default_grid",
@@ -92,6 +106,7 @@ __all__ = [
     "evaluate",
     "explorer",
     "export_policy",
+    "export_study",
     "for_people",
     "frontier_figure",
     "frontier_table",
@@ -110,6 +125,7 @@ __all__ = [
     "oracle_point",
     "pareto_frontier",
     "per_item",
+    "plot_audit",
     "plot_frontier",
     "plot_study",
     "point_by_id",
@@ -124,6 +140,7 @@ __all__ = [
     "resolve_scorer",
     "route_examples",
     "run_study",
+    "save_audit_png",
     "save_frontier_png",
     "scorer_coverage",
     "simulate",

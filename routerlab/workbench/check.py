@@ -122,7 +122,7 @@ def check_policy(
         f"quality ({scorer}): candidate {np.nanmean(q[0]):.4f}, reference {np.nanmean(q[1]):.4f}; share "
         f"{share:.1%}"
         + ("" if sci is None else f" (paired 95% CI {sci[0]:.1%} to {sci[1]:.1%})")
-        + f"; floor {floor:.0%}; p-value that it is at or above the floor is false: {p:.3g}",
+        + f"; floor {floor:.0%}; test of 'at or above the floor': p = {p:.3g} (at most {delta:g} means below it)",
     ]
     if p <= delta:
         res.failures.append(f"quality is below {floor:.0%} of the reference with confidence (p = {p:.3g} <= {delta:g})")

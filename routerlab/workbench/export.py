@@ -283,6 +283,7 @@ def certify(
     calibrate: np.ndarray,
     test: np.ndarray,
     budget_usd: float | None = None,
+    cost_bound_usd: float | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> Certified:
@@ -292,19 +293,24 @@ def certify(
     cheaper than all-premium there) come from the ``tune`` items; the hypotheses are tested on the
     ``calibrate`` items, read in a seeded random order; ``test`` only reports. With ``budget_usd`` (mean
     cost per query) a policy must also be certified under the budget; the per-query bound that test needs
-    is the ladder's cost cap, which the router enforces."""
+    is ``cost_bound_usd`` when given (an assumption about the traffic), else the ladder's cost cap, which
+    the router enforces."""
     prem = premium_point(o)
     pts = [pt for pt in grid.points(o, mask=tune) if pt != prem]
     cost_bound = None
     if budget_usd is not None:
         cap = o.policy.max_cost_per_query_usd
-        if cap is None or o.policy.cost_cap_mode != "worst_case":
+        if cost_bound_usd is not None:
+            cost_bound = float(cost_bound_usd)
+        elif cap is not None and o.policy.cost_cap_mode == "worst_case":
+            cost_bound = float(cap)
+            pts = [replace(pt, cap_usd=cap) if pt.cap_usd is None else pt for pt in pts]
+        else:
             raise WorkbenchError(
                 "certifying a cost budget needs a bound on any one query's cost: set max_cost_per_query_usd "
-                "(with cost_cap_mode worst_case) in the ladder policy"
+                "(with cost_cap_mode worst_case) in the ladder policy, which the router enforces, or give "
+                "cost_bound_usd (--cost-bound), an assumption about your traffic"
             )
-        cost_bound = float(cap)
-        pts = [replace(pt, cap_usd=cap) if pt.cap_usd is None else pt for pt in pts]
     tq_all: list[np.ndarray] = []
     tc_all: list[np.ndarray] = []
     for i in range(0, len(pts), 512):

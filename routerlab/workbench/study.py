@@ -177,6 +177,7 @@ def run_study(
     split: tuple[float, float, float] = DEFAULT_SPLIT,
     chooser: str = "certified",
     budget_usd: float | None = None,
+    cost_bound_usd: float | None = None,
 ) -> Study:
     """Import (if needed), build the outcome table, sweep on dev, choose (point estimate on dev; certified
     on tune + calibrate), evaluate both on test. ``chooser`` says which one ``export`` writes."""
@@ -211,6 +212,7 @@ def run_study(
         calibrate=calibrate,
         test=test,
         budget_usd=budget_usd,
+        cost_bound_usd=cost_bound_usd,
         bootstrap=bootstrap,
         seed=SPLIT_SEED,
     )
@@ -369,6 +371,33 @@ def choice_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(
         {split: {k: (str(v) if isinstance(v, list) else v) for k, v in m[split].items()} for split in ("dev", "test")}
     )
+
+
+def choosers_table(study: Study) -> pd.DataFrame:
+    """Both choosers side by side: for each, its policy and its numbers on the split it chose on and on test,
+    with paired bootstrap CIs for the share of premium quality and the cost reduction, and whether the floor
+    held on test."""
+    rows = []
+    choices = [study.choice] + ([study.certified.choice] if study.certified is not None else [])
+    for ch in choices:
+        m = ch.metrics()
+        for split in ("dev", "test"):
+            d = m[split]
+            rows.append(
+                {
+                    "chooser": "certified" if ch.chooser == "certified" else "point estimate",
+                    "policy": ch.label(),
+                    "split": ch.dev_split if split == "dev" else "test",
+                    "queries": d["n_items"],
+                    "share of premium quality": d["quality_share_of_premium"],
+                    "share CI": d["quality_share_ci95"],
+                    "cost_per_1k_usd": d["cost_per_1k_usd"],
+                    "cost reduction": d["cost_reduction_vs_premium"],
+                    "reduction CI": d["cost_reduction_ci95"],
+                    "floor met": ch.meets_floor(split),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def frontier_table(study: Study) -> pd.DataFrame:
