@@ -199,3 +199,27 @@ def test_a_cost_budget_is_certified_beside_the_floor(alpaca: Path) -> None:
     # a budget below anything the ladder can do: nothing is certified
     poor = run_study("alpaca_eval", budget_usd=0.01 / 1000, **kw)
     assert not poor.certified.feasible
+
+
+def test_the_audit_repeats_exactly_the_studys_own_choices(study: Any) -> None:
+    # re-split seed 0 with the default shares is the study's own split: both choices must come out the same
+    o = study.outcomes
+    res = audit(o, default_grid(o), scorer="rougeL", floor=0.95, splits=1, seed=0, bootstrap=50)
+    got = res.runs.set_index("chooser")["policy_id"]
+    assert got["point"] == study.choice.point.id
+    assert got["certified"] == study.certified.choice.point.id
+    share = res.runs.set_index("chooser")["test_share"]
+    assert share["point"] == pytest.approx(study.choice.metrics()["test"]["quality_share_of_premium"], abs=1e-6)
+    assert share["certified"] == pytest.approx(
+        study.certified.choice.metrics()["test"]["quality_share_of_premium"], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("floor", [0.8, 0.9])
+def test_the_audit_repeats_the_choices_on_a_grid_with_consistency_checks(imported: Any, floor: float) -> None:
+    require_mirror()
+    st = run_study("mot_date", root=imported("mot_date").root, progress=False, bootstrap=50, floor=floor)
+    o = st.outcomes
+    got = audit(o, default_grid(o), scorer="exact", floor=floor, splits=1, seed=0, bootstrap=20).runs
+    got = got.set_index("chooser")["policy_id"]
+    assert (got["point"], got["certified"]) == (st.choice.point.id, st.certified.choice.point.id)
