@@ -202,3 +202,31 @@ def test_a_non_cascading_policy_needs_no_samples(imported: object) -> None:
     assert not pt.cascade
     row = evaluate(ds.outcomes, replace(pt, k=7), bootstrap=0)  # k=7 was never recorded: irrelevant here
     assert row["escalation_rate"] == 0
+
+
+def test_the_batch_size_changes_memory_never_the_numbers(imported: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routerlab.errors import WorkbenchError
+    from routerlab.workbench.sweep import BYTES_PER_POLICY_ITEM, batch_size
+
+    for name in ("mot_date", "alpaca_eval"):  # exact-match and ROUGE-L (float) scores
+        o = imported(name).outcomes  # type: ignore[operator]
+        dev, _ = split_items(o, seed=3)
+        whole = sweep(o, mask=dev, bootstrap=50)
+        ci = [c for c in whole.columns if c.endswith(("_lo", "_hi"))]
+        for kw in ({"batch": 1}, {"batch": 7}, {"memory_mb": 0.5}):
+            part = sweep(o, mask=dev, bootstrap=50, **kw)  # type: ignore[arg-type]
+            assert part.drop(columns=ci).equals(whole.drop(columns=ci)), (name, kw)
+            assert np.allclose(part[ci].to_numpy(float), whole[ci].to_numpy(float), rtol=1e-12, atol=0), (name, kw)
+    o = imported("mot_date").outcomes  # type: ignore[operator]
+    dev, _ = split_items(o, seed=3)
+    # the default batch follows the memory budget: 2 GiB over 256 bytes x items, within 1..4096
+    assert batch_size(369) == 4096
+    assert batch_size(1_000_000) == 2048 * 2**20 // (BYTES_PER_POLICY_ITEM * 1_000_000) == 8
+    assert batch_size(10**9, memory_mb=1) == 1
+    monkeypatch.setenv("ROUTERLAB_SWEEP_MEMORY_MB", "64")
+    assert batch_size(100_000) == 64 * 2**20 // (BYTES_PER_POLICY_ITEM * 100_000)
+    monkeypatch.setenv("ROUTERLAB_SWEEP_MEMORY_MB", "lots")
+    with pytest.raises(WorkbenchError, match="ROUTERLAB_SWEEP_MEMORY_MB must be a number"):
+        batch_size(10)
+    with pytest.raises(WorkbenchError, match="at least 1 policy"):
+        sweep(o, mask=dev, batch=0)

@@ -404,18 +404,21 @@ class Grid:
         starts = list(dict.fromkeys(
             tuple(last if c in unseen else s for c, s in zip(COMPLEXITY_CLASSES, st, strict=True)) for st in self.starts
         ))  # fmt: skip
+        # The confidence checks do not depend on the start mapping or the cap: list them (and compute the
+        # threshold quantiles) once, not once per start x cap.
+        checked: list[tuple[str, int, tuple[str, ...], tuple[float, ...], tuple[int, ...] | None]] = []
+        if any(self.cascade):
+            for (ki, k), sim in itertools.product(enumerate(self.ks), self.similarities):
+                tiers = self.k_tiers[ki] if ki < len(self.k_tiers) else None
+                per_tier = threshold_grid(o, sim, k, n=self.n_thresholds, mask=mask)
+                if tiers is not None:  # an unchecked tier's threshold plays no part: one value
+                    per_tier = [g if ti in tiers else [1.0] for ti, g in enumerate(per_tier)]
+                for cs in self.class_sets:
+                    checked += [(sim, k, cs, thr, tiers) for thr in itertools.product(*per_tier)]
+        no_check = (NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, (), None)
         for start, cap in itertools.product(starts, self.caps):
             for cascade in self.cascade:
-                checks: list[tuple[str, int, tuple[str, ...], tuple[float, ...], tuple[int, ...] | None]] = []
-                if cascade:
-                    for (ki, k), sim in itertools.product(enumerate(self.ks), self.similarities):
-                        tiers = self.k_tiers[ki] if ki < len(self.k_tiers) else None
-                        per_tier = threshold_grid(o, sim, k, n=self.n_thresholds, mask=mask)
-                        if tiers is not None:  # an unchecked tier's threshold plays no part: one value
-                            per_tier = [g if ti in tiers else [1.0] for ti, g in enumerate(per_tier)]
-                        for cs in self.class_sets:
-                            checks += [(sim, k, cs, thr, tiers) for thr in itertools.product(*per_tier)]
-                checks.append((NO_CHECK, min(self.ks) if self.ks else 2, COMPLEXITY_CLASSES, (), None))
+                checks = [*checked, no_check] if cascade else [no_check]
                 for sim, k, cs, thr, tiers in checks:
                     last_checked = len(o.tiers) - 2 if tiers is None else max(tiers)
                     if sim != NO_CHECK and not any(
@@ -530,7 +533,9 @@ def summarize(
     if n == 0:
         raise WorkbenchError("no items selected")
     t = len(o.tiers)
-    cost_usd = sim.cost_pico[:, sel].astype(float) / float(PICO)
+    # exact integer sums, then one division: the same numbers whatever the batch (float sums over a
+    # (policies, items) array round differently with its shape)
+    cost_total = sim.cost_pico[:, sel].sum(axis=1).astype(float) / float(PICO)
     out: dict[str, Any] = {
         "policy_id": [pt.id for pt in points],
         "label": [pt.label(t) for pt in points],
@@ -544,15 +549,15 @@ def summarize(
         "check_tiers": ["all" if pt.check_tiers is None else "+".join(map(str, pt.check_tiers)) for pt in points],
         "cap_usd": [np.nan if pt.cap_usd is None else float(pt.cap_usd) for pt in points],
         "n_items": n,
-        "cost_usd_total": cost_usd.sum(axis=1),
-        "cost_usd_mean": cost_usd.mean(axis=1),
+        "cost_usd_total": cost_total,
+        "cost_usd_mean": cost_total / n,
     }
     for ti in range(t - 1):
         out[f"threshold_{ti}"] = [pt.thresholds[ti] if pt.thresholds else np.nan for pt in points]
     out["cost_per_1k_usd"] = out["cost_usd_mean"] * 1000.0
     w = bootstrap_weights(n, bootstrap, seed) if bootstrap else None
     for sc, q in sim.quality.items():
-        qq = q[:, sel]
+        qq = np.ascontiguousarray(q[:, sel])  # row sums in one memory order, whatever the batch
         valid = ~np.isnan(qq)
         qz = np.where(valid, qq, 0.0)
         out[f"quality_{sc}"] = qz.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
@@ -578,14 +583,25 @@ def sweep(
     mask: np.ndarray | None = None,
     bootstrap: int = 200,
     seed: int = 0,
-    batch: int = 1024,
+    batch: int | None = None,
     progress: bool = False,
+    memory_mb: float | None = None,
 ) -> pd.DataFrame:
-    """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table."""
+    """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table.
+
+    ``batch`` policies are simulated at a time; by default as many as fit in ``memory_mb`` of temporaries
+    (default ``$ROUTERLAB_SWEEP_MEMORY_MB``, else 2048), at about :data:`BYTES_PER_POLICY_ITEM` bytes per
+    policy and item, between 1 and 4,096. The batch changes memory and speed, not the numbers: costs,
+    counts and means are the same for any batch; only the bootstrap CI ends (a matrix product, whose
+    rounding follows its shape) may differ in the last bits."""
     if points is None:
         points = default_grid(o)
     pts = points.points(o, mask=mask) if isinstance(points, Grid) else list(points)
     a = o.dense()
+    if batch is None:
+        batch = batch_size(a.n, memory_mb=memory_mb)
+    elif batch < 1:
+        raise WorkbenchError(f"batch must be at least 1 policy, got {batch}")
     frames = []
     bar = None
     if progress:
@@ -602,6 +618,28 @@ def sweep(
     df = pd.concat(frames, ignore_index=True)
     df.attrs["points"] = pts
     return df
+
+
+#: Peak temporaries of :func:`simulate` plus :func:`summarize` per (policy, item): tracemalloc read 223
+#: bytes for 1,024 policies on mot_date (with or without the bootstrap); rounded up for headroom.
+BYTES_PER_POLICY_ITEM = 256
+DEFAULT_SWEEP_MEMORY_MB = 2048.0
+
+
+def batch_size(n_items: int, *, memory_mb: float | None = None) -> int:
+    """Policies per sweep batch so that the temporaries stay within ``memory_mb`` (see :func:`sweep`)."""
+    import os
+
+    if memory_mb is None:
+        env = os.environ.get("ROUTERLAB_SWEEP_MEMORY_MB")
+        try:
+            memory_mb = float(env) if env else DEFAULT_SWEEP_MEMORY_MB
+        except ValueError:
+            raise WorkbenchError(f"ROUTERLAB_SWEEP_MEMORY_MB must be a number of megabytes, got {env!r}") from None
+    if not memory_mb > 0:
+        raise WorkbenchError(f"the sweep's memory budget must be positive, got {memory_mb} MB")
+    per_policy = BYTES_PER_POLICY_ITEM * max(n_items, 1)
+    return int(min(4096, max(1, memory_mb * 2**20 // per_policy)))
 
 
 def evaluate(
