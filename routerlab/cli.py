@@ -422,6 +422,8 @@ def _audit(args: argparse.Namespace) -> int:
         split=args.split,
         splits=args.splits,
         progress=not args.quiet,
+        budget_usd=st.certified.budget_usd if st.certified is not None else None,
+        cost_bound_usd=getattr(args, "cost_bound", None),
     )
     rdir = _reports_dir(args)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -483,6 +485,8 @@ def _report(args: argparse.Namespace) -> int:
             split=args.split,
             splits=args.audit_splits,
             progress=not args.quiet,
+            budget_usd=st.certified.budget_usd if st.certified is not None else None,
+            cost_bound_usd=getattr(args, "cost_bound", None),
         )
     paths = write_outputs(
         st, reports_dir=_reports_dir(args), policies_dir=(base / "policies") if base else None, audit=res
@@ -586,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
             "then Test on the tune and calibrate splits); point: the cheapest whose dev estimate reaches the "
             "floor, with no guarantee",
         )
+        budget_args(sp)
+
+    def budget_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--budget",
             type=_usd,
@@ -634,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         "often each chooser's own CI covered the held-out share. Writes reports/<name>/audit.{md,png,csv}.",
     )
     study_args(au)
+    budget_args(au)
     au.add_argument("--splits", type=_count, default=50, help="number of re-splits (50)")
     au.set_defaults(func=_audit)
     ck = sub.add_parser(

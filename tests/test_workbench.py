@@ -172,4 +172,7 @@ def test_demo_on_mot_date_says_when_the_floor_leaves_no_saving(imported: Any) ->
     # on mot_date nothing cheaper than gpt-4 alone is certified at 95%, so the demo says so and writes no policy
     assert "point estimate: start 2/2/2; single tier (no escalation possible)" in text
     assert "0.0% cheaper" in text and "no policy written: No policy cheaper than all-premium can be certified" in text
-    assert "audit, certified: the 95% floor held" in text and (ws / "reports" / "mot_date" / "audit.png").exists()
+    assert (
+        "audit, certified: on the held-out part, the chosen policy's quality reached the 95% floor" in text
+        and (ws / "reports" / "mot_date" / "audit.png").exists()
+    )

@@ -145,12 +145,19 @@ def wsr_pvalue(x: npt.ArrayLike, m: float, delta: float, *, c: float = 0.75) -> 
     return float(min(1.0, math.exp(-best))) if best > -700 else 1.0
 
 
-def _pairs(q: npt.ArrayLike, ref: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def _pairs(q: npt.ArrayLike, ref: npt.ArrayLike, *, unscored: str = "zero") -> tuple[FloatArray, FloatArray]:
+    """Paired scores, items whose reference answer is unscored (NaN) left out. An unscored answer of the
+    policy under test counts as 0 (``unscored="zero"``: pessimistic for a certificate) or drops the pair
+    (``"drop"``: for the regression gate, which must not fail on what it cannot score)."""
     qa = np.asarray(q, dtype=np.float64)
     ra = np.asarray(ref, dtype=np.float64)
     if qa.shape != ra.shape:
         raise WorkbenchError(f"paired scores need equal lengths, got {qa.shape} and {ra.shape}")
-    keep = ~(np.isnan(qa) | np.isnan(ra))
+    keep = ~np.isnan(ra)
+    if unscored == "drop":
+        keep &= ~np.isnan(qa)
+    else:
+        qa = np.where(np.isnan(qa), 0.0, qa)
     return _unit(qa[keep], "quality scores"), _unit(ra[keep], "premium quality scores")
 
 
@@ -158,8 +165,9 @@ def floor_pvalue(q: npt.ArrayLike, ref: npt.ArrayLike, floor: float, *, delta: f
     """p-value for ``H0: E[q] < floor * E[ref]`` from paired per-item scores in [0, 1].
 
     ``D = q - floor * ref`` lies in [-floor, 1]; ``X = (D + floor) / (1 + floor)`` in [0, 1] and
-    ``H0`` is ``E[X] < floor / (1 + floor)``. Items must be in a random order for ``"wsr"``. An item
-    unscored (NaN) on either side is left out, as the sweep's means leave it out."""
+    ``H0`` is ``E[X] < floor / (1 + floor)``. Items must be in a random order for ``"wsr"``. An item whose
+    reference answer is unscored (NaN) is left out; an unscored answer of the policy counts as 0, so the
+    certificate never rests on answers the scorer could not read."""
     _check_bound(bound)
     qa, ra = _pairs(q, ref)
     x = (qa - floor * ra + floor) / (1.0 + floor)
@@ -259,7 +267,9 @@ def ltt_select(
     tc = np.atleast_2d(np.asarray(tune_cost, dtype=np.float64))
     cq = np.atleast_2d(np.asarray(cal_q, dtype=np.float64))
     cc = np.atleast_2d(np.asarray(cal_cost, dtype=np.float64))
-    order = frontier_order(tc.mean(axis=1), np.nanmean(tq, axis=1))
+    valid = ~np.isnan(tq)
+    tune_mean = np.where(valid, tq, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    order = frontier_order(tc.mean(axis=1), tune_mean)
     d_q = delta if budget is None else delta / 2
     pv = [floor_pvalue(cq[i], cal_ref, floor, delta=d_q, bound=bound) for i in order]
     passed = set(order[: fixed_sequence(pv, d_q)])
@@ -276,7 +286,7 @@ def ltt_select(
     certified = tuple(i for i in order if i in passed)
     chosen = None
     if certified:
-        chosen = min(certified, key=lambda i: (float(cc[i].mean()), -float(np.nanmean(cq[i])), order.index(i)))
+        chosen = min(certified, key=lambda i: (float(cc[i].mean()), -float(np.nansum(cq[i])), order.index(i)))
     return TestedSequence(tuple(order), tuple(pv), None if bpv is None else tuple(bpv), certified, chosen, delta)
 
 
@@ -357,7 +367,7 @@ def below_floor_pvalue(
     ``D = floor * ref - q`` lies in [-1, floor]; ``X = (D + 1) / (1 + floor)`` in [0, 1] and ``H0`` is
     ``E[X] <= 1 / (1 + floor)``."""
     _check_bound(bound)
-    qa, ra = _pairs(q, ref)
+    qa, ra = _pairs(q, ref, unscored="drop")
     x = (floor * ra - qa + 1.0) / (1.0 + floor)
     m = 1.0 / (1.0 + floor)
     if bound == "wsr":

@@ -30,6 +30,7 @@ from routerlab.errors import WorkbenchError
 from routerlab.policy import RouterPolicy, dump_policy
 from routerlab.pricing import price_source_version
 from routerlab.workbench.certify import Bound, best_certifiable_floor, items_to_certify, ltt_select
+from routerlab.workbench.frontier import reaches
 from routerlab.workbench.outcomes import PICO, Outcomes
 from routerlab.workbench.sweep import (
     NO_CHECK,
@@ -65,6 +66,13 @@ def per_item_arrays(
     q = sim.quality[scorer]
     idx = np.flatnonzero(np.ones(o.n_items, bool) if mask is None else np.asarray(mask, bool))
     return q[:, idx], sim.cost_pico[:, idx].astype(np.float64) / float(PICO), idx
+
+
+def scored_mean(q: np.ndarray) -> np.ndarray:
+    """Row means over the scored (non-NaN) entries, 0 where none is: the sweep's own quality mean."""
+    valid = ~np.isnan(q)
+    out: np.ndarray = np.where(valid, q, 0.0).sum(axis=-1) / np.maximum(valid.sum(axis=-1), 1)
+    return out
 
 
 def paired_cis(
@@ -121,10 +129,13 @@ class Choice:
         return self.point.label(self.n_tiers)
 
     def meets_floor(self, split: str = "test") -> bool | None:
-        """Whether the policy's quality on ``split`` is at least the floor times premium quality (None: undefined)."""
-        d = self.metrics()[split]
-        share = d["quality_share_of_premium"]
-        return None if share is None else bool(share >= self.floor - 1e-9)
+        """Whether the policy's quality on ``split`` is at least the floor times premium quality (None: premium
+        scores 0 there, so there is no share)."""
+        q = f"quality_{self.scorer}"
+        row, prem = (self.dev, self.premium_dev) if split == "dev" else (self.test, self.premium_test)
+        if not prem[q]:
+            return None
+        return bool(reaches(float(row[q]), self.floor * float(prem[q])))
 
     def metrics(self) -> dict[str, Any]:
         def pick(row: pd.Series, prem: pd.Series, split: str) -> dict[str, Any]:
@@ -172,7 +183,7 @@ def choose(
     """
     q = f"quality_{scorer}"
     prem_dev = evaluate(o, premium_point(o), mask=dev, bootstrap=bootstrap, seed=seed)
-    ok = sweep_dev[(sweep_dev[q] >= floor * prem_dev[q]) & (sweep_dev["failure_rate"] == 0)]
+    ok = sweep_dev[reaches(sweep_dev[q].to_numpy(float), floor * prem_dev[q]) & (sweep_dev["failure_rate"] == 0)]
     if ok.empty:  # all-premium, under the ladder's own cost cap (the baseline itself runs uncapped)
         point = replace(premium_point(o), cap_usd=o.policy.max_cost_per_query_usd)
     else:
@@ -234,6 +245,7 @@ class Certified:
     best_floor: float | None  # the highest floor certifiable at this n and delta (descriptive), None: none
     items_needed: int | None  # calibration items the first candidate would need at the requested floor
     budget_usd: float | None = None
+    certified_not_cheaper: bool = False  # policies were certified, but none cheaper than all-premium
 
     def summary(self) -> str:
         """The result in words."""
@@ -250,14 +262,18 @@ class Certified:
         ]
         if not len(self.sequence):
             parts.append("no candidate on the tune split is cheaper than all-premium")
+        if self.certified_not_cheaper:
+            parts.append("the policies that were certified cost no less than all-premium on the calibration items")
+        if self.budget_usd is not None:
+            parts.append(f"a policy also had to be certified under ${self.budget_usd * 1000:g} per 1k queries")
         if self.best_floor is not None:
             parts.append(
                 f"the highest floor that can be certified at this n and delta is about {self.best_floor:.1%} "
                 "(read after seeing the calibration items, so not itself covered by the guarantee)"
             )
-        elif len(self.sequence):
+        elif len(self.sequence) and not self.certified_not_cheaper:
             parts.append("no floor at all can be certified at this n and delta")
-        if self.items_needed is None and len(self.sequence):
+        if self.items_needed is None and len(self.sequence) and not self.certified_not_cheaper:
             parts.append(
                 "the first candidate scores at or below the floor on calibration, so more items would not help"
             )
@@ -269,6 +285,26 @@ class Certified:
                 "paired scores kept their distribution"
             )
         return "; ".join(parts) + "." + REFUSAL
+
+
+def budget_setup(
+    o: Outcomes, pts: list[PolicyPoint], budget_usd: float | None, cost_bound_usd: float | None
+) -> tuple[list[PolicyPoint], float | None]:
+    """The candidates and the per-query cost bound a budget test needs (None without a budget): the given
+    bound (an assumption about the traffic), else the ladder's cap, which the router enforces (then every
+    candidate runs under it)."""
+    if budget_usd is None:
+        return pts, None
+    cap = o.policy.max_cost_per_query_usd
+    if cost_bound_usd is not None:
+        return pts, float(cost_bound_usd)
+    if cap is not None and o.policy.cost_cap_mode == "worst_case":
+        return [replace(pt, cap_usd=cap) if pt.cap_usd is None else pt for pt in pts], float(cap)
+    raise WorkbenchError(
+        "certifying a cost budget needs a bound on any one query's cost: set max_cost_per_query_usd "
+        "(with cost_cap_mode worst_case) in the ladder policy, which the router enforces, or give "
+        "cost_bound_usd (--cost-bound), an assumption about your traffic"
+    )
 
 
 def certify(
@@ -297,25 +333,12 @@ def certify(
     the router enforces."""
     prem = premium_point(o)
     pts = [pt for pt in grid.points(o, mask=tune) if pt != prem]
-    cost_bound = None
-    if budget_usd is not None:
-        cap = o.policy.max_cost_per_query_usd
-        if cost_bound_usd is not None:
-            cost_bound = float(cost_bound_usd)
-        elif cap is not None and o.policy.cost_cap_mode == "worst_case":
-            cost_bound = float(cap)
-            pts = [replace(pt, cap_usd=cap) if pt.cap_usd is None else pt for pt in pts]
-        else:
-            raise WorkbenchError(
-                "certifying a cost budget needs a bound on any one query's cost: set max_cost_per_query_usd "
-                "(with cost_cap_mode worst_case) in the ladder policy, which the router enforces, or give "
-                "cost_bound_usd (--cost-bound), an assumption about your traffic"
-            )
+    pts, cost_bound = budget_setup(o, pts, budget_usd, cost_bound_usd)
     tq_all: list[np.ndarray] = []
     tc_all: list[np.ndarray] = []
     for i in range(0, len(pts), 512):
         q, c, _ = per_item_arrays(o, pts[i : i + 512], scorer, tune)
-        tq_all.append(np.nanmean(q, axis=1))
+        tq_all.append(scored_mean(q))
         tc_all.append(c.mean(axis=1))
     # The floor is relative to all-premium quality (uncapped, as the point chooser's); a candidate must
     # cost less than all-premium under the ladder's cap (the fallback), else it saves nothing.
@@ -344,17 +367,19 @@ def certify(
         cost_bound=cost_bound,
     )
     chosen = seq.chosen
+    not_cheaper = False
     if chosen is not None and float(cc[chosen].mean()) >= float(cc[-1].mean()) * (1 - 1e-12):
-        chosen = None  # nothing certified is cheaper than all-premium on calibration
-    ref_mean = float(np.nanmean(ref))
+        chosen, not_cheaper = None, True  # certified, but none cheaper than all-premium on calibration
+    ref_mean = float(scored_mean(ref))
+    prem_tune = float(scored_mean(pq[0]))
     rows = []
     for j, i in enumerate(seq.order):
         rows.append(
             {
                 "policy": cand[i].label(len(o.tiers)),
                 "policy_id": cand[i].id,
-                "tune_share": float(tq[cheaper][i] / np.nanmean(pq[0])) if np.nanmean(pq[0]) else np.nan,
-                "calibrate_share": float(np.nanmean(cq[i]) / ref_mean) if ref_mean else np.nan,
+                "tune_share": float(tq[cheaper][i] / prem_tune) if prem_tune else np.nan,
+                "calibrate_share": float(scored_mean(cq[i]) / ref_mean) if ref_mean else np.nan,
                 "calibrate_cost_per_1k_usd": float(cc[i].mean() * 1000),
                 "p_value": seq.pvalues[j],
                 **({} if seq.budget_pvalues is None else {"budget_p_value": seq.budget_pvalues[j]}),
@@ -364,9 +389,10 @@ def certify(
     sequence = pd.DataFrame(rows)
     point = cand[chosen] if chosen is not None else fallback
     best = needed = None
-    if chosen is None and seq.order:
-        best = best_certifiable_floor(seq.order, cq[:-1], ref, delta=delta, bound=bound, upto=floor)
-        needed = items_to_certify(cq[seq.order[0]], ref, floor, delta=delta, bound=bound, seed=seed)
+    if chosen is None and seq.order and not seq.certified:  # the first hypothesis already stood
+        d_q = delta if budget_usd is None else delta / 2
+        best = best_certifiable_floor(seq.order, cq[:-1], ref, delta=d_q, bound=bound, upto=floor)
+        needed = items_to_certify(cq[seq.order[0]], ref, floor, delta=d_q, bound=bound, seed=seed)
     return Certified(
         choice=_choice(
             o,
@@ -390,6 +416,7 @@ def certify(
         best_floor=best,
         items_needed=needed,
         budget_usd=budget_usd,
+        certified_not_cheaper=not_cheaper,
     )
 
 

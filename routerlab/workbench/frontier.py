@@ -92,6 +92,7 @@ __all__ = [
     "quality_share",
     "random_mix",
     "rank_agreement",
+    "reaches",
     "single_tier_baselines",
     "with_cost_share",
 ]
@@ -121,6 +122,12 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def _floats(s: pd.Series | Sequence[float] | FloatArray) -> FloatArray:
     return np.asarray(pd.to_numeric(pd.Series(s), errors="coerce"), dtype=np.float64)
+
+
+def reaches(q: FloatArray | float, target: float | FloatArray) -> npt.NDArray[np.bool_]:
+    """``q >= target`` up to a relative slack of 1e-9 (NaN never reaches): the one comparison with a
+    quality floor, used by the choosers, the audit and the reports alike."""
+    return _reaches(np.asarray(q, dtype=np.float64), target)
 
 
 def _reaches(q: FloatArray, target: float | FloatArray) -> npt.NDArray[np.bool_]:
@@ -651,6 +658,12 @@ def gap_evidence(
     tier's quality; ``reason`` says why not, in words (None when meaningful)."""
     _check_per_item(per_item)
     tiers = sorted(int(t) for t in per_item["tier_index"].unique())
+    if len(tiers) < 2:
+        q1 = float(_floats(per_item["quality"]).mean()) if len(per_item) else math.nan
+        return {
+            "gap": math.nan, "lo": math.nan, "hi": math.nan, "weak": q1, "strong": q1, "meaningful": False,
+            "reason": "a one-tier ladder has no gap between a cheapest and a premium tier",
+        }  # fmt: skip
     wide = per_item.pivot(index="item_id", columns="tier_index", values="quality")
     pair = wide[[tiers[0], tiers[-1]]].dropna()
     d = (pair[tiers[-1]] - pair[tiers[0]]).to_numpy(dtype=np.float64)
@@ -777,16 +790,26 @@ def metrics_table(
         "share of queries",
         note="the per-query best-score oracle",
     )
+    # The floor is on premium's mean over the queries its answer is scored on: the oracle works over those.
+    prem_rows = per_item[per_item["tier_index"] == int(base.iloc[-1]["tier_index"])]
+    scored = set(prem_rows.loc[prem_rows["quality"].notna(), "item_id"])
     opts = options if options is not None else per_item[["item_id", "cost_usd", "quality"]]
-    n_items = int(per_item["item_id"].nunique())
-    fo = floor_oracle(opts, target_mean=floor * p_q, n_items=n_items)
-    add(
-        "floor_oracle_cost_per_1k_usd",
-        fo["cost_per_1k_usd"],
-        "USD per 1k queries",
-        note=f"the cheapest mix of recorded answers whose mean quality is {floor:.0%} of premium's (a lower bound "
-        "on any policy's cost at that floor; queries no answer solves are left unanswered at no cost)",
+    opts = opts[opts["item_id"].isin(scored)]
+    fo = floor_oracle(opts, target_mean=floor * p_q, n_items=len(scored))
+    by_item = per_item.groupby("item_id")["quality"]
+    mixed = bool(((by_item.count() > 0) & (by_item.count() < by_item.size())).any())
+    fo_note = (
+        f"the cheapest mix of recorded answers whose mean quality is {floor:.0%} of premium's (a lower bound "
+        "on any policy's cost at that floor; queries no answer solves are left unanswered at no cost)"
     )
+    if mixed:
+        fo_note += (
+            "; approximate: some answers are unscored while others to the same query are scored, and a policy's "
+            "mean leaves its unscored answers out"
+        )
+    if not fo["cost_per_1k_usd"] == fo["cost_per_1k_usd"]:
+        fo_note = f"n/a: no mix of recorded answers reaches {floor:.0%} of premium quality"
+    add("floor_oracle_cost_per_1k_usd", fo["cost_per_1k_usd"], "USD per 1k queries", note=fo_note)
 
     if front.empty:
         add("best_quality_share", math.nan, "share of premium quality", note="no policy in the sweep")
@@ -870,6 +893,8 @@ def metrics_table(
     unit = "share of floor-oracle savings"
     if k is None:
         add(name, math.nan, unit, note=f"n/a: no swept policy reaches {floor:.0%} of premium quality")
+    elif fo["cost_per_1k_usd"] != fo["cost_per_1k_usd"]:
+        add(name, math.nan, unit, note=f"n/a: the floor-constrained oracle cannot reach {floor:.0%} (see above)")
     elif not fo["cost_per_1k_usd"] < p_cost:
         add(name, math.nan, unit, note="n/a: even the floor-constrained oracle saves nothing against premium-only")
     else:
@@ -879,7 +904,8 @@ def metrics_table(
             oracle_savings_share(float(row[cost]), premium_cost=p_cost, oracle_cost=fo["cost_per_1k_usd"]),
             unit,
             pid=pid_of(row),
-            note=f"the cheapest policy at {floor:.0%}: its saving over the floor-constrained oracle's (at most 1)",
+            note=f"the cheapest policy at {floor:.0%}: its saving over the floor-constrained oracle's"
+            + (" (approximate, see the floor oracle's note)" if mixed else " (at most 1)"),
         )
 
     out = pd.DataFrame(rows, columns=["metric", "value", "lo", "hi", "unit", "policy_id", "note"])
