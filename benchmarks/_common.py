@@ -32,14 +32,24 @@ def workspace(name: str, root: str | None = None) -> tuple[Any, list[Any], Path,
     return policy, items, cassettes, base
 
 
-def median_time(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall time (time.perf_counter) of ``repeat`` calls, in seconds."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def interleaved(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Wall times (s) of each case over ``rounds`` rounds, the cases run one after another within a round,
+    so that a change in machine load hits every case alike instead of one case's block of repeats."""
+    if rounds < 3:
+        raise SystemExit(f"at least 3 interleaved rounds are needed for a min/median/max, got {rounds}")
+    out: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
+def spread(values: list[float], fmt: str = "{:,.0f}", suffix: str = "") -> str:
+    """``min / median / max`` of a list of numbers, each formatted with ``fmt``."""
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return " / ".join(fmt.format(v) + suffix for v in (lo, mid, hi))
 
 
 def machine() -> str:
