@@ -5,6 +5,11 @@ selector, a start-tier selector per complexity class, a cascade toggle and a
 cost cap. Every change re-evaluates that one policy on the outcome table
 (:func:`routerlab.workbench.sweep.evaluate`, milliseconds; not a re-sweep), moves the
 highlighted point on the frontier plot and refreshes the numbers table.
+
+The plot is drawn once; a move restores that rendered background, draws only
+the highlighted point on it and sends the PNG as the new value of an
+``ipywidgets.Image`` (one comm message), instead of re-rendering the whole
+figure and replacing an output area.
 """
 
 from __future__ import annotations
@@ -68,15 +73,17 @@ class Explorer:
         self.table = w.HTML()
         self.table.add_class("routerlab-explorer-table")
         self.status = w.HTML()
-        self.plot_out = w.Output()
+        self.image = w.Image(format="png")
+        self.image.add_class("routerlab-explorer-plot")
         self.current: pd.Series | None = None
         self._fig: Any = None
         self._marker: Any = None
+        self._background: Any = None
         controls = [self.similarity, *self.thresholds, *self.starts, self.cascade, self.cap]
         for c in controls:
             c.observe(self._changed, names="value")
         self.widget = w.HBox(
-            [w.VBox([*controls, self.status, self.table], layout=w.Layout(min_width="380px")), self.plot_out]
+            [w.VBox([*controls, self.status, self.table], layout=w.Layout(min_width="380px")), self.image]
         )
         if plot:
             self._draw()
@@ -132,8 +139,11 @@ class Explorer:
         cells = [
             ("cost (USD per 1k queries)", f"{row['cost_per_1k_usd']:.4f}"),
             (f"quality ({self.study.scorer})", f"{row[q]:.4f} [{row[q + '_lo']:.4f}, {row[q + '_hi']:.4f}]"),
-            ("share of premium quality", f"{row[q] / prem[q]:.1%}"),
-            ("cost vs all-premium", f"{row['cost_per_1k_usd'] / prem['cost_per_1k_usd']:.1%}"),
+            ("share of premium quality", f"{row[q] / prem[q]:.1%}" if prem[q] else "n/a (premium scores 0)"),
+            (
+                "cost vs all-premium",
+                f"{row['cost_per_1k_usd'] / prem['cost_per_1k_usd']:.1%}" if prem["cost_per_1k_usd"] else "n/a",
+            ),
             ("escalation rate", f"{row['escalation_rate']:.1%}"),
             ("tier mix", mix),
             ("failed routes", f"{row['failure_rate']:.1%}"),
@@ -142,25 +152,38 @@ class Explorer:
         return f"<table class='routerlab-numbers'>{body}</table>"
 
     def _draw(self) -> None:
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
         st = self.study
-        with plt.ioff():
-            fig, ax = plt.subplots(figsize=(7.5, 5), dpi=90)
+        fig = Figure(figsize=(7.5, 5), dpi=90)  # not through pyplot: no inline display of its own
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
         plot_study(ax, st, title=f"{st.name}: dev split; purple = the explorer's policy")
-        (self._marker,) = ax.plot([], [], "o", ms=13, mfc="none", mec="#9467bd", mew=3, zorder=9)
+        (self._marker,) = ax.plot([], [], "o", ms=13, mfc="none", mec="#9467bd", mew=3, zorder=9, animated=True)
         fig.tight_layout()
+        canvas.draw()  # type: ignore[no-untyped-call]  # everything but the animated marker, once
+        self._background = canvas.copy_from_bbox(fig.bbox)  # type: ignore[no-untyped-call]
         self._fig = fig
 
     def _move_marker(self, row: pd.Series) -> None:
         if self._fig is None:
             return
-        from IPython.display import display
-
         self._marker.set_data([row["cost_per_1k_usd"]], [row[f"quality_{self.study.scorer}"]])
-        with self.plot_out:
-            self.plot_out.clear_output(wait=True)
-            display(self._fig)  # type: ignore[no-untyped-call]
+        self.image.value = self.png()
+
+    def png(self) -> bytes:
+        """The plot as it stands (the drawn background plus the highlighted point), as PNG bytes."""
+        import io
+
+        from matplotlib.image import imsave
+
+        canvas = self._fig.canvas
+        canvas.restore_region(self._background)
+        self._marker.axes.draw_artist(self._marker)
+        buf = io.BytesIO()
+        imsave(buf, canvas.buffer_rgba(), format="png")
+        return buf.getvalue()
 
 
 def default_start(study: Study) -> PolicyPoint:
