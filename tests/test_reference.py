@@ -14,6 +14,7 @@ its seed.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,7 +31,7 @@ from routerlab.policy import policy_from_dict
 from routerlab.workbench import reference
 from routerlab.workbench.outcomes import PICO, Outcomes
 from routerlab.workbench.reference import simulate_reference
-from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, SimResult, simulate
+from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, SimResult, simulate, simulate_cut
 
 SEEDS = list(range(40))
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # agreements and thresholds share values: ties at the threshold happen
@@ -356,3 +357,35 @@ def test_classes_without_an_item_in_the_split_start_at_the_final_tier() -> None:
     last = len(o.tiers) - 1
     for pt in grid.points(o, mask=only_simple):
         assert pt.start[1] == last and pt.start[2] == last
+
+
+def threshold_families(o: Outcomes, n_bases: int, seed: int) -> list[PolicyPoint]:
+    """Random policies, each with every threshold combination of LEVELS (ties with the agreements
+    included), shuffled among policies without a check: the groups the cut-point path shares."""
+    rng = random.Random(seed)
+    t = len(o.tiers)
+    pts = []
+    for base in random_points(o, n_bases, seed):
+        if base.similarity == NO_CHECK or t == 1:
+            pts.append(base)
+            continue
+        combos = list(itertools.product(LEVELS, repeat=t - 1))
+        pts += [replace(base, thresholds=tuple(c)) for c in rng.sample(combos, min(len(combos), 9))]
+    rng.shuffle(pts)
+    return pts
+
+
+@pytest.mark.parametrize("seed", SEEDS[:20])
+def test_the_cut_point_sweep_equals_the_decision_procedure(seed: int) -> None:
+    print(f"seed={seed}")
+    o = random_table(seed)
+    points = threshold_families(o, 12, seed)
+    if len(o.tiers) > 1:  # families larger than their 2^(T-1) branch simulations: the shared path runs
+        sizes: dict[PolicyPoint, int] = {}
+        for p in points:
+            if p.similarity != NO_CHECK and p.cascade:
+                sizes[replace(p, thresholds=())] = sizes.get(replace(p, thresholds=()), 0) + 1
+        assert any(v > 2 ** (len(o.tiers) - 1) for v in sizes.values()) or not sizes
+    fast = simulate_cut(o, points)
+    assert not mismatches(fast, simulate_reference(o, points)), seed
+    assert not mismatches(fast, simulate(o, points)), seed

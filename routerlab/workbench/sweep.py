@@ -35,7 +35,7 @@ import itertools
 import json
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -350,6 +350,67 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
     return SimResult(tier, variant, spent, esc, premium, lat, quality)
 
 
+def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable | None = None) -> SimResult:
+    """The same result as :func:`simulate`, with each threshold axis treated as cut points.
+
+    A route depends on a tier's threshold only through ``agreement >= threshold`` at that tier. So the
+    policies that differ only in their thresholds (a group) are simulated once per combination of
+    "always accept" / "never accept" at each non-final tier (thresholds -inf / +inf: 2^(T-1) branch
+    simulations), and each policy takes, item by item, the branch its own comparisons select. Groups
+    no larger than their branch count, and policies without a consistency check, are simulated
+    directly. Exact: the same arrays as :func:`simulate` (a test checks it on random tables)."""
+    a = arrays or o.dense()
+    nb = 2 ** max(a.t - 1, 0)
+    groups: dict[PolicyPoint, list[int]] = {}
+    direct: list[int] = []
+    for i, pt in enumerate(points):
+        live = pt.cascade and pt.similarity != NO_CHECK and a.t > 1 and len(pt.thresholds) == a.t - 1
+        if live:
+            groups.setdefault(replace(pt, thresholds=()), []).append(i)
+        else:
+            direct.append(i)
+    for key in [k for k, v in groups.items() if len(v) <= nb]:
+        direct += groups.pop(key)
+    inf = float("inf")
+    branch_pts = [
+        replace(key, thresholds=tuple(-inf if (b >> k) & 1 else inf for k in range(a.t - 1)))
+        for key in groups
+        for b in range(nb)
+    ]
+    run = [points[i] for i in direct] + branch_pts
+    if not groups:
+        return simulate(o, points, arrays=a)
+    sim = simulate(o, run, arrays=a)
+    p, n = len(points), a.n
+    fields = ("tier", "variant", "cost_pico", "escalations", "premium_call", "latency_ms")
+    out = {f: np.empty((p, n), dtype=getattr(sim, f).dtype) for f in fields}
+    qual = {sc: np.empty((p, n), dtype=q.dtype) for sc, q in sim.quality.items()}
+    if direct:
+        d = np.asarray(direct)
+        for f in fields:
+            out[f][d] = getattr(sim, f)[: len(direct)]
+        for sc in qual:
+            qual[sc][d] = sim.quality[sc][: len(direct)]
+    cols = np.arange(n)[None, :]
+    for g, (key, members) in enumerate(groups.items()):
+        base = len(direct) + g * nb
+        j, kk = a.sims.index(key.similarity), a.ks.index(key.k)
+        thr = np.array([points[i].thresholds for i in members], np.float64)  # (G, T-1)
+        idx = np.zeros((len(members), n), np.int64)
+        for k in range(a.t - 1):
+            agree = a.agree[j, kk, :, k]
+            idx |= (agree[None, :] >= thr[:, k, None]).astype(np.int64) << k
+        rows = base + idx
+        m = np.asarray(members)
+        for f in fields:
+            out[f][m] = getattr(sim, f)[rows, cols]
+        for sc in qual:
+            qual[sc][m] = sim.quality[sc][rows, cols]
+    return SimResult(
+        out["tier"], out["variant"], out["cost_pico"], out["escalations"], out["premium_call"], out["latency_ms"], qual
+    )
+
+
 # ---------------------------------------------------------------- grids and sweeps
 
 
@@ -586,8 +647,12 @@ def sweep(
     batch: int | None = None,
     progress: bool = False,
     memory_mb: float | None = None,
+    cut_points: bool = True,
 ) -> pd.DataFrame:
     """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table.
+
+    With ``cut_points`` (default) policies that differ only in thresholds share their simulations
+    (:func:`simulate_cut`: the same numbers, less work); ``cut_points=False`` simulates each one.
 
     ``batch`` policies are simulated at a time; by default as many as fit in ``memory_mb`` of temporaries
     (default ``$ROUTERLAB_SWEEP_MEMORY_MB``, else 2048), at about :data:`BYTES_PER_POLICY_ITEM` bytes per
@@ -610,7 +675,8 @@ def sweep(
         bar = tqdm(total=len(pts), desc="sweep", unit="policy")
     for i in range(0, len(pts), batch):
         chunk = pts[i : i + batch]
-        frames.append(summarize(o, chunk, simulate(o, chunk, arrays=a), mask=mask, bootstrap=bootstrap, seed=seed))
+        run = simulate_cut if cut_points else simulate
+        frames.append(summarize(o, chunk, run(o, chunk, arrays=a), mask=mask, bootstrap=bootstrap, seed=seed))
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
