@@ -123,10 +123,11 @@ def test_certified_choice_meets_the_floor_in_at_least_1_minus_delta_of_draws(bou
     print(f"seed={seed} bound={bound} delta={delta}")
     rng = np.random.default_rng(seed)
     draws = 1000
+    n = 300 if bound == "wsr" else 3000  # Hoeffding-Bentkus ignores the variance: it needs far more items
     cert_bad = cert_cheaper = point_bad = 0
     for _ in range(draws):
-        tq, tr, tc = _draw(rng, 300)
-        cq, cr, cc = _draw(rng, 300)
+        tq, tr, tc = _draw(rng, n)
+        cq, cr, cc = _draw(rng, n)
         s = ltt_select(tq, tc, cq, cr, cc, floor=FLOOR, delta=delta, bound=bound)  # type: ignore[arg-type]
         if s.chosen is not None:  # None: the all-premium fallback, which meets any floor
             cert_cheaper += 1
@@ -141,9 +142,9 @@ def test_certified_choice_meets_the_floor_in_at_least_1_minus_delta_of_draws(bou
             point_bad += bool(SHARES[j] < FLOOR)
     print(f"certified below floor {cert_bad}/{draws}, cheaper than premium {cert_cheaper}; point below {point_bad}")
     assert cert_bad / draws <= delta  # the guarantee
-    assert point_bad / draws > 0.5  # the point chooser falls into the trap most of the time
-    if bound == "wsr":
-        assert cert_cheaper / draws > 0.9  # and the certified one is not trivially all-premium
+    # the point chooser falls into the trap: most of the time at n=300, still far more often than delta at 3000
+    assert point_bad / draws > (0.5 if n == 300 else 2 * delta)
+    assert cert_cheaper / draws > 0.5  # and the certified one is not trivially all-premium
 
 
 def test_ltt_budget_and_feasibility_helpers() -> None:
