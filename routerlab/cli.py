@@ -81,6 +81,13 @@ def _count(value: str) -> int:
     return n
 
 
+def _positive(value: str) -> int:
+    n = _count(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value!r}")
+    return n
+
+
 def _grid_points(value: str) -> int:
     try:
         n = int(value)
@@ -382,8 +389,8 @@ def _export(args: argparse.Namespace) -> int:
     st = _study(args)
     base = Path(args.root) if args.root else workspace_root()
     out = Path(args.out) if args.out else base / "policies" / f"{args.name}.json"
-    if st.certified is not None and args.chooser == "certified":
-        print(f"{args.name}: {st.certified.summary()}")
+    if st.certified is not None and args.chooser == "certified" and st.certified.feasible:
+        print(f"{args.name}: {st.certified.summary()}")  # (a failed certification is the refusal's message)
     path, choice = export_study(st, out, force=args.force)
     m = choice.metrics()
     how = "certified" if choice.chooser == "certified" else "point estimate, NOT certified"
@@ -642,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study_args(au)
     budget_args(au)
-    au.add_argument("--splits", type=_count, default=50, help="number of re-splits (50)")
+    au.add_argument("--splits", type=_positive, default=50, help="number of re-splits, at least 1 (50)")
     au.set_defaults(func=_audit)
     ck = sub.add_parser(
         "check",

@@ -253,3 +253,11 @@ def test_metrics_on_a_one_tier_ladder_and_with_unscored_answers() -> None:
     t = metrics_table(sw, per, quality="quality_x").set_index("metric")
     assert "approximate" in t.loc["floor_oracle_cost_per_1k_usd", "note"]
     assert "approximate" in t.loc["oracle_savings_share_at_95pct", "note"]
+
+
+def test_an_audit_needs_a_re_split(study: Any, capsys: Any) -> None:
+    with pytest.raises(WorkbenchError, match="at least 1 re-split"):
+        audit(study.outcomes, default_grid(study.outcomes), scorer="rougeL", splits=0)
+    with pytest.raises(SystemExit):
+        main(["audit", "alpaca_eval", "--splits", "0"])
+    assert "must be at least 1" in capsys.readouterr().err

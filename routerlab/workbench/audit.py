@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from routerlab.errors import WorkbenchError
 from routerlab.jsonio import atomic_write
 from routerlab.workbench.certify import Bound, ltt_select
 from routerlab.workbench.export import budget_setup, paired_cis, premium_point, scored_mean
@@ -141,6 +142,8 @@ def audit(
     """Repeat both choices over ``splits`` seeded re-splits (seeds ``seed``, ``seed + 1``, ...), each exactly
     as :func:`~routerlab.workbench.export.choose` and :func:`~routerlab.workbench.export.certify` (with the
     same budget, when one is given) would choose on that split."""
+    if splits < 1:
+        raise WorkbenchError(f"an audit needs at least 1 re-split, got {splits}")
     cache = _Cache(o, scorer)
     prem = premium_point(o)
     fallback = replace(prem, cap_usd=o.policy.max_cost_per_query_usd)

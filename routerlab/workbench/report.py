@@ -221,7 +221,10 @@ def _choosers(study: Study, policy_path: Path) -> str:
             "(load it with `routerlab.load_policy`)."
         )
     else:
-        lines.append(f"\nNot exported: {refusal}. `routerlab export --force` writes the point-estimate choice anyway.")
+        lines.append(
+            f"\nNot exported: {refusal.rstrip('.')}. `routerlab export --force` writes the point-estimate "
+            "choice anyway."
+        )
     return "\n".join(lines)
 
 
@@ -261,7 +264,7 @@ def export_study(
     says so, unless ``force``: then a certification that failed writes the point-estimate choice."""
     refusal = study.export_refusal()
     if refusal is not None and not force:
-        raise WorkbenchError(f"{study.name}: {refusal}. Not exporting; pass --force to export anyway.")
+        raise WorkbenchError(f"{study.name}: {refusal.rstrip('.')}. Not exporting; pass --force to export anyway.")
     choice = study.exported
     if refusal is not None and study.scorer_warning is None:
         choice = study.choice  # forced past a failed certification: the point estimate, labelled as such
