@@ -138,6 +138,7 @@ def _data_import(args: argparse.Namespace) -> int:
         res = import_outputs(
             load_outputs(src), load_ladder(args.ladder), name=name, root=args.root, ks=args.k or (2,),
             force=args.force, progress=not args.quiet, strict=args.strict, answer_pattern=args.answer_pattern,
+            k_max=args.k_max,
         )  # fmt: skip
         for note in res.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -159,6 +160,7 @@ def _data_import(args: argparse.Namespace) -> int:
         ks=args.k,
         force=args.force,
         progress=not args.quiet,
+        k_max=args.k_max,
     )
     print(
         f"{r.name}: {r.items} items -> {r.evalset}\n  ladder policy -> {r.policy}\n  cassettes -> {r.cassettes} "
@@ -189,6 +191,7 @@ def _record(args: argparse.Namespace) -> int:
         policy,
         out,
         ks=args.k,
+        k_max=args.k_max,
         force=args.force,
         mode=args.mode,
         concurrency=args.concurrency,
@@ -721,6 +724,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with an 'answer' group (default: 'Answer: ...' lines)",
     )
     im.add_argument("--k", type=_ks, help="sample counts to record for the consistency check, e.g. 2,3 (default 2)")
+    im.add_argument(
+        "--k-max",
+        type=int,
+        metavar="K",
+        help="adaptive k: also record single draws of samples 3..K at each checked tier, so the sweep can try "
+        "drawing more samples when the first two disagree (default: 6 for mot_date, none otherwise; limited "
+        "by the samples each tier has)",
+    )
     im.add_argument("--root", help="where data/imported/ and cassettes/ go (default: the checkout)")
     im.add_argument("--mirror", help=mirror_help)
     im.add_argument("--force", action="store_true", help="re-create the cassettes from scratch")
@@ -751,6 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", help="or: just a cassette folder (one cassette per item)")
     rec.add_argument("--root", help="workspace for --study (default: the checkout, or $ROUTERLAB_WORKSPACE)")
     rec.add_argument("--k", type=_ks, help="sample counts for non-final tiers, e.g. 2,3 (default: the policy's k)")
+    rec.add_argument(
+        "--k-max",
+        type=int,
+        metavar="K",
+        help="adaptive k: also record single draws of samples 3..K at each non-final tier (after k=2)",
+    )
     rec.add_argument(
         "--force",
         action="store_true",

@@ -16,9 +16,11 @@ group 1, else the whole last match) or the name of a built-in extractor (see
 multiple-choice letter A-E) and ``final_line``. A name always means the
 extractor; to match such a word literally write e.g. ``(?:boxed)``.
 
-With k samples the agreement is the mean similarity of the first sample (the
-one the router would return) to each of the others, so k=2 is simply the
-similarity of the pair.
+With k samples the agreement is the mean similarity of the sample the router
+returns to each of the others: the first sample (``confidence.answer``
+``first``), or the medoid, the sample most similar to the rest (``majority``;
+with the ``answer`` similarity, a sample carrying the most common answer). So
+k=2 is simply the similarity of the pair either way.
 """
 
 from __future__ import annotations
@@ -286,3 +288,36 @@ def agreement(samples: Sequence[str], similarity: SimilarityFn) -> float:
         raise ValueError("agreement needs at least two samples")
     first = samples[0]
     return sum(similarity(first, other) for other in samples[1:]) / (len(samples) - 1)
+
+
+def similarity_rows(samples: Sequence[str], similarity: SimilarityFn) -> list[list[float]]:
+    """``rows[j][i]`` = similarity(sample j, sample i) for i != j (the diagonal is 1.0, never read)."""
+    return [[1.0 if i == j else similarity(a, b) for i, b in enumerate(samples)] for j, a in enumerate(samples)]
+
+
+def medoid_of(rows: Sequence[Sequence[float]], m: int) -> tuple[int, float]:
+    """The medoid of the first ``m`` samples given :func:`similarity_rows`: the sample with the highest
+    total similarity to the other ``m - 1`` (the lowest index on ties), and its mean similarity to them.
+
+    With the ``answer`` similarity this is a sample carrying the most common extracted answer (the one
+    seen first on ties); with two samples it is the first, and its agreement is the pair's similarity."""
+    if m < 2:
+        raise ValueError("a medoid needs at least two samples")
+    best, best_sum = 0, -1.0
+    for j in range(m):
+        total = sum(rows[j][i] for i in range(m) if i != j)
+        if total > best_sum:
+            best, best_sum = j, total
+    return best, best_sum / (m - 1)
+
+
+def medoid(samples: Sequence[str], similarity: SimilarityFn) -> tuple[int, float]:
+    """:func:`medoid_of` the samples: (index of the majority answer, its mean similarity to the others)."""
+    return medoid_of(similarity_rows(samples, similarity), len(samples))
+
+
+def draw_share(agreement_value: float, m: int) -> float:
+    """The share of ``m`` samples behind an answer whose mean similarity to the other ``m - 1`` is
+    ``agreement_value``, itself counted: with the ``answer`` similarity, exactly the fraction of samples
+    that give that answer. Adaptive k accepts once it reaches ``confidence.stop_share``."""
+    return (1.0 + (m - 1) * agreement_value) / m

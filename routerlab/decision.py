@@ -78,7 +78,7 @@ from types import MappingProxyType
 from typing import Any
 
 from routerlab.classifier import Classification, ClassifierSettings, classify_complexity
-from routerlab.consistency import agreement, get_similarity
+from routerlab.consistency import agreement, draw_share, get_similarity, medoid_of
 from routerlab.errors import (
     CascadeExhaustedError,
     CostCapError,
@@ -127,6 +127,7 @@ class PreparedQuery:
     stream: bool = False  # the caller streams: a tier with no confidence check streams its answer
     classification: Classification | None = None
     metadata: Mapping[str, Any] | None = None  # logged with the route, never sent
+    start_scores: tuple[float, ...] | None = None  # the learned start router's scores, when already computed
 
 
 def as_messages(query: str | Messages | Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -388,12 +389,26 @@ def _plain_message(m: Mapping[str, Any]) -> bool:
     return isinstance(m.get("content"), str) and m.get("role") in ("user", "assistant", "system") and len(m) == 2
 
 
-def check_translatable(policy: RouterPolicy, query: PreparedQuery) -> None:
+def start_tier_of(policy: RouterPolicy, query: PreparedQuery) -> int:
+    """Where the route starts: the learned start router's pick where the policy has one (its scores
+    from ``query.start_scores``, else computed from the text the classifier reads), else the complexity
+    class's ``start_tier``."""
+    router = policy.start_router
+    if router is None:
+        return policy.routing[query.complexity].start_tier
+    scores = query.start_scores
+    if scores is None:
+        scores = router.scores(classifier_text(query.messages, policy.classifier.read), query.classification)
+    return router.start_tier(scores)
+
+
+def check_translatable(policy: RouterPolicy, query: PreparedQuery, start: int | None = None) -> None:
     """Raise :class:`RequestError` (naming the tier) if a tier the route may use cannot carry this request
     (e.g. ``seed`` or a JSON ``response_format`` to an Anthropic tier): before any call is made."""
     if not query.options and all(_plain_message(m) for m in query.messages):
         return  # plain text turns translate to every wire format
-    start = policy.routing[query.complexity].start_tier
+    if start is None:
+        start = start_tier_of(policy, query)
     seen: set[tuple[str, bool]] = set()
     for tier in policy.tiers[start:]:
         shape = (tier.provider, bool(tier.reasoning))
@@ -502,6 +517,7 @@ class TierCall:
     stream: bool = False
     top_up: int = 0
     deadline_s: float = 0.0
+    draw: int = 0  # adaptive k: this single-sample request draws sample number ``draw`` (k + 1, k + 2, ...)
 
     def requests(self) -> list[RequestSpec]:
         """The HTTP requests to send (built on demand: a simulator never needs them)."""
@@ -559,6 +575,9 @@ class TierReply:
     emitted: bool = False  # a streamed answer already reached the caller
     unusable_bits: int | None = None  # given by a simulator; otherwise computed from the first sample
     missing: int = 0  # samples short of those asked (a server that ignored n): the plan completes them
+    # given by a simulator: similarity -> (index of the medoid of the samples so far, its agreement with the
+    # others, its unusable bits); for a draw, of every sample drawn so far (``agreements`` likewise)
+    picks: Mapping[str, tuple[int, float, int]] | None = None
 
     def first_tool_calls(self) -> tuple[ToolCall, ...]:
         return self.tool_calls[0] if self.tool_calls else ()
@@ -579,6 +598,7 @@ class RouteOutcome:
     spent_usd: Decimal
     usage: Usage
     latency_ms: float
+    answer_sample: int = 0  # which sample of the answering tier's call was returned (0: the first)
 
 
 Command = Gate | TierCall | BreakerEffect | Pause
@@ -640,6 +660,78 @@ def sample_agreement(
         keys = [tuple(c.key() for c in calls) for calls in (list(tool_calls) + [()] * len(texts))[: len(texts)]]
         return 1.0 if all(k == keys[0] for k in keys) else 0.0
     return agreement(texts, get_similarity(similarity, answer_pattern=answer_pattern))
+
+
+_SYMMETRIC = frozenset({"answer", "rougeL"})  # sim(a, b) == sim(b, a) (difflib's ratio is not)
+
+
+class SampleVotes:
+    """The samples of one consistency check so far and what they say: the one definition of the
+    majority answer and of adaptive k's share, used by the plan and by the outcome table.
+
+    Similarities are computed once per pair as samples arrive (``rows[j][i]`` = similarity of sample j to
+    sample i). Where any sample calls tools, agreement is 1.0 when every sample calls the same tools with
+    equal arguments (else 0.0) and the first sample is returned."""
+
+    def __init__(self, similarity: str, answer_pattern: str) -> None:
+        self.fn = get_similarity(similarity, answer_pattern=answer_pattern)
+        self.symmetric = similarity in _SYMMETRIC  # one computation per pair
+        self.texts: list[str] = []
+        self.calls: list[tuple[str, ...]] = []
+        self.rows: list[list[float]] = []
+        self.bits: list[int] = []
+
+    def add(self, text: str, tool_calls: Sequence[ToolCall] = (), bits: int = 0) -> None:
+        for row, t in zip(self.rows, self.texts, strict=True):
+            row.append(self.fn(t, text))
+        if self.symmetric:
+            self.rows.append([row[-1] for row in self.rows] + [1.0])
+        else:
+            self.rows.append([self.fn(text, t) for t in self.texts] + [1.0])
+        self.texts.append(text)
+        self.calls.append(tuple(c.key() for c in tool_calls))
+        self.bits.append(bits)
+
+    def _tools(self) -> float | None:
+        if not any(self.calls):
+            return None
+        return 1.0 if all(c == self.calls[0] for c in self.calls) else 0.0
+
+    def first(self) -> float:
+        """Agreement of the first sample with the others (the same value as :func:`sample_agreement`)."""
+        tools = self._tools()
+        if tools is not None:
+            return tools
+        m = len(self.texts)
+        return sum(self.rows[0][i] for i in range(1, m)) / (m - 1)
+
+    def pick(self, answer: str) -> tuple[int, float]:
+        """(index of the sample returned, its agreement with the others): the first sample, or with
+        ``majority`` the medoid (:func:`routerlab.consistency.medoid_of`)."""
+        if answer == "first":
+            return 0, self.first()
+        tools = self._tools()
+        if tools is not None:
+            return 0, tools
+        return medoid_of(self.rows, len(self.texts))
+
+
+def sample_bits(tr: TierReply, j: int) -> int:
+    """:func:`unusable_bits` of sample ``j`` of a tier's reply."""
+    if j == 0:
+        return reply_unusable_bits(tr)
+    fr = tr.finish_reasons[j] if j < len(tr.finish_reasons) else None
+    calls = tr.tool_calls[j] if j < len(tr.tool_calls) else ()
+    refusal = tr.refusals[j] if j < len(tr.refusals) else None
+    return unusable_bits(tr.texts[j], fr, calls, refusal)
+
+
+def votes_of(tr: TierReply, samples: int, similarity: str, answer_pattern: str) -> SampleVotes:
+    """The :class:`SampleVotes` of a consistency call's first ``samples`` samples."""
+    votes = SampleVotes(similarity, answer_pattern)
+    for j in range(min(samples, len(tr.texts))):
+        votes.add(tr.texts[j], tr.tool_calls[j] if j < len(tr.tool_calls) else (), sample_bits(tr, j))
+    return votes
 
 
 # ---------------------------------------------------------------- accounting (shared with the outcome table)
@@ -737,7 +829,7 @@ def plan_route(
     """
     t_start = clock()
     cls = query.complexity
-    route = policy.routing[cls]
+    majority = policy.confidence.answer == "majority"
     conf = policy.confidence
     cap = policy.max_cost_per_query_usd
     spent_mode = policy.cost_cap_mode == "spent"
@@ -783,15 +875,17 @@ def plan_route(
         if error is not None:
             error.attempts = tuple(attempts)
         return RouteOutcome(
-            cls, result, error, tuple(attempts), tuple(reasons), spent, usage_total, (clock() - t_start) * 1000.0
-        )
+            cls, result, error, tuple(attempts), tuple(reasons), spent, usage_total, (clock() - t_start) * 1000.0,
+            0 if ans is None else ans.sample,
+        )  # fmt: skip
 
+    start = start_tier_of(policy, query)
     try:
-        check_translatable(policy, query)
+        check_translatable(policy, query, start)
     except RequestError as e:
         return finish(None, e, False)
 
-    for i in range(route.start_tier, n_tiers):
+    for i in range(start, n_tiers):
         tier = policy.tiers[i]
         final = i == n_tiers - 1
         retries_left = policy.retries.max_retries
@@ -908,8 +1002,19 @@ def plan_route(
                 break
             yield BreakerEffect(i, "success")
 
-            bits = reply_unusable_bits(tr)
-            ans = _Answer(tr.texts[0] if tr.texts else "", i, tr.first_finish_reason(), tr.first_tool_calls())
+            votes: SampleVotes | None = None
+            pick, pick_sim = 0, 0.0
+            if signal == "consistency" and majority and not short:
+                if tr.picks is not None and conf.similarity in tr.picks:
+                    pick, pick_sim, bits = tr.picks[conf.similarity]
+                else:
+                    votes = votes_of(tr, samples, conf.similarity, conf.answer_pattern)
+                    pick, pick_sim = votes.pick("majority")
+                    bits = votes.bits[pick]
+            else:
+                bits = reply_unusable_bits(tr)
+            ans = _answer_of(tr, i, pick)
+            att_usage, att_cost, att_requests, att_texts = tr.usage, tr.cost_usd, tr.n_requests, tr.texts
             sim = conf_value = None
             accepted = True
             why = ""
@@ -925,7 +1030,9 @@ def plan_route(
                 outcome = "low_confidence"
                 why = f"{tier.name}: {len(tr.texts)} of {samples} samples; completing them could exceed the cost cap"
             elif signal == "consistency":
-                if tr.agreements is not None and conf.similarity in tr.agreements:
+                if majority:
+                    sim = pick_sim
+                elif tr.agreements is not None and conf.similarity in tr.agreements:
                     sim = tr.agreements[conf.similarity]
                 else:
                     sim = sample_agreement(
@@ -934,6 +1041,71 @@ def plan_route(
                 accepted = sim >= conf.thresholds[i]
                 outcome = "accepted" if accepted else "low_confidence"
                 why = f"{tier.name}: similarity {sim:.3f} < {conf.thresholds[i]}"
+                if not accepted and conf.k_max is not None and conf.k_max > samples:
+                    # adaptive k: draw one more sample at a time (single requests at the confidence
+                    # temperature), accepting once the returned answer's share reaches stop_share
+                    m = samples
+                    all_texts = list(tr.texts[:samples])
+                    drawn: list[TierReply] = []
+                    while m < conf.k_max:
+                        m += 1
+                        dcall = replace(call, top_up=1, n_requests=1, samples=1, stream=False, draw=m)
+                        dworst: Decimal | None = None
+                        if cap is not None:
+                            dworst = quote(dcall)
+                            if charged >= cap if spent_mode else charged + dworst > cap:
+                                why = f"{tier.name}: {m - 1} samples disagree; another draw could exceed the cost cap"
+                                break
+                        if not (yield Gate(i)):  # each draw is a request to the tier: its breaker decides
+                            why = f"{tier.name}: {m - 1} samples disagree; circuit breaker open for another draw"
+                            break
+                        t1 = clock()
+                        got = yield dcall
+                        dr = (
+                            got
+                            if isinstance(got, TierReply)
+                            else account_replies(prices, tier, got, 1, dworst, secrets=secrets)
+                        )
+                        latency += (clock() - t1) * 1000.0
+                        spent += dr.cost_usd
+                        charged += dr.cost_usd + (dr.reserve_usd if dworst is not None else Decimal(0))
+                        usage_total = usage_total + dr.usage
+                        att_usage, att_cost = att_usage + dr.usage, att_cost + dr.cost_usd
+                        att_requests += dr.n_requests
+                        if dr.error is not None:
+                            derr = dr.error
+                            if derr.breaker_use == "disable":
+                                yield BreakerEffect(i, "disable")
+                            elif derr.breaker_use == "failure":
+                                yield BreakerEffect(i, "failure", derr.retry_after_s if derr.retryable else None)
+                            else:
+                                yield BreakerEffect(i, "release")
+                            why = f"{tier.name}: drawing sample {m} failed ({dr.error.kind})"
+                            break
+                        yield BreakerEffect(i, "success")
+                        all_texts += dr.texts[:1]
+                        drawn.append(dr)
+                        if dr.picks is not None and conf.similarity in dr.picks and dr.agreements is not None:
+                            if majority:
+                                pick, sim, bits = dr.picks[conf.similarity]
+                            else:
+                                pick, sim, bits = 0, dr.agreements[conf.similarity], bits
+                        else:
+                            if votes is None:
+                                votes = votes_of(tr, samples, conf.similarity, conf.answer_pattern)
+                            votes.add(dr.texts[0], dr.first_tool_calls(), sample_bits(dr, 0))
+                            pick, sim = votes.pick(conf.answer)
+                            bits = votes.bits[pick]
+                        if pick < samples:
+                            ans = _answer_of(tr, i, pick)
+                        else:
+                            ans = replace(_answer_of(drawn[pick - samples], i, 0), sample=pick)
+                        share = draw_share(sim, m)
+                        if share >= conf.stop_share and not bits & mask:
+                            accepted, outcome = True, "accepted"
+                            break
+                        why = f"{tier.name}: {share:.0%} of {m} samples behind the answer < {conf.stop_share:.0%}"
+                    att_texts = tuple(all_texts)
             elif signal == "logprob":
                 conf_value = tr.mean_logprobs[0] if tr.mean_logprobs else None
                 accepted = conf_value is not None and conf_value >= conf.logprob_thresholds[i]
@@ -947,15 +1119,17 @@ def plan_route(
                 outcome = "accepted"
             attempts.append(
                 Attempt(
-                    tier.name, i, tier.model, outcome, tr.usage, tr.cost_usd, latency, tr.n_requests, tr.texts,
-                    similarity=sim, confidence=conf_value, finish_reason=tr.first_finish_reason(),
+                    tier.name, i, tier.model, outcome, att_usage, att_cost, latency, att_requests, att_texts,
+                    similarity=sim, confidence=conf_value, finish_reason=ans.finish,
                     error_message=None if accepted else why,
                 )
             )  # fmt: skip
             if accepted:
                 return finish(ans, None, False)
             reasons.append(why)
-            if outcome == "unusable":
+            if outcome != "unusable" and bits & mask:  # drawing more ended on an unusable majority answer
+                best_unusable = ans
+            elif outcome == "unusable":
                 if final:  # the ladder ends here: a usable earlier answer beats this one
                     return finish(best, None, True)
                 best_unusable = ans
@@ -975,6 +1149,16 @@ class _Answer:
     tier_index: int
     finish: str | None
     tool_calls: tuple[ToolCall, ...]
+    sample: int = 0
+
+
+def _answer_of(tr: TierReply, tier_index: int, j: int) -> _Answer:
+    """Sample ``j`` of a tier's reply as the route's answer."""
+    if not tr.texts:
+        return _Answer("", tier_index, tr.first_finish_reason(), (), 0)
+    fr = tr.finish_reasons[j] if j < len(tr.finish_reasons) else None
+    calls = tr.tool_calls[j] if j < len(tr.tool_calls) else ()
+    return _Answer(tr.texts[j], tier_index, fr, calls, j)
 
 
 def _final_error(
@@ -1005,6 +1189,8 @@ __all__ = [
     "PreparedQuery",
     "Reply",
     "RouteOutcome",
+    "SampleVotes",
+    "start_tier_of",
     "TierCall",
     "TierReply",
     "account_replies",
@@ -1024,6 +1210,8 @@ __all__ = [
     "reply_unusable_bits",
     "request_options",
     "sample_agreement",
+    "sample_bits",
+    "votes_of",
     "tier_requests",
     "tier_signal",
     "unpriced_reserve_usd",

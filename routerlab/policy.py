@@ -20,7 +20,10 @@ Settings added later, each optional and written only when set: per tier
 (``["empty", "length", "content_filter"]``); ``cost_cap_mode`` (``worst_case``
 or ``spent``); ``retries`` (``{"max_retries": 0, "backoff_s": 0.5,
 "max_wait_s": 2}``); ``route_deadline_s``; ``max_response_bytes``
-(10,000,000).
+(10,000,000); ``confidence.answer`` (``first``, or ``majority``: return the
+samples' medoid), ``confidence.k_max`` and ``confidence.stop_share`` (adaptive
+k: after the first k samples disagree, draw one more at a time up to k_max and
+accept once the returned answer's share of the samples reaches stop_share).
 
 Every section but ``tiers`` may be left out (defaults below). Unknown keys
 and out-of-range values are errors that name the field and the valid range.
@@ -47,6 +50,7 @@ from routerlab.classifier import CLASSIFIER_READS, COMPLEXITY_CLASSES, Classifie
 from routerlab.consistency import DEFAULT_ANSWER_PATTERN, SIMILARITY_NAMES
 from routerlab.errors import ModelMismatchError, PolicyError
 from routerlab.jsonio import atomic_write_text, read_json
+from routerlab.learned import StartRouter, start_router_from_json
 from routerlab.pricing import PriceOverride
 
 SCHEMA_VERSION = 1
@@ -159,9 +163,18 @@ class ConfidenceSettings:
     answer_pattern: str = DEFAULT_ANSWER_PATTERN
     tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
     escalate_on: tuple[str, ...] = ("empty", "length", "content_filter")  # unusable answers: never confident
+    answer: str = "first"  # which sample a consistency check returns: first | majority (the medoid)
+    k_max: int | None = None  # adaptive k: draw single samples after the first k, up to k_max (None: no draws)
+    stop_share: float = 0.5  # adaptive k: accept once the returned answer's share of the samples reaches this
+
+    @property
+    def draws_to(self) -> int:
+        """The most samples a consistency check may take (k without adaptive draws)."""
+        return self.k if self.k_max is None else self.k_max
 
 
 ESCALATE_REASONS = ("empty", "length", "content_filter")
+ANSWER_CHOICES = ("first", "majority")
 COST_CAP_MODES = ("worst_case", "spent")
 CostCapMode = Literal["worst_case", "spent"]
 
@@ -199,6 +212,7 @@ class RouterPolicy:
     name: str = ""
     provenance: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     schema_version: int = SCHEMA_VERSION
+    start_router: StartRouter | None = None  # a learned start tier (routerlab.learned); None: routing's mapping
 
     def __post_init__(self) -> None:
         # a class left out of ``routing`` starts at tier 0, as in a file (the router looks up every class)
@@ -341,6 +355,9 @@ _CONF_KEYS = (
     "answer_pattern",
     "tiers",
     "escalate_on",
+    "answer",
+    "k_max",
+    "stop_share",
 )
 _TOP_KEYS = (
     "schema_version",
@@ -357,6 +374,7 @@ _TOP_KEYS = (
     "route_deadline_s",
     "max_response_bytes",
     "provenance",
+    "start_router",
 )
 
 
@@ -507,7 +525,12 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         answer_pattern=r.string(cf.get("answer_pattern", DEFAULT_ANSWER_PATTERN), "confidence.answer_pattern"),
         tiers=_check_tiers(r, cf.get("tiers"), n),
         escalate_on=_escalate_on(r, cf.get("escalate_on")),
+        answer=r.string(cf.get("answer", "first"), "confidence.answer", choices=ANSWER_CHOICES),
+        k_max=None if cf.get("k_max") is None else r.integer(cf["k_max"], "confidence.k_max", 2, 64),
+        stop_share=r.number(cf.get("stop_share", 0.5), "confidence.stop_share", 0.0, 1.0, lo_open=True),
     )
+    if conf.k_max is not None and conf.k_max < conf.k:
+        raise r.fail("confidence.k_max", f"must be at least confidence.k ({conf.k}), got {conf.k_max}")
     if signal == "logprob":
         for i, t in enumerate(tiers[:-1]):
             if t.reasoning:
@@ -599,8 +622,19 @@ def _read_policy(data: Any, source: str | None) -> RouterPolicy:
         name=r.string(d.get("name", ""), "name", empty_ok=True),
         provenance=MappingProxyType(dict(prov)),
         schema_version=SCHEMA_VERSION,
+        start_router=None if d.get("start_router") is None else _read_start_router(r, d["start_router"], len(tiers)),
         source=source,
     )
+
+
+def _read_start_router(r: _Reader, v: Any, n_tiers: int) -> StartRouter:
+    if n_tiers < 2:
+        raise r.fail("start_router", "a one-tier ladder has no start tier to choose")
+    try:
+        return start_router_from_json(v, n_tiers)
+    except ValueError as e:
+        where, _, msg = str(e).partition(": ")
+        raise r.fail(where, msg) from None
 
 
 _BUILDING = threading.local()
@@ -703,6 +737,8 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             "answer_pattern": c.answer_pattern,
             **({} if c.tiers is None else {"tiers": list(c.tiers)}),
             **({} if c.escalate_on == ESCALATE_REASONS else {"escalate_on": list(c.escalate_on)}),
+            **({} if c.answer == "first" else {"answer": c.answer}),
+            **({} if c.k_max is None else {"k_max": c.k_max, "stop_share": _real(c.stop_share)}),
         },
         "cascade": p.cascade,
         "max_cost_per_query_usd": None if p.max_cost_per_query_usd is None else str(p.max_cost_per_query_usd),
@@ -734,6 +770,7 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
         ),
         **({} if p.route_deadline_s is None else {"route_deadline_s": _real(p.route_deadline_s)}),
         **({} if p.max_response_bytes == 10_000_000 else {"max_response_bytes": p.max_response_bytes}),
+        **({} if p.start_router is None else {"start_router": p.start_router.to_json()}),
         "provenance": _plain(p.provenance),
     }
 

@@ -78,8 +78,8 @@ def test_01_record_or_import(imported: Any) -> None:
     )
     got = _last_json(nb)
     assert got["items"] == 369 and got["tiers"] == ["cheap", "mid", "premium"]
-    assert got["rows"] == 5  # 3 single + k2 on the two non-final tiers
-    assert got["samples"] == 369 * (3 + 2 * 2)
+    assert got["rows"] == 13  # 3 single + k2 and adaptive k's draws d3..d6 on the two non-final tiers
+    assert got["samples"] == 369 * (3 + 2 * 2 + 2 * 4)
     texts = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if "text" in o)
     assert "recording skipped" in texts
 

@@ -27,6 +27,7 @@ import pytest
 
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.errors import PROVIDER_ERRORS, DataError
+from routerlab.learned import DENSE_FEATURES, Hashing, StartRouter, TierModel
 from routerlab.policy import policy_from_dict
 from routerlab.workbench import reference
 from routerlab.workbench.outcomes import PICO, Outcomes
@@ -41,6 +42,21 @@ SCORERS = ["s1", "s2"]
 RETRYABLE = [k for k, c in PROVIDER_ERRORS.items() if c.retryable and k != "retryable"]
 FATAL = [k for k, c in PROVIDER_ERRORS.items() if not c.retryable and k != "fatal"]
 ESCALATE = ["empty", "length", "content_filter"]
+
+
+def random_router(n_tiers: int, seed: int) -> StartRouter:
+    """A learned start router with random weights on the hashed features (no training needed)."""
+    rng = random.Random(seed)
+    h = Hashing(n_features=64, word_ngrams=(1, 2), char_ngrams=(2, 3))
+    top = h.n_features + len(DENSE_FEATURES)
+    tiers = tuple(
+        TierModel(rng.uniform(-1, 1), tuple((i, rng.uniform(-3, 3)) for i in sorted(rng.sample(range(top), 30))), 0.5)
+        for _ in range(n_tiers - 1)
+    )
+    return StartRouter(h, tiers)
+
+
+WORDS = "what is the capital explain why compare design a proof step by step list three".split()
 
 
 def _ladder(n_tiers: int) -> Any:
@@ -85,14 +101,32 @@ def _reply(rng: random.Random, worst: int) -> dict[str, Any]:
     }
 
 
+def _votes(rng: random.Random, m: int, bits0: int) -> dict[str, Any]:
+    """A majority pick among ``m`` samples per similarity: index, its agreement, its unusable bits."""
+    out: dict[str, Any] = {}
+    for s in SIMS:
+        j = rng.randrange(m)
+        out[f"pick_{s}"] = j
+        out[f"agree_pick_{s}"] = rng.choice(LEVELS)
+        out[f"pbits_{s}"] = bits0 if j == 0 else (0 if rng.random() < 0.7 else rng.choice([1, 2, 4]))
+    return out
+
+
+def _no_votes() -> dict[str, Any]:
+    return {c: v for s in SIMS for c, v in ((f"pick_{s}", -1), (f"agree_pick_{s}", np.nan), (f"pbits_{s}", 0))}
+
+
 def random_table(seed: int) -> Outcomes:
-    """A synthetic outcome table: 1-4 tiers, k in {2, 3}, every failure kind, NaN qualities."""
+    """A synthetic outcome table: 1-4 tiers, k in {2, 3}, adaptive-k draws to 3-5 samples after k=2 (failed
+    draws included), majority picks, every failure kind, NaN qualities."""
     rng = random.Random(seed)
     n_tiers = rng.randint(1, 4)
     n_items = rng.randint(5, 30)
     ks = [2, 3] if n_tiers > 1 else []
+    k_max = rng.choice([2, 3, 5, 5]) if ks else 2
     policy = _ladder(n_tiers)
     rows: list[dict[str, Any]] = []
+    sample_rows: list[dict[str, Any]] = []
     classes = [rng.choice(COMPLEXITY_CLASSES) for _ in range(n_items)]
     # sometimes one non-final tier was logged greedy-only (no k samples): policies check the others only
     gap = rng.randrange(n_tiers - 1) if n_tiers >= 3 and rng.random() < 0.4 else None
@@ -121,6 +155,13 @@ def random_table(seed: int) -> Outcomes:
                 bits = 0 if failed or rng.random() < 0.7 else rng.choice([1, 2, 3, 4, 6])
                 q = {f"q_{s}": (np.nan if rng.random() < 0.1 else rng.choice([0.0, 0.5, 1.0])) for s in SCORERS}
                 agree = {f"agree_{s}": (np.nan if k == 1 else rng.choice(LEVELS)) for s in SIMS}
+                text = "" if failed else f"answer {rng.randint(0, 3)}"
+                votes = _votes(rng, k, bits) if k > 1 and not failed else _no_votes()
+                for j in range(k if not failed else 0):  # the samples: the first is the row's answer
+                    sq = q if j == 0 else {f"q_{s}": rng.choice([0.0, 0.5, 1.0, np.nan]) for s in SCORERS}
+                    st = text if j == 0 else f"answer {rng.randint(0, 3)}"
+                    sample_rows.append({"item_id": f"i{i}", "tier_index": t, "variant": variant, "sample": j,
+                                        "text": st, **sq})  # fmt: skip
                 rows.append(
                     {
                         "item_id": f"i{i}",
@@ -130,6 +171,7 @@ def random_table(seed: int) -> Outcomes:
                         "model": f"model-{t}",
                         "variant": variant,
                         "k": k,
+                        "draw": 0,
                         "n_requests": k if t % 2 else 1,
                         **r,
                         "cost_usd": r["cost_pico"] / 1e12,
@@ -144,24 +186,59 @@ def random_table(seed: int) -> Outcomes:
                         **short,
                         "short_latency_ms": short_lat,
                         **agree,
+                        **votes,
                         **q,
-                        "text": "" if failed else f"answer {rng.randint(0, 3)}",
+                        "text": text,
                     }
                 )
+                if variant != "k2" or failed:
+                    continue
+                for m in range(3, k_max + 1):  # adaptive k's draws, each one single request; a failure ends them
+                    dw = rng.randint(1, 10**6) * (t + 1)
+                    dr = _reply(rng, dw)
+                    if dr["error_kind"] == "malformed" and dr["cost_pico"] and rng.random() < 0.5:
+                        dr = {**dr, "error_kind": None, "reserve_pico": 0}
+                    dfail = dr["error_kind"] is not None
+                    dbits = 0 if dfail or rng.random() < 0.7 else rng.choice([1, 2, 4])
+                    dq = {f"q_{s}": (np.nan if rng.random() < 0.1 else rng.choice([0.0, 0.5, 1.0])) for s in SCORERS}
+                    dtext = "" if dfail else f"answer {rng.randint(0, 3)}"
+                    rows.append(
+                        {
+                            "item_id": f"i{i}", "complexity": classes[i], "tier_index": t, "tier": f"t{t}",
+                            "model": f"model-{t}", "variant": f"d{m}", "k": 1, "draw": m, "n_requests": 1, **dr,
+                            "cost_usd": dr["cost_pico"] / 1e12, "input_tokens": rng.randint(0, 500),
+                            "output_tokens": 0 if dfail else rng.randint(1, 300), "cached_tokens": 0,
+                            "usage_estimated": False, "latency_ms": round(rng.uniform(5, 3000), 3),
+                            "latency_estimated": False, "unusable": dbits, "finish_reason": "stop", "missing": 0,
+                            "topup_worst_pico": 0, "short_cost_pico": 0, "short_reserve_pico": 0,
+                            "short_latency_ms": 0.0,
+                            **{f"agree_{s}": (np.nan if dfail else rng.choice(LEVELS)) for s in SIMS},
+                            **(_no_votes() if dfail else _votes(rng, m, bits)),
+                            **dq, "text": dtext,
+                        }
+                    )  # fmt: skip
+                    if dfail:
+                        break
+                    sample_rows.append({"item_id": f"i{i}", "tier_index": t, "variant": f"d{m}", "sample": m - 1,
+                                        "text": dtext, **dq})  # fmt: skip
     calls = pd.DataFrame(rows)
     for c in ("cost_pico", "worst_pico", "reserve_pico", "topup_worst_pico", "short_cost_pico", "short_reserve_pico"):
         calls[c] = calls[c].astype("int64")
+    samples = pd.DataFrame(
+        sample_rows, columns=["item_id", "tier_index", "variant", "sample", "text", *[f"q_{s}" for s in SCORERS]]
+    )
     items = pd.DataFrame(
         {
             "item_id": [f"i{i}" for i in range(n_items)],
             "complexity": classes,
             "class_index": [COMPLEXITY_CLASSES.index(c) for c in classes],
             "position": np.arange(n_items),
+            "request_text": [" ".join(rng.choices(WORDS, k=rng.randint(1, 12))) for _ in range(n_items)],
         }
     )
     return Outcomes(
         calls=calls,
-        samples=pd.DataFrame(),
+        samples=samples,
         items=items,
         tiers=[t.name for t in policy.tiers],
         models=[t.model for t in policy.tiers],
@@ -198,18 +275,29 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
                 tiers = tuple(x for x in sampled if rng.random() < 0.7) or tuple(sampled[:1]) or None
             if t > 1 and not sampled:
                 continue
-            pts.append(PolicyPoint(start, cascade, rng.choice(SIMS), k, classes, thr, cap, tiers, mode, esc))
+            answer = rng.choice(["first", "majority"])
+            top = o.dense().k_max
+            k_max = rng.randint(3, top) if k == 2 and top > 2 and rng.random() < 0.75 else None
+            share = rng.choice([*LEVELS[1:], 0.6, 0.7])
+            pts.append(
+                PolicyPoint(
+                    start, cascade, rng.choice(SIMS), k, classes, thr, cap, tiers, mode, esc, answer, k_max, share
+                )
+            )
         else:
             pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap, None, mode, esc))
+        if t > 1 and rng.random() < 0.25:  # a learned start router picks each item's start tier instead
+            thr = tuple(rng.choice([0.0, 0.3, 0.5, 0.7, 1.01]) for _ in range(t - 1))
+            pts[-1] = replace(pts[-1], router=random_router(t, seed), router_thresholds=thr)
     return pts
 
 
 def mismatches(fast: SimResult, ref: SimResult) -> list[str]:
     """What differs between two simulations (empty: identical)."""
     out = []
-    for name in ("tier", "variant", "cost_pico", "escalations", "premium_call"):
+    for name in ("tier", "variant", "cost_pico", "escalations", "premium_call", "sample"):
         a, b = getattr(fast, name), getattr(ref, name)
-        if name == "variant":  # the variant only means something where a tier answered
+        if name in ("variant", "sample"):  # these only mean something where a tier answered
             a, b = np.where(ref.tier >= 0, a, 0), np.where(ref.tier >= 0, b, 0)
         bad = np.argwhere(a != b)
         if len(bad):
@@ -242,7 +330,8 @@ def test_the_random_tables_exercise_every_branch() -> None:
     kinds: set[str] = set()
     seen = {"fallback": 0, "failed": 0, "cap_blocked": 0, "accepted_k": 0, "low_confidence": 0, "unusable": 0}
     seen |= {"short_kept": 0, "topped_up": 0, "answer_after_fatal": 0, "request_error": 0}
-    for seed in SEEDS[:10]:
+    seen |= {"draw_failed": 0, "draw_capped": 0, "draws_short_of_share": 0, "drawn_answer": 0, "majority_pick": 0}
+    for seed in SEEDS[:20]:
         o = random_table(seed)
         kinds |= set(o.calls["error_kind"].dropna())
         pts = random_points(o, 40, seed)
@@ -266,6 +355,11 @@ def test_the_random_tables_exercise_every_branch() -> None:
                     a.error_kind in FATAL for a in out.attempts
                 )
                 seen["request_error"] += type(out.error).__name__ == "InvalidRequestError"
+                seen["draw_failed"] += any("drawing sample" in m for m in messages)
+                seen["draw_capped"] += any("another draw could exceed" in m for m in messages)
+                seen["draws_short_of_share"] += any("samples behind the answer" in m for m in messages)
+                seen["drawn_answer"] += out.result is not None and out.answer_sample >= 2
+                seen["majority_pick"] += out.result is not None and out.answer_sample == 1
                 seen["accepted_k"] += any(a.outcome == "accepted" and a.calls > 0 and a.similarity is not None
                                           for a in out.attempts)  # fmt: skip
     assert kinds == set(RETRYABLE) | set(FATAL)
@@ -283,6 +377,9 @@ def test_the_random_tables_exercise_every_branch() -> None:
         "ignore_reserve",
         "strict_threshold",
         "fallback_to_single",
+        "free_draws",
+        "first_not_majority",
+        "draws_always_agree",
     ],
 )
 def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,6 +398,16 @@ def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPa
             a = replace(a, s_res=np.zeros_like(a.s_res), k_res=np.zeros_like(a.k_res))
         elif plant == "strict_threshold":  # agree > thr instead of agree >= thr
             a = replace(a, agree=np.nextafter(a.agree, -np.inf))
+        elif plant == "free_draws":  # adaptive k's draws cost nothing
+            a = replace(a, d_cost=np.zeros_like(a.d_cost))
+        elif plant == "first_not_majority":  # the majority answer read as the first sample
+            a = replace(a, k_pick=np.zeros_like(a.k_pick), d_pick=np.zeros_like(a.d_pick))
+        elif plant == "draws_always_agree":  # the share after each draw read as unanimous
+            a = replace(
+                a,
+                d_agree=np.where(np.isnan(a.d_agree), np.nan, 1.0),
+                d_pagree=np.where(np.isnan(a.d_pagree), np.nan, 1.0),
+            )
         return a
 
     if plant == "fallback_to_single":

@@ -52,7 +52,13 @@ def random_points(ds: ImportedSet, n: int, seed: int) -> list[PolicyPoint]:
             k = rng.choice(grid.ks)
             classes = rng.choice([COMPLEXITY_CLASSES, ("medium",), ("simple", "medium")])
             thr = tuple(round(rng.random(), 3) for _ in range(len(o.tiers) - 1))
-            pts.add(PolicyPoint(start, cascade, sim, k, classes, thr, cap))
+            answer = rng.choice(["first", "majority"])  # majority answers and adaptive k where draws are recorded
+            top = o.dense().k_max
+            k_max = rng.randint(3, top) if k == 2 and top > 2 and rng.random() < 0.6 else None
+            share = rng.choice([0.5, 0.6, 0.75, 1.0]) if k_max else 0.5
+            pts.add(
+                PolicyPoint(start, cascade, sim, k, classes, thr, cap, answer=answer, k_max=k_max, stop_share=share)
+            )
         else:
             pts.add(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
     return sorted(pts, key=lambda p: p.label())

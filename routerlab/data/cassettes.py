@@ -140,11 +140,14 @@ def needed_requests(
     ks: Sequence[int] | None = None,
     keys: Mapping[str, str] | None = None,
     sample_limits: Mapping[int, int] | None = None,
+    k_max: int | None = None,
 ) -> list[RequestNeed]:
     """Every request the router could send for ``item`` under policies sharing this ladder.
 
     One sample from each tier; k samples (for each k in ``ks``) from each
-    non-final tier; a logprob request where the policy's signal is logprob.
+    non-final tier; a logprob request where the policy's signal is logprob; with ``k_max`` (adaptive
+    k, which continues after a first draw of k=2), the single requests drawing samples 3 to k_max at
+    each non-final tier.
     Identical requests (e.g. Anthropic's k samples) are merged with the
     largest count any variant needs. ``sample_limits`` (tier index -> samples
     available, for imported outputs) drops the k-sample variants a tier
@@ -181,6 +184,19 @@ def needed_requests(
                 key = (i, request_key(s.method, s.url, s.content()))
                 prev = needs.get(key)
                 needs[key] = (s, max(counts[key[1]], prev[1] if prev else 0), per_request, top_up)
+        limit = (sample_limits or {}).get(i)
+        if k_max is not None and i < len(policy.tiers) - 1:
+            # adaptive k: the single requests drawing samples 3 .. k_max after the first draw of two; on a tier
+            # without ``n`` they are the same requests as the k=2 call's, continuing its stream of samples
+            upto = k_max if limit is None else min(k_max, limit)
+            api_key = (keys or {}).get(tier.api_key_env, DUMMY_KEY) if tier.api_key_env else None
+            first, _ = tier_requests(policy, i, messages, "consistency", max_tokens, api_key, k=2)
+            (d,) = tier_requests(policy, i, messages, "consistency", max_tokens, api_key, k=2, top_up=1)[0]
+            dkey = request_key(d.method, d.url, d.content())
+            in_first = sum(request_key(s.method, s.url, s.content()) == dkey for s in first)
+            if upto > 2:
+                prev = needs.get((i, dkey))
+                needs[(i, dkey)] = (d, max(in_first + upto - 2, prev[1] if prev else 0), 1, None)
     return [
         RequestNeed(i, policy.tiers[i].name, policy.tiers[i].model, spec, count, per_request, top_up)
         for (i, _), (spec, count, per_request, top_up) in needs.items()
@@ -406,6 +422,7 @@ class _Recorder:
         ks: Sequence[int],
         keys: Mapping[str, str],
         sample_limits: Mapping[int, int] | None,
+        k_max: int | None,
         concurrency: int,
         max_retries: int,
         sleep: Callable[[float], None] | None,
@@ -416,7 +433,7 @@ class _Recorder:
     ) -> None:
         self.http, self.policy, self.ks, self.keys = http, policy, ks, keys
         self.secrets = tuple(v for v in keys.values() if v)
-        self.sample_limits = sample_limits
+        self.sample_limits, self.k_max = sample_limits, k_max
         self.concurrency, self.max_retries = concurrency, max_retries
         self.sleep, self.clock, self.measure_latency = sleep, clock, measure_latency
         self.report, self.bar = report, bar
@@ -448,7 +465,9 @@ class _Recorder:
         old = _loaded_interactions(path) if path.exists() and not stale else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         new: list[tuple[Any, dict[str, Any]]] = []
-        needs = needed_requests(self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits)
+        needs = needed_requests(
+            self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits, k_max=self.k_max
+        )
         answers: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for rq, rs in old:
             answers[request_key(rq.method, rq.uri, rq.body)].append(rs)
@@ -670,6 +689,7 @@ def _missing(
     keys: Mapping[str, str],
     sample_limits: Mapping[int, int] | None,
     report: RecordReport,
+    k_max: int | None = None,
 ) -> None:
     """Mode ``none``: count what each item's cassette is missing; send and write nothing."""
     for item in items:
@@ -677,7 +697,7 @@ def _missing(
         old = _loaded_interactions(path) if path.exists() else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         missing = 0
-        for need in needed_requests(policy, item, ks=ks, keys=keys, sample_limits=sample_limits):
+        for need in needed_requests(policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max):
             key = request_key(need.spec.method, need.spec.url, need.spec.content())
             took = min(have[key], need.count)
             have[key] -= took
@@ -735,6 +755,7 @@ def record(
     max_retries: int | None = None,
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    k_max: int | None = None,
 ) -> RecordReport:
     """Record every item's requests into ``out_dir`` (one cassette per item); resumable.
 
@@ -747,6 +768,9 @@ def record(
     Before the first request every tier must have its API key (:class:`MissingApiKeyError`) and a
     price (:class:`PricingError`), and a folder recorded for another eval set (its manifest's
     ``evalset_sha256``) is refused (:class:`DataError`) unless mode is ``all``.
+
+    ``k_max`` (adaptive k) also records, at each non-final tier, the single requests that draw
+    samples 3 to k_max after a first draw of two (written to the manifest as ``k_max``).
 
     Items are recorded side by side, at most ``concurrency`` requests in flight per provider host
     (default 8); one item's requests go out in order, so a cassette does not depend on the
@@ -783,7 +807,7 @@ def record(
             if t.api_key_env
         }
         _check_folder(out, mode, evalset_sha256)
-        _missing(items, policy, out, ks, keys, sample_limits, report)
+        _missing(items, policy, out, ks, keys, sample_limits, report, k_max)
         return report
     keys = _resolve_keys(policy, api_keys, env)
     _check_prices(policy)
@@ -810,6 +834,7 @@ def record(
         ks=ks,
         keys=keys,
         sample_limits=sample_limits,
+        k_max=k_max,
         concurrency=report.concurrency,
         max_retries=retries,
         sleep=sleep,
@@ -835,6 +860,7 @@ def record(
                 evalset_sha256=evalset_sha256,
                 estimated_usage=estimated_usage,
                 sample_limits={str(k): v for k, v in (sample_limits or {}).items()} or None,
+                k_max=k_max,
                 cassette_sha256=_cassette_hashes(target, items, fresh=mode == "all"),
             )
         if mode == "all":

@@ -52,6 +52,7 @@ from routerlab.pricing import PriceBook
 SINGLE_TEMPERATURE = 0.0
 SAMPLE_TEMPERATURE = 0.7
 IMPORT_MAX_TOKENS = 4096
+MOT_DATE_K_MAX = 6  # adaptive k's draws recorded for mot_date by default (its sampled tiers have 20 samples)
 
 
 # ---------------------------------------------------------------- ladders
@@ -410,9 +411,15 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 class _Answers:
     """Answers each recorder request from the rows, in the tier's wire format."""
 
-    def __init__(self, rows_by_item: Mapping[str, Mapping[str, OutputRow]], rungs: Sequence[Rung]) -> None:
+    def __init__(
+        self,
+        rows_by_item: Mapping[str, Mapping[str, OutputRow]],
+        rungs: Sequence[Rung],
+        supports_n: Mapping[str, bool] | None = None,
+    ) -> None:
         self.rows = rows_by_item
         self.by_model = {r.model: r for r in rungs}
+        self.supports_n = dict(supports_n or {})  # API model -> one n=k request for k samples
         self.item: str | None = None
         self.counters: dict[str, int] = defaultdict(int)
 
@@ -433,6 +440,10 @@ class _Answers:
         else:
             key = canonical_body(request.content)
             start = self.counters[key]
+            if n == 1 and self.supports_n.get(rung.model, False):
+                # a single sampled request on a tier that takes n: adaptive k's next draw (or a completing
+                # request), which continues after the first draw of two (samples 0 and 1 of the n=2 request)
+                start += 2
             self.counters[key] = start + n
             idx = list(range(start, start + n))
             if idx[-1] >= len(row.samples):
@@ -482,6 +493,7 @@ def import_outputs(
     similarity: str = "difflib",
     strict: bool = False,
     answer_pattern: str | None = None,
+    k_max: int | None = None,
 ) -> ImportResult:
     """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
     ``cassettes/<name>/`` (one vcrpy cassette per item).
@@ -560,6 +572,16 @@ def import_outputs(
     )  # fmt: skip
     if temperature is None and sampled:
         policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": "assumed 0.7"})
+    if k_max is not None and sampled:
+        # adaptive k: record the draws of samples 3 .. k_max (each tier as far as its samples go)
+        if not 2 <= k_max <= 64:
+            raise DataError(f"k_max must be between 2 and 64, got {k_max}")
+        if min(ks) != 2:
+            raise DataError(f"adaptive k (k_max) continues after a first draw of 2 samples; ks has {min(ks)} first")
+        have = max(limits[i] for i in check_tiers)
+        if k_max > have:
+            notes.append(f"k_max {k_max} lowered to {have}: no checked tier has more samples")
+            k_max = have
     book = PriceBook()
     for rung, t in zip(ladder, policy.tiers, strict=True):  # before anything is written
         try:
@@ -585,7 +607,7 @@ def import_outputs(
     out_data.mkdir(parents=True, exist_ok=True)
     dump_evalset(items, evalset_path)
     dump_policy(policy, policy_path)
-    answers = _Answers(by_item, ladder)
+    answers = _Answers(by_item, ladder, {t.model: bool(t.supports_n) for t in policy.tiers})
     keys = {t.api_key_env: "import-no-key" for t in policy.tiers if t.api_key_env}
     with httpx.Client(transport=httpx.MockTransport(answers)) as client:
         report = record(
@@ -601,6 +623,7 @@ def import_outputs(
             on_item=answers.select,
             sample_limits=limits,
             measure_latency=False,
+            k_max=k_max if sampled else None,
         )
     return ImportResult(
         name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped),
@@ -771,8 +794,11 @@ def import_dataset(
     ks: Sequence[int] | None = None,
     force: bool = False,
     progress: bool = True,
+    k_max: int | None = None,
 ) -> ImportResult:
-    """``routerlab data import NAME``: rows -> eval set + ladder policy + cassettes."""
+    """``routerlab data import NAME``: rows -> eval set + ladder policy + cassettes. ``k_max`` records
+    adaptive k's draws up to that many samples (default: 6 for mot_date, whose tiers have 20 samples;
+    none elsewhere)."""
     if name not in DEFAULT_LADDERS:
         raise DatasetError(f"no importer for dataset {name!r}; choose one of {', '.join(DEFAULT_LADDERS)}")
     rungs = make_ladder(ladder or DEFAULT_LADDERS[name])
@@ -780,6 +806,9 @@ def import_dataset(
     if ks is None:
         ks = (2,)
     similarity = "answer" if name == "mot_date" else "difflib"  # short final answers: compare those
+    if k_max is None and name == "mot_date" and min(ks) == 2:
+        k_max = MOT_DATE_K_MAX
     return import_outputs(
-        rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress, similarity=similarity
-    )
+        rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress, similarity=similarity,
+        k_max=k_max,
+    )  # fmt: skip

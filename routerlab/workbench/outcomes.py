@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.classifier import COMPLEXITY_CLASSES, classify_complexity
 from routerlab.consistency import SIMILARITY_NAMES, agreement, get_similarity
 from routerlab.data.cassettes import (
     ESTIMATED_HEADER,
@@ -65,26 +65,32 @@ from routerlab.data.paths import default_cache_dir
 from routerlab.decision import (
     PreparedQuery,
     Reply,
+    SampleVotes,
     TierCall,
     TierReply,
     account_replies,
     call_shape,
+    classifier_text,
     effective_max_tokens,
     prepare_query,
     quote_worst_case,
     reply_unusable_bits,
     sample_agreement,
+    sample_bits,
+    votes_of,
 )
-from routerlab.errors import DataError, ReplayMissError
+from routerlab.errors import DataError, ReplayMissError, WorkbenchError
 from routerlab.jsonio import atomic_write
+from routerlab.learned import StartRouter
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
 from routerlab.types import Signal, Usage
 from routerlab.workbench.scoring import get_scorer, scorer_fingerprint
 
 PICO = Decimal(10) ** 12
-TABLE_VERSION = "5"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
+TABLE_VERSION = "6"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
 # 5: unusable answers (empty / cut off / filtered), completed short n=k replies, tool-call agreement
+# 6: majority answers (pick_/agree_pick_ columns, per-sample unusable bits), adaptive-k draw rows d3, d4, ...
 LATENCY_BASE_MS, LATENCY_PER_TOKEN_MS = 400.0, 15.0
 
 
@@ -104,6 +110,23 @@ class Outcomes:
     key: str
     cassettes_sha256: str = ""  # sha256 over the items' cassette files (name and bytes, in item order)
     _dense: tuple[pd.DataFrame, DenseTable] | None = field(default=None, init=False, repr=False, compare=False)
+    _start_scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def start_scores(self, router: StartRouter) -> np.ndarray:
+        """(non-final tiers, items): the learned start router's score of every item, computed by the
+        router's own pure-Python :meth:`~routerlab.learned.StartRouter.scores` (cached per model)."""
+        if "request_text" not in self.items:
+            raise WorkbenchError(
+                "this outcome table has no request texts (items.request_text), which the learned start router "
+                "reads; build it with build_outcomes"
+            )
+        got = self._start_scores.get(router.fingerprint)
+        if got is None:
+            cl = self.policy.classifier
+            rows = [router.scores(str(t), classify_complexity(str(t), cl)) for t in self.items["request_text"]]
+            got = np.array(rows, np.float64).reshape(self.n_items, len(router.tiers)).T.copy()
+            self._start_scores[router.fingerprint] = got
+        return got
 
     @property
     def n_items(self) -> int:
@@ -145,12 +168,34 @@ class DenseTable:
     k_q: dict[str, np.ndarray]
     agree: np.ndarray  # (nsim, nk, N, T-1)
     k_count: np.ndarray  # (nk, T-1) int: items with that k recorded at that non-final tier
+    # majority answers: per similarity, the medoid sample of each k call, its agreement and its unusable bits
+    k_pick: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.int64))  # (nsim, nk, N, T-1)
+    k_pagree: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0)))
+    k_pbad: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.int8))
+    k_sq: dict[str, np.ndarray] = field(default_factory=dict)  # (nk, N, T-1, J): quality of each sample
+    # adaptive k: the draws of samples 3 .. k_max after k=2 (index m - 3), and the state after each
+    k_max: int = 2  # the most samples the draws recorded reach
+    d_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.int64))  # (D, N, T-1)
+    d_worst: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.int64))
+    d_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.int64))
+    d_err: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.int8))
+    d_lat: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    d_agree: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0)))  # (nsim, D, N, T-1): first sample
+    d_pick: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.int64))  # medoid of samples so far
+    d_pagree: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0)))
+    d_pbad: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.int8))
+    d_have: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # (N, T-1) samples a route can take
 
     @property
     def k_present(self) -> np.ndarray:
         """(nk,) bool: that k is recorded for every item at every non-final tier."""
         present: np.ndarray = self.k_count.sum(axis=1) == self.n * (self.t - 1)
         return present
+
+    def draws_cover(self, k_max: int, tier: int) -> bool:
+        """Adaptive k up to ``k_max`` samples is recorded for every item at non-final ``tier`` (or its draws
+        end earlier at a recorded failure, where the route stops drawing too)."""
+        return k_max <= 2 or (self.d_have.size > 0 and bool((self.d_have[:, tier] >= k_max).all()))
 
     def k_tiers(self, j: int) -> tuple[int, ...]:
         """The non-final tiers where k number ``j`` is recorded for every item."""
@@ -215,6 +260,68 @@ def _build_dense(o: Outcomes) -> DenseTable:
             agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
         k_count[j] = np.bincount(ti[m], minlength=tk)[:tk]
     cls = o.items["class_index"].to_numpy()
+    nsim = len(sims)
+    k_pick = np.zeros((nsim, nk, n, tk), np.int64)
+    k_pagree = np.full((nsim, nk, n, tk), np.nan)
+    k_pbad = np.zeros((nsim, nk, n, tk), np.int8)
+    for j, k in enumerate(ks):
+        m = (calls["variant"] == f"k{k}").to_numpy()
+        for si, sim in enumerate(sims):
+            if f"pick_{sim}" in calls:
+                k_pick[si, j][ii[m], ti[m]] = np.maximum(calls[f"pick_{sim}"].to_numpy()[m], 0)
+                k_pagree[si, j][ii[m], ti[m]] = calls[f"agree_pick_{sim}"].to_numpy(dtype=float)[m]
+                k_pbad[si, j][ii[m], ti[m]] = calls[f"pbits_{sim}"].to_numpy()[m]
+    variants = calls["variant"].astype(str)
+    draw_of = np.array([int(v[1:]) if v.startswith("d") else 0 for v in variants], np.int64)
+    kmax = max(2, int(draw_of.max()) if len(draw_of) else 2)
+    nd = kmax - 2
+    d_cost = np.zeros((nd, n, tk), np.int64)
+    d_worst = np.zeros((nd, n, tk), np.int64)
+    d_res = np.zeros((nd, n, tk), np.int64)
+    d_err = np.zeros((nd, n, tk), np.int8)
+    d_lat = np.zeros((nd, n, tk))
+    d_agree = np.full((nsim, nd, n, tk), np.nan)
+    d_pick = np.zeros((nsim, nd, n, tk), np.int64)
+    d_pagree = np.full((nsim, nd, n, tk), np.nan)
+    d_pbad = np.zeros((nsim, nd, n, tk), np.int8)
+    for d in range(nd):
+        m = draw_of == d + 3
+        at = (ii[m], ti[m])
+        d_cost[d][at] = calls["cost_pico"].to_numpy()[m]
+        d_worst[d][at] = calls["worst_pico"].to_numpy()[m]
+        d_res[d][at] = calls["reserve_pico"].to_numpy()[m]
+        d_err[d][at] = err[m]
+        d_lat[d][at] = calls["latency_ms"].to_numpy()[m]
+        for si, sim in enumerate(sims):
+            d_agree[si, d][at] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
+            d_pick[si, d][at] = np.maximum(calls[f"pick_{sim}"].to_numpy()[m], 0)
+            d_pagree[si, d][at] = calls[f"agree_pick_{sim}"].to_numpy(dtype=float)[m]
+            d_pbad[si, d][at] = calls[f"pbits_{sim}"].to_numpy()[m]
+    # how many samples a route can take at each (item, non-final tier): 2 plus the draws recorded, or any
+    # number where the k=2 call or a draw failed (the route stops drawing there)
+    big = 1 << 20
+    d_have = np.zeros((n, tk), np.int64)
+    if 2 in ks:
+        m2 = (calls["variant"] == "k2").to_numpy()
+        d_have[ii[m2], ti[m2]] = np.where(err[m2] > 0, big, 2)
+        for d in range(nd):
+            m = draw_of == d + 3
+            at = (ii[m], ti[m])
+            d_have[at] = np.where(err[m] > 0, big, np.maximum(d_have[at], d + 3))
+    jn = max(max(ks, default=1), kmax)
+    samples = o.samples
+    s_ii = samples["item_id"].map(pos).to_numpy()
+    s_ti = samples["tier_index"].to_numpy()
+    s_j = samples["sample"].to_numpy()
+    s_var = samples["variant"].astype(str).to_numpy()
+    k_sq = {sc: np.full((nk, n, tk, jn), np.nan) for sc in o.scorers}
+    for j, k in enumerate(ks):
+        m = s_var == f"k{k}"
+        if k == 2:
+            m = m | np.char.startswith(s_var.astype(str), "d")
+        m &= (s_ti < tk) & (s_j < jn)
+        for sc in o.scorers:
+            k_sq[sc][j][s_ii[m], s_ti[m], s_j[m]] = samples[f"q_{sc}"].to_numpy(dtype=float)[m]
     return DenseTable(
         n,
         t,
@@ -241,6 +348,21 @@ def _build_dense(o: Outcomes) -> DenseTable:
         k_q,
         agree,
         k_count,
+        k_pick,
+        k_pagree,
+        k_pbad,
+        k_sq,
+        kmax,
+        d_cost,
+        d_worst,
+        d_res,
+        d_err,
+        d_lat,
+        d_agree,
+        d_pick,
+        d_pagree,
+        d_pbad,
+        d_have,
     )
 
 
@@ -300,6 +422,9 @@ def _variant_row(
     k: int,
     prices: PriceBook,
     keys: dict[str, str],
+    *,
+    draw: int = 0,
+    played: Counter[tuple[str, str, str]] | None = None,
 ) -> tuple[dict[str, Any], TierReply] | None:
     """One (item, tier, variant) row and the accounted call, by the router's own functions
     (:func:`~routerlab.decision.account_replies`, :func:`~routerlab.decision.quote_worst_case`);
@@ -310,7 +435,11 @@ def _variant_row(
     api_key = keys.get(tier.api_key_env) if tier.api_key_env else None
     max_tokens = effective_max_tokens(policy, tier_index, query.complexity)
     call = TierCall(tier_index, tier, signal, k, max_tokens, n_requests, samples, policy, query.messages, api_key)
-    played: Counter[tuple[str, str, str]] = Counter()
+    if draw:  # adaptive k: the single request drawing sample number ``draw`` (the plan's draw call)
+        n_requests = samples = 1
+        call = replace(call, top_up=1, n_requests=1, samples=1, draw=draw)
+    if played is None:
+        played = Counter()
 
     def play(specs: Sequence[Any]) -> list[Reply] | None:
         out: list[Reply] = []
@@ -357,8 +486,9 @@ def _variant_row(
         tr = account_replies(prices, tier, replies, samples, worst + top_worst)
     latency, lat_est = _latency(replies, tr.reply_usage)
     row = {
-        "variant": "single" if signal == "none" else f"k{k}",
+        "variant": "single" if signal == "none" else (f"d{draw}" if draw else f"k{k}"),
         "k": samples,
+        "draw": draw,
         "n_requests": tr.n_requests,  # every request made, completions included
         "error_kind": None if tr.error is None else tr.error.kind,
         "fatal": bool(tr.error is not None and not tr.error.retryable),
@@ -384,7 +514,12 @@ def _variant_row(
 
 
 def _hashes(
-    policy: RouterPolicy, cassette_dir: Path, items: Sequence[EvalItem], ks: Sequence[int], scorers: Sequence[str]
+    policy: RouterPolicy,
+    cassette_dir: Path,
+    items: Sequence[EvalItem],
+    ks: Sequence[int],
+    scorers: Sequence[str],
+    k_max: int | None = None,
 ) -> tuple[str, str]:
     """(outcome table key, sha256 of the cassette files alone)."""
     h = hashlib.sha256()
@@ -399,6 +534,7 @@ def _hashes(
     pd_["max_tokens_by_class"] = {c: r.max_tokens for c, r in policy.routing.items()}  # ...except max_tokens
     pd_["confidence_temperature"] = policy.confidence.temperature
     pd_["confidence_answer_pattern"] = policy.confidence.answer_pattern  # the "answer" similarity uses it
+    pd_["draws_k_max"] = k_max  # how far adaptive k's draws are replayed
     h.update(json.dumps(pd_, sort_keys=True).encode())
     h.update(json.dumps([list(ks), [scorer_fingerprint(s) for s in scorers]]).encode())
     for it in items:
@@ -423,8 +559,10 @@ def build_outcomes(
     ks: Sequence[int] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    k_max: int | None = None,
 ) -> Outcomes:
-    """Replay every recorded call once and score it; cached as Parquet (see the module docstring)."""
+    """Replay every recorded call once and score it; cached as Parquet (see the module docstring).
+    ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples."""
     cdir = Path(cassette_dir)
     if ks is None:
         try:
@@ -432,13 +570,19 @@ def build_outcomes(
         except DataError:
             ks = [policy.confidence.k]
     ks = sorted(set(ks))
-    key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers)
+    if k_max is None:
+        try:
+            got = read_manifest(cdir).get("k_max")
+        except DataError:
+            got = None
+        k_max = int(got) if isinstance(got, int) and got > 2 and 2 in ks else None
+    key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers, k_max)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"
     if calls_p.exists() and samples_p.exists():
         calls, samples = pd.read_parquet(calls_p), pd.read_parquet(samples_p)
     else:
-        calls, samples = _build(items, policy, cdir, scorers, ks, progress)
+        calls, samples = _build(items, policy, cdir, scorers, ks, progress, k_max)
         cache.mkdir(parents=True, exist_ok=True)
         _atomic_parquet(calls, calls_p)
         _atomic_parquet(samples, samples_p)
@@ -451,7 +595,9 @@ def build_outcomes(
             position=lambda d: np.arange(len(d)),
         )
     )
-    present_ks = sorted({int(v[1:]) for v in calls["variant"].unique() if v != "single"})
+    texts = {it.id: classifier_text(it.messages, policy.classifier.read) for it in items}
+    item_df["request_text"] = item_df["item_id"].map(texts)  # what the learned start router reads
+    present_ks = sorted({int(v[1:]) for v in calls["variant"].unique() if str(v).startswith("k")})
     return Outcomes(
         calls,
         samples,
@@ -482,6 +628,7 @@ def _build(
     scorers: Sequence[str],
     ks: Sequence[int],
     progress: bool,
+    k_max: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     prices = PriceBook()
     keys = replay_keys(policy)
@@ -496,27 +643,60 @@ def _build(
 
         bar = tqdm(total=len(items), desc="outcome table", unit="item")
     n_tiers = len(policy.tiers)
+
+    def add_rows(it: EvalItem, t: int, row: dict[str, Any], texts: Sequence[str], first_sample: int,
+                 bits: Sequence[int], base: dict[str, Any]) -> None:  # fmt: skip
+        model = policy.tiers[t].model
+        for name, fn in scorer_fns.items():
+            v = fn(it, texts[0], model) if texts else None
+            row[f"q_{name}"] = np.nan if v is None else float(v)
+        row["text"] = texts[0] if texts else ""
+        call_rows.append({**base, **row})
+        for j, text in enumerate(texts):
+            srow: dict[str, Any] = {
+                "item_id": it.id,
+                "tier_index": t,
+                "variant": row["variant"],
+                "sample": first_sample + j,
+                "text": text,
+                "unusable": bits[j] if j < len(bits) else 0,
+            }
+            for name, sfn in scorer_fns.items():
+                v = sfn(it, text, model)
+                srow[f"q_{name}"] = np.nan if v is None else float(v)
+            sample_rows.append(srow)
+
+    def no_votes(row: dict[str, Any]) -> None:
+        for name in SIMILARITY_NAMES:
+            row[f"pick_{name}"], row[f"agree_pick_{name}"], row[f"pbits_{name}"] = -1, np.nan, 0
+
+    def put_votes(row: dict[str, Any], votes: dict[str, SampleVotes]) -> None:
+        for name, v in votes.items():
+            j, a = v.pick("majority")
+            row[f"pick_{name}"], row[f"agree_pick_{name}"], row[f"pbits_{name}"] = j, a, v.bits[j]
+
     for it in items:
         index = load_cassette_index(cdir / cassette_name(it.id))
         query = prepare_query(it.messages, policy.classifier)
         for t in range(n_tiers):
+            tier = policy.tiers[t]
+            base = {
+                "item_id": it.id,
+                "complexity": query.complexity,
+                "tier_index": t,
+                "tier": tier.name,
+                "model": tier.model,
+            }
             variants: list[tuple[Signal, int]] = [("none", 1)]
             if t < n_tiers - 1:
                 variants += [("consistency", k) for k in ks]
             for signal, k in variants:
-                got = _variant_row(it, query, policy, index, t, signal, k, prices, keys)
+                played: Counter[tuple[str, str, str]] = Counter()  # k=2's stream continues into the draws
+                got = _variant_row(it, query, policy, index, t, signal, k, prices, keys, played=played)
                 if got is None:
                     continue
                 row, tr = got
                 texts = tr.texts
-                tier = policy.tiers[t]
-                base = {
-                    "item_id": it.id,
-                    "complexity": query.complexity,
-                    "tier_index": t,
-                    "tier": tier.name,
-                    "model": tier.model,
-                }
                 for name, sim in sims.items():
                     if signal == "none" or len(texts) < 2:
                         row[f"agree_{name}"] = np.nan
@@ -524,23 +704,34 @@ def _build(
                         row[f"agree_{name}"] = sample_agreement(texts, tr.tool_calls, name, answer_pattern)
                     else:
                         row[f"agree_{name}"] = agreement(texts, sim)
-                for name, fn in scorer_fns.items():
-                    v = fn(it, texts[0], tier.model) if texts else None
-                    row[f"q_{name}"] = np.nan if v is None else float(v)
-                row["text"] = texts[0] if texts else ""
-                call_rows.append({**base, **row})
-                for j, text in enumerate(texts):
-                    srow: dict[str, Any] = {
-                        "item_id": it.id,
-                        "tier_index": t,
-                        "variant": row["variant"],
-                        "sample": j,
-                        "text": text,
-                    }
-                    for name, sfn in scorer_fns.items():
-                        v = sfn(it, text, tier.model)
-                        srow[f"q_{name}"] = np.nan if v is None else float(v)
-                    sample_rows.append(srow)
+                bits = [sample_bits(tr, j) for j in range(len(texts))] if tr.error is None else []
+                votes: dict[str, SampleVotes] = {}
+                if signal == "consistency" and tr.error is None and len(texts) >= 2:
+                    votes = {name: votes_of(tr, k, name, answer_pattern) for name in SIMILARITY_NAMES}
+                    put_votes(row, votes)
+                else:
+                    no_votes(row)
+                add_rows(it, t, row, texts, 0, bits, base)
+                if k != 2 or k_max is None or not votes:
+                    continue
+                for m in range(3, k_max + 1):  # the draws, in the order the router makes them
+                    got = _variant_row(it, query, policy, index, t, signal, k, prices, keys, draw=m, played=played)
+                    if got is None:
+                        break  # recorded this far
+                    drow, dr = got
+                    if dr.error is not None or not dr.texts:
+                        for name in SIMILARITY_NAMES:
+                            drow[f"agree_{name}"] = np.nan
+                        no_votes(drow)
+                        add_rows(it, t, drow, dr.texts, m - 1, [], base)
+                        break  # the route stops drawing at a failed draw
+                    b = sample_bits(dr, 0)
+                    for v in votes.values():
+                        v.add(dr.texts[0], dr.first_tool_calls(), b)
+                    for name, v in votes.items():
+                        drow[f"agree_{name}"] = v.first()
+                    put_votes(drow, votes)
+                    add_rows(it, t, drow, dr.texts[:1], m - 1, [b], base)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -550,4 +741,7 @@ def _build(
     calls["worst_pico"] = calls["worst_pico"].astype("int64")
     for col in ("reserve_pico", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "missing", "unusable"):
         calls[col] = calls[col].astype("int64")
+    for name in SIMILARITY_NAMES:
+        calls[f"pick_{name}"] = calls[f"pick_{name}"].astype("int64")
+        calls[f"pbits_{name}"] = calls[f"pbits_{name}"].astype("int64")
     return calls, pd.DataFrame(sample_rows)

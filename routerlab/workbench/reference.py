@@ -66,18 +66,28 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
     cols = ["item_id", "tier_index", "variant", "k", "n_requests", "error_kind", "fatal", "cost_pico", "worst_pico"]
     cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "text", "unusable"]
     cols += ["missing", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "short_latency_ms"]
+    texts: dict[tuple[str, int, str], list[str]] = {}
+    for iid, ti, v, text in o.samples[["item_id", "tier_index", "variant", "text"]].itertuples(index=False, name=None):
+        texts.setdefault((str(iid), int(ti), str(v)), []).append(str(text))
     sim_cols = [f"agree_{s}" for s in sims]
+    pick_cols = [f"{c}_{s}" for s in sims for c in ("pick", "agree_pick", "pbits") if f"pick_{s}" in o.calls]
     q_cols = [f"q_{s}" for s in o.scorers]
-    for row in o.calls[cols + sim_cols + q_cols].itertuples(index=False, name=None):
-        r = dict(zip(cols + sim_cols + q_cols, row, strict=True))
+    for row in o.calls[cols + sim_cols + pick_cols + q_cols].itertuples(index=False, name=None):
+        r = dict(zip(cols + sim_cols + pick_cols + q_cols, row, strict=True))
+        picks = {
+            s: (int(r[f"pick_{s}"]), float(r[f"agree_pick_{s}"]), int(r[f"pbits_{s}"]))
+            for s in sims
+            if f"pick_{s}" in r and int(r[f"pick_{s}"]) >= 0
+        }
         kind = r["error_kind"] if isinstance(r["error_kind"], str) else None
         if kind is not None and provider_error(kind, "").retryable == bool(r["fatal"]):
             raise DataError(
                 f"outcome table row {r['item_id']!r} tier {r['tier_index']} {r['variant']}: error kind {kind!r} "
                 f"is {'retryable' if not r['fatal'] else 'fatal'} in the router, the table says otherwise"
             )
+        key = (str(r["item_id"]), int(r["tier_index"]), str(r["variant"]))
         reply = TierReply(
-            texts=(str(r["text"]),),
+            texts=tuple(texts.get(key) or [str(r["text"])]),
             usage=Usage(int(r["input_tokens"]), int(r["output_tokens"]), cache_read_tokens=int(r["cached_tokens"])),
             cost_usd=_usd(r["cost_pico"]),
             reserve_usd=_usd(r["reserve_pico"]),
@@ -85,6 +95,7 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
             n_requests=int(r["n_requests"]),
             agreements={s: float(r[f"agree_{s}"]) for s in sims},
             unusable_bits=int(r["unusable"]),
+            picks=picks or None,
         )
         short = None
         if int(r["missing"]) > 0:  # the table holds the completed call; the plan first sees it short
@@ -93,10 +104,10 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
                 cost_usd=_usd(r["short_cost_pico"]),
                 reserve_usd=_usd(r["short_reserve_pico"]),
                 agreements=None,
+                picks=None,
                 missing=int(r["missing"]),
             )
         quality = {s: float(r[f"q_{s}"]) for s in o.scorers}
-        key = (str(r["item_id"]), int(r["tier_index"]), str(r["variant"]))
         out[key] = _Recorded(
             reply,
             _usd(r["worst_pico"]),
@@ -121,7 +132,22 @@ class _VirtualClock:
 
 
 def _variant(call: TierCall) -> str:
+    if call.draw:
+        return f"d{call.draw}"
     return "single" if call.signal == "none" else f"k{call.k}"
+
+
+def sample_quality(o: Outcomes) -> dict[tuple[str, int, str, int], dict[str, float]]:
+    """(item_id, tier_index, variant, sample) -> quality of that sample; adaptive k's draw ``m`` is
+    sample ``m - 1`` of the k=2 call it continues."""
+    out: dict[tuple[str, int, str, int], dict[str, float]] = {}
+    cols = ["item_id", "tier_index", "variant", "sample"] + [f"q_{s}" for s in o.scorers]
+    for row in o.samples[cols].itertuples(index=False, name=None):
+        iid, ti, v, j = str(row[0]), int(row[1]), str(row[2]), int(row[3])
+        out[(iid, ti, "k2" if v.startswith("d") else v, j)] = {
+            s: float(q) for s, q in zip(o.scorers, row[4:], strict=True)
+        }
+    return out
 
 
 def route_recorded(
@@ -130,15 +156,16 @@ def route_recorded(
     complexity: str,
     table: dict[tuple[str, int, str], _Recorded],
     prices: PriceBook,
+    start_scores: tuple[float, ...] | None = None,
 ) -> tuple[RouteOutcome, dict[int, str], bool]:
     """One item under one policy: the plan's outcome, the variant called at each tier, and whether the
     final tier was called."""
     clock = _VirtualClock()
-    query = PreparedQuery((), complexity, 0, False)
+    query = PreparedQuery((), complexity, 0, False, start_scores=start_scores)
 
     def quote(call: TierCall) -> Decimal:
         rec = table[(item_id, call.tier_index, _variant(call))]
-        return rec.topup_worst_usd if call.top_up else rec.worst_usd
+        return rec.topup_worst_usd if call.top_up and not call.draw else rec.worst_usd
 
     if policy.retries.max_retries or policy.route_deadline_s is not None:
         raise WorkbenchError(
@@ -165,7 +192,8 @@ def route_recorded(
                     raise DataError(
                         f"the outcome table has no {v!r} call for item {item_id!r} at tier {cmd.tier_index}"
                     ) from None
-                called[cmd.tier_index] = v
+                if not cmd.draw:
+                    called[cmd.tier_index] = v
                 final_called |= cmd.tier_index == len(policy.tiers) - 1
                 if rec.short is not None and not cmd.top_up:  # first the reply as it came, short
                     clock.now += rec.short_latency_ms / 1000.0
@@ -184,11 +212,13 @@ def route_recorded(
 def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
     """Route every item under every policy with the decision procedure itself; arrays of shape (P, N)."""
     table = recorded_replies(o)
+    per_sample = sample_quality(o)
     prices = PriceBook()
     items = list(zip(o.items["item_id"].astype(str), o.items["complexity"].astype(str), strict=True))
     p, n = len(points), len(items)
     tier = np.full((p, n), -1, np.int64)
     variant = np.zeros((p, n), np.int8)
+    sample = np.zeros((p, n), np.int64)
     cost = np.zeros((p, n), np.int64)
     esc = np.zeros((p, n), np.int64)
     premium = np.zeros((p, n), bool)
@@ -196,8 +226,10 @@ def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
     quality = {s: np.zeros((p, n)) for s in o.scorers}
     for pi, pt in enumerate(points):
         policy = pt.to_policy(o.policy)
+        scores = None if policy.start_router is None else o.start_scores(policy.start_router)
         for ni, (iid, cls) in enumerate(items):
-            out, called, final_called = route_recorded(policy, iid, cls, table, prices)
+            given = None if scores is None else tuple(float(x) for x in scores[:, ni])
+            out, called, final_called = route_recorded(policy, iid, cls, table, prices, given)
             cost[pi, ni] = int(out.spent_usd.scaleb(12))
             esc[pi, ni] = len(out.reasons)
             premium[pi, ni] = final_called
@@ -207,9 +239,11 @@ def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
                 v = called[ti]
                 tier[pi, ni] = ti
                 variant[pi, ni] = 0 if v == "single" else 1
+                j = out.answer_sample
+                sample[pi, ni] = j
                 for s in o.scorers:
-                    quality[s][pi, ni] = table[(iid, ti, v)].quality[s]
-    return SimResult(tier, variant, cost, esc, premium, lat, quality)
+                    quality[s][pi, ni] = table[(iid, ti, v)].quality[s] if j == 0 else per_sample[(iid, ti, v, j)][s]
+    return SimResult(tier, variant, cost, esc, premium, lat, quality, sample)
 
 
-__all__ = ["recorded_replies", "route_recorded", "simulate_reference"]
+__all__ = ["recorded_replies", "route_recorded", "sample_quality", "simulate_reference"]

@@ -45,6 +45,7 @@ import pandas as pd
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.decision import escalate_mask
 from routerlab.errors import WorkbenchError
+from routerlab.learned import StartRouter
 from routerlab.policy import ESCALATE_REASONS, RouterPolicy, policy_from_dict, policy_to_dict
 from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
 
@@ -66,6 +67,11 @@ class PolicyPoint:
     check_tiers: tuple[int, ...] | None = None  # the non-final tiers that check (None: every one)
     cap_mode: str = "worst_case"  # worst_case | spent (see the policy's cost_cap_mode)
     escalate_on: tuple[str, ...] | None = None  # unusable answers that escalate (None: the base policy's)
+    answer: str = "first"  # the sample a check returns: first | majority (the medoid)
+    k_max: int | None = None  # adaptive k: draw single samples after the first k=2, up to k_max (None: no draws)
+    stop_share: float = 0.5  # adaptive k: accept once the returned answer's share of the samples reaches this
+    router: StartRouter | None = None  # a learned start router: it picks each item's start tier (not ``start``)
+    router_thresholds: tuple[float, ...] = ()  # its threshold per non-final tier
 
     def to_policy(
         self, base: RouterPolicy, *, name: str | None = None, provenance: dict[str, Any] | None = None
@@ -93,6 +99,17 @@ class PolicyPoint:
             d["cost_cap_mode"] = self.cap_mode
         if self.escalate_on is not None:
             conf["escalate_on"] = list(self.escalate_on)
+        for key in ("answer", "k_max", "stop_share"):
+            conf.pop(key, None)
+        if self.similarity != NO_CHECK:
+            if self.answer != "first":
+                conf["answer"] = self.answer
+            if self.k_max is not None and self.k_max > self.k:
+                conf["k_max"] = self.k_max
+                conf["stop_share"] = float(self.stop_share)
+        d.pop("start_router", None)
+        if self.router is not None:
+            d["start_router"] = self.router.with_thresholds(self.router_thresholds).to_json()
         if name is not None:
             d["name"] = name
         if provenance is not None:
@@ -113,6 +130,16 @@ class PolicyPoint:
             **({} if self.check_tiers is None else {"check_tiers": list(self.check_tiers)}),
             **({} if self.cap_mode == "worst_case" else {"cap_mode": self.cap_mode}),
             **({} if self.escalate_on is None else {"escalate_on": list(self.escalate_on)}),
+            **({} if self.answer == "first" else {"answer": self.answer}),
+            **({} if self.k_max is None else {"k_max": self.k_max, "stop_share": repr(float(self.stop_share))}),
+            **(
+                {}
+                if self.router is None
+                else {
+                    "router": self.router.fingerprint,
+                    "router_thresholds": [repr(float(x)) for x in self.router_thresholds],
+                }
+            ),
         }
         return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -124,6 +151,8 @@ class PolicyPoint:
     def label(self, n_tiers: int | None = None) -> str:
         """A readable name; with ``n_tiers`` (the ladder's length) a policy that cannot escalate says so."""
         start = "/".join(str(s) for s in self.start)
+        if self.router is not None:
+            start = f"learned (p>={','.join(f'{x:.3g}' for x in self.router_thresholds)})"
         check = (
             "no check"
             if self.similarity == NO_CHECK or not self.cascade
@@ -131,6 +160,8 @@ class PolicyPoint:
                 f"{self.similarity} k={self.k} thr={','.join(f'{t:.3g}' for t in self._shown_thresholds())} "
                 f"on {'+'.join(c[0] for c in self.classes)}"
                 + ("" if self.check_tiers is None else f" at tier {'+'.join(map(str, self.check_tiers))}")
+                + ("; majority answer" if self.answer == "majority" else "")
+                + ("" if self.k_max is None else f"; draw to k={self.k_max} until {self.stop_share:.0%} agree")
             )
         )
         cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}" + (" spent" if self.cap_mode == "spent" else "")
@@ -141,6 +172,8 @@ class PolicyPoint:
 
     def can_escalate(self, n_tiers: int) -> bool:
         """On a ladder of ``n_tiers``, can a route move up? (cascade on, and some class starts below the top)"""
+        if self.router is not None:
+            return self.cascade and any(x <= 1.0 for x in self.router_thresholds)
         return self.cascade and any(s < n_tiers - 1 for s in self.start)
 
 
@@ -158,6 +191,7 @@ class SimResult:
     premium_call: np.ndarray
     latency_ms: np.ndarray
     quality: dict[str, np.ndarray]
+    sample: np.ndarray | None = None  # which sample of a k-sample call was returned (0: the first)
 
 
 def _encode(points: Sequence[PolicyPoint], a: DenseTable, base: RouterPolicy) -> dict[str, np.ndarray]:
@@ -195,6 +229,22 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable, base: RouterPolicy) ->
             )
         if len(pt.thresholds) != a.t - 1:
             raise WorkbenchError(f"{len(pt.thresholds)} thresholds given; the ladder has {a.t - 1} non-final tiers")
+        if pt.answer not in ("first", "majority"):
+            raise WorkbenchError(f"answer must be first or majority, got {pt.answer!r}")
+        if pt.k_max is not None and pt.k_max > pt.k:
+            if pt.k != 2:
+                raise WorkbenchError(
+                    f"adaptive k (k_max={pt.k_max}) is simulated after a first draw of k=2 samples, not k={pt.k}"
+                )
+            if not 0 < pt.stop_share <= 1:
+                raise WorkbenchError(f"stop_share must be in (0, 1], got {pt.stop_share}")
+            gaps = [ti for ti in wanted if ti < a.t - 1 and not a.draws_cover(pt.k_max, ti)]
+            if gaps:
+                raise WorkbenchError(
+                    f"adaptive k up to k_max={pt.k_max} needs draws recorded to {pt.k_max} samples at tier "
+                    f"{gaps[0]} for every item; the table has draws to {a.k_max} (record with --k-max "
+                    f"{pt.k_max})"
+                )
     live = [pt.cascade and pt.similarity != NO_CHECK and a.t > 1 for pt in points]  # the check can run at all
     sim_idx = np.array([a.sims.index(pt.similarity) if on else 0 for pt, on in zip(points, live, strict=True)])
     k_idx = np.array([a.ks.index(pt.k) if on else 0 for pt, on in zip(points, live, strict=True)])
@@ -222,6 +272,15 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable, base: RouterPolicy) ->
         np.int8,
     )
     return {
+        "majority": np.array([pt.answer == "majority" for pt in points], bool),
+        "kmax": np.array(
+            [
+                pt.k_max if on and pt.k_max is not None and pt.k_max > pt.k else 0
+                for pt, on in zip(points, live, strict=True)
+            ],
+            np.int64,
+        ),
+        "stop": np.array([float(pt.stop_share) for pt in points], np.float64),
         "spent_mode": np.array([pt.cap_mode == "spent" for pt in points], bool),
         "bad_mask": masks,
         "start": start,
@@ -242,6 +301,21 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
     e = _encode(points, a, o.policy)
     p, n, t = len(points), a.n, a.t
     start = e["start"][:, a.cls]  # (P, N)
+    if any(pt.router is not None for pt in points):
+        start = start.copy()
+        for i, pt in enumerate(points):
+            if pt.router is None:
+                continue
+            if len(pt.router.tiers) != t - 1 or len(pt.router_thresholds) != t - 1:
+                raise WorkbenchError(
+                    f"the learned start router has {len(pt.router.tiers)} tier models and "
+                    f"{len(pt.router_thresholds)} thresholds; the ladder has {t - 1} non-final tiers"
+                )
+            scores = o.start_scores(pt.router)
+            st = np.full(n, t - 1, np.int64)
+            for ti in reversed(range(t - 1)):  # the first tier whose score reaches its threshold
+                st = np.where(scores[ti] >= pt.router_thresholds[ti], ti, st)
+            start[i] = st
     check_cls = (e["cascade"] & e["check_on"])[:, None] & e["inclass"][:, a.cls]
     has_cap = (e["cap"] >= 0)[:, None]
     cap = e["cap"][:, None]
@@ -254,6 +328,13 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
     best_v = np.zeros((p, n), np.int8)
     bu_t = np.full((p, n), -1, np.int64)  # the latest unusable answer (empty, cut off, filtered)
     bu_v = np.zeros((p, n), np.int8)
+    sample = np.zeros((p, n), np.int64)  # the sample returned by the answering call
+    best_s = np.zeros((p, n), np.int64)
+    bu_s = np.zeros((p, n), np.int64)
+    majority = e["majority"][:, None]
+    kmax = e["kmax"]
+    stop = e["stop"][:, None]
+    pick_k = np.zeros((p, n), np.int64)
     spent = np.zeros((p, n), np.int64)
     charged = np.zeros((p, n), np.int64)  # spent plus reserves: what the cap is checked against
     esc = np.zeros((p, n), np.int64)
@@ -279,6 +360,10 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
             s_cost = a.k_scost[e["k"], :, ti]
             s_res = a.k_sres[e["k"], :, ti]
             s_lat = a.k_slat[e["k"], :, ti]
+            if e["majority"].any():
+                pick_k = np.where(majority, a.k_pick[e["sim"], e["k"], :, ti], 0)
+                agree_m = np.where(majority, a.k_pagree[e["sim"], e["k"], :, ti], agree)
+                bits_m = np.where(majority & check, a.k_pbad[e["sim"], e["k"], :, ti], bits)
         else:
             check = np.zeros((p, n), bool)
             cost = np.broadcast_to(a.s_cost[None, :, ti], (p, n))
@@ -304,6 +389,13 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
         spent += np.where(active, cost, 0)
         charged += np.where(active, cost + res, 0)
         lat += np.where(active, late, 0.0)
+        if ti < t - 1 and e["majority"].any():  # the medoid's bits and agreement, unless the check was cut short
+            maj = majority & check & ~short
+            bits = np.where(maj, bits_m, bits)
+            agree = np.where(maj, agree_m, agree)
+            pick = np.where(maj, pick_k, 0)
+        else:
+            pick = np.zeros((p, n), np.int64)
         if ti == t - 1:
             premium |= active
         failed = active & (err > 0)  # every failure moves on to the next tier
@@ -317,37 +409,79 @@ def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable |
         if ti == t - 1:  # the ladder ends: the usable answer beats the final tier's unusable one
             tier = np.where(bad, best_t, tier)
             variant = np.where(bad, best_v, variant)
+            sample = np.where(bad, best_s, sample)
             done |= bad
         else:
             bu_t = np.where(bad, ti, bu_t)
             bu_v = np.where(bad, v_here, bu_v)
+            bu_s = np.where(bad, pick, bu_s)
         good = ok & ~bad
         thr = e["thr"][:, min(ti, e["thr"].shape[1] - 1)][:, None]
         acc_k = good & check & ~short & (agree >= thr)
         low = good & check & ~acc_k
+        drawing = low & ~short & (kmax > 2)[:, None]
+        if ti < t - 1 and drawing.any():
+            # adaptive k: single draws m = 3 .. k_max, each cap-checked; a failed draw stops drawing; accept
+            # once the returned answer's share of the m samples reaches stop_share and it is usable
+            for m in range(3, int(kmax.max()) + 1):
+                go = drawing & (m <= kmax)[:, None]
+                if not go.any():
+                    break
+                d = m - 3
+                over = np.where(spent_mode, charged >= cap, charged + a.d_worst[d, :, ti][None, :] > cap)
+                go &= ~(has_cap & over)
+                drawing &= go  # a blocked draw ends the drawing
+                spent += np.where(go, a.d_cost[d, :, ti][None, :], 0)
+                charged += np.where(go, (a.d_cost[d, :, ti] + a.d_res[d, :, ti])[None, :], 0)
+                lat += np.where(go, a.d_lat[d, :, ti][None, :], 0.0)
+                go &= (a.d_err[d, :, ti] == 0)[None, :]
+                drawing &= go
+                sim_d = np.where(majority, a.d_pagree[e["sim"], d, :, ti], a.d_agree[e["sim"], d, :, ti])
+                pick = np.where(go & majority, a.d_pick[e["sim"], d, :, ti], pick)
+                bits = np.where(go & majority, a.d_pbad[e["sim"], d, :, ti], bits)
+                share = (1.0 + (m - 1) * sim_d) / m
+                acc_d = go & (share >= stop) & ((bits & bad_mask) == 0)
+                acc_k |= acc_d
+                drawing &= ~acc_d
+            low = good & check & ~acc_k
+            ubad = low & ((bits & bad_mask) != 0)  # drawing ended on an unusable majority answer
+            bu_t = np.where(ubad, ti, bu_t)
+            bu_v = np.where(ubad, 1, bu_v)
+            bu_s = np.where(ubad, pick, bu_s)
+            esc += low
+            low &= ~ubad
+        else:
+            esc += low
         best_t = np.where(low, ti, best_t)
         best_v = np.where(low, 1, best_v)
-        esc += low
+        best_s = np.where(low, pick, best_s)
         accepted = acc_k | (good & ~check)
         tier = np.where(accepted, ti, tier)
         variant = np.where(accepted, v_here, variant)
+        sample = np.where(accepted, np.where(check, pick, 0), sample)
         done |= accepted
     fallback = ~done & (best_t >= 0)
     tier = np.where(fallback, best_t, tier)
     variant = np.where(fallback, best_v, variant)
+    sample = np.where(fallback, best_s, sample)
     fallback_u = ~done & (best_t < 0) & (bu_t >= 0)
     tier = np.where(fallback_u, bu_t, tier)
     variant = np.where(fallback_u, bu_v, variant)
+    sample = np.where(fallback_u, bu_s, sample)
+    sample = np.where((variant == 1) & (tier >= 0), sample, 0)
     quality = {}
     rows = np.arange(n)[None, :]
     tt = np.clip(tier, 0, t - 1)
     tk = np.clip(tier, 0, max(t - 2, 0))
     for sc in a.s_q:
         qs = a.s_q[sc][rows, tt]
-        qk = a.k_q[sc][e["k"][:, None], rows, tk]
+        if sc in a.k_sq and a.k_sq[sc].size:
+            qk = a.k_sq[sc][e["k"][:, None], rows, tk, sample]
+        else:
+            qk = a.k_q[sc][e["k"][:, None], rows, tk]
         q = np.where(variant == 1, qk, qs)
         quality[sc] = np.where(tier >= 0, q, 0.0)
-    return SimResult(tier, variant, spent, esc, premium, lat, quality)
+    return SimResult(tier, variant, spent, esc, premium, lat, quality, sample)
 
 
 def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable | None = None) -> SimResult:
@@ -382,7 +516,7 @@ def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTab
         return simulate(o, points, arrays=a)
     sim = simulate(o, run, arrays=a)
     p, n = len(points), a.n
-    fields = ("tier", "variant", "cost_pico", "escalations", "premium_call", "latency_ms")
+    fields = ("tier", "variant", "cost_pico", "escalations", "premium_call", "latency_ms", "sample")
     out = {f: np.empty((p, n), dtype=getattr(sim, f).dtype) for f in fields}
     qual = {sc: np.empty((p, n), dtype=q.dtype) for sc, q in sim.quality.items()}
     if direct:
@@ -398,7 +532,7 @@ def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTab
         thr = np.array([points[i].thresholds for i in members], np.float64)  # (G, T-1)
         idx = np.zeros((len(members), n), np.int64)
         for k in range(a.t - 1):
-            agree = a.agree[j, kk, :, k]
+            agree = (a.k_pagree if key.answer == "majority" else a.agree)[j, kk, :, k]
             idx |= (agree[None, :] >= thr[:, k, None]).astype(np.int64) << k
         rows = base + idx
         m = np.asarray(members)
@@ -407,8 +541,9 @@ def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTab
         for sc in qual:
             qual[sc][m] = sim.quality[sc][rows, cols]
     return SimResult(
-        out["tier"], out["variant"], out["cost_pico"], out["escalations"], out["premium_call"], out["latency_ms"], qual
-    )
+        out["tier"], out["variant"], out["cost_pico"], out["escalations"], out["premium_call"], out["latency_ms"], qual,
+        out["sample"],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- grids and sweeps
@@ -728,6 +863,7 @@ def per_item(o: Outcomes, point: PolicyPoint) -> pd.DataFrame:
             "tier": [o.tiers[x] if x >= 0 else None for x in t],
             "model": [o.models[x] if x >= 0 else None for x in t],
             "variant": np.where(sim.variant[0] == 1, "k", "single"),
+            "sample": sim.sample[0] if sim.sample is not None else 0,
             "cost_usd": [Decimal(int(c)) / PICO for c in sim.cost_pico[0]],
             "escalations": sim.escalations[0],
             "latency_ms": sim.latency_ms[0],
@@ -769,4 +905,9 @@ def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
         check_tiers=c.tiers if check else None,
         cap_mode=policy.cost_cap_mode,
         escalate_on=None if c.escalate_on == ESCALATE_REASONS else c.escalate_on,
+        answer=c.answer if check else "first",
+        k_max=c.k_max if check and c.k_max is not None and c.k_max > c.k else None,
+        stop_share=c.stop_share if check and c.k_max is not None and c.k_max > c.k else 0.5,
+        router=policy.start_router,
+        router_thresholds=() if policy.start_router is None else policy.start_router.thresholds,
     )
