@@ -288,9 +288,12 @@ def write_outputs(
     policies_dir: str | os.PathLike[str] | None = None,
     date: str | None = None,
     audit: AuditResult | None = None,
+    smarter: bool = True,
 ) -> dict[str, Path]:
     """``reports/<name>/frontier.png``, ``reports/<name>/report.md`` and ``policies/<name>.json`` (with
-    ``audit``: also ``audit.png``, ``audit.csv`` and an audit section in the report).
+    ``audit``: also ``audit.png``, ``audit.csv`` and an audit section in the report; with ``smarter``, the
+    default, ``escalation.png`` and the section comparing majority answers, adaptive k and the learned start
+    tier with the fixed check, see :func:`smarter_section`).
 
     A study that ``routerlab export`` refuses (a scorer that cannot tell the tiers apart, or a certified
     chooser that certified nothing cheaper than all-premium) gets its report, saying why, but no policy
@@ -313,6 +316,9 @@ def write_outputs(
         out["audit"] = save_audit_png(audit, rdir / "audit.png", title=f"{study.name}: {audit.splits} re-splits")
         atomic_write_text(rdir / "audit.csv", audit.runs.to_csv(index=False))
         text += "\n" + audit_section(audit, png_name="audit.png")
+    if smarter and len(study.outcomes.tiers) > 1:
+        text += "\n" + smarter_section(study, png_path=rdir / "escalation.png")
+        out["escalation"] = rdir / "escalation.png"
     atomic_write_text(md, text)
     return out
 
@@ -333,4 +339,115 @@ def audit_section(audit: AuditResult, *, png_name: str | None) -> str:
     ]
     if png_name:
         lines.append(f"![audit]({png_name})\n")
+    return "\n".join(lines)
+
+
+def _share(v: Any) -> str:
+    return "n/a" if v is None or v != v else f"{v:.1%}"
+
+
+def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: int = 500) -> str:
+    """Majority answers, adaptive k and the learned start tier beside the fixed two-sample check (chosen on
+    dev at 90% and 95% floors, measured on test), and the learned start router against the keyword
+    classifier, a random router and the oracle (RouteLLM's APGR and CPT on test)."""
+    from routerlab.workbench.escalation import FAMILIES, adaptive_settings, compare_escalation, save_escalation_png
+    from routerlab.workbench.learn import compare_start_routers, train_start_router
+
+    o = study.outcomes
+    lines = ["## Smarter escalation: majority answers, adaptive k, a learned start tier\n"]
+    if len(o.tiers) < 2:
+        return ""
+    table, frontiers = compare_escalation(
+        o, scorer=study.scorer, dev=study.dev, test=study.test, tune=study.tune, bootstrap=bootstrap
+    )
+    ad = adaptive_settings(o)
+    lines.append(
+        "Nested policy grids, each a superset of the one above it: today's fixed two-sample check; plus the "
+        "samples' majority (medoid) answer; plus adaptive k"
+        + (
+            f" (after two disagreeing samples draw more, up to {', '.join(sorted({str(k) for k, _ in ad}))} "
+            f"samples, accepting once {' or '.join(sorted({f'{s:.0%}' for _, s in ad}))} of them back the answer)"
+            if ad
+            else " (not recorded for this study: no draws beyond two samples)"
+        )
+        + "; plus a learned start tier (a logistic model on hashed n-grams, trained on the tuning split, "
+        "picks each query's start tier). "
+        f"Each family's cheapest policy at the floor on the {table.attrs['split']} split "
+        f"({table.attrs['items']} queries"
+        + (", which the learned router was not trained on" if table.attrs["split"] == "calibrate" else "")
+        + "), measured on test; 95% paired bootstrap intervals.\n"
+    )
+    shown = table.assign(
+        **{
+            "floor": table["floor"].map(lambda f: f"{f:.0%}"),
+            "test quality share": table["test quality share"].map(_share),
+            "share CI": table["share CI"].map(_ci),
+            "test cost reduction": table["test cost reduction"].map(_share),
+            "reduction CI": table["reduction CI"].map(_ci),
+            "floor met on test": table["floor met on test"].map(lambda b: "yes" if b else "**no**"),
+        }
+    )
+    lines.append(_table(shown, 4) + "\n")
+    words = []
+    for floor in sorted(table["floor"].unique()):
+        at = table[table["floor"] == floor].set_index("family")
+        base = at.loc[FAMILIES[0]]
+        for fam in at.index[1:]:
+            r = at.loc[fam]
+            d = r["test cost reduction"] - base["test cost reduction"]
+            verdict = (
+                "the same policy as the fixed check" if r["policy"] == base["policy"]
+                else f"{'more' if d > 0 else 'less'} saving on test ({_share(r['test cost reduction'])} "
+                f"{_ci(r['reduction CI'])} against {_share(base['test cost reduction'])} {_ci(base['reduction CI'])})"
+            )  # fmt: skip
+            if not r["floor met on test"]:
+                verdict += ", but it missed the floor on test"
+            words.append(f"at {floor:.0%}, {fam}: {verdict}")
+    lines.append(
+        "In words: " + "; ".join(words) + ". Overlapping intervals mean the test split cannot tell them apart.\n"
+    )
+    if png_path is not None:
+        save_escalation_png(
+            frontiers, png_path, quality=f"quality_{study.scorer}", split=table.attrs["split"],
+            title=f"{study.name}: frontier of each family ({table.attrs['split']} split)",
+        )  # fmt: skip
+        lines.append(f"![escalation]({png_path.name})\n")
+    # the learned start router alone, as RouteLLM evaluates routers
+    if "request_text" in o.items and study.tune is not None:
+        tune = study.tune
+        router = train_start_router(o, study.scorer, mask=tune)
+        cmp = compare_start_routers(o, router, study.scorer, mask=study.test, bootstrap=bootstrap)
+        lines.append("### The learned start tier against the keyword classifier (test split)\n")
+        lines.append(
+            f"RouteLLM's two-model setting: weak = {o.tiers[0]}, strong = {o.tiers[-1]}, each answering with its "
+            f"single call; a router sends its most strong-looking queries to the strong model. APGR is the area "
+            f"under PGR against the strong-call share; CPT(50%) the strong-call share that recovers half the "
+            f"quality gap. Trained on {int(tune.sum())} tuning queries, measured on {int(cmp['items'].iloc[0])} "
+            f"test queries (weak quality {cmp.attrs['weak_quality']:.4f}, strong {cmp.attrs['strong_quality']:.4f}); "
+            f"{cmp.attrs['bootstrap']} bootstrap resamples. The keyword classifier ranks only by its three "
+            "classes (ties sent together); the random router is one seeded draw.\n"
+        )
+        ct = pd.DataFrame(
+            {
+                "router": cmp["router"],
+                "APGR": cmp["APGR"].round(3),
+                "APGR 95% CI": [f"[{a:.3f}, {b:.3f}]" for a, b in zip(cmp["APGR_lo"], cmp["APGR_hi"], strict=True)],
+                "CPT(50%)": [_share(v) for v in cmp["CPT50"]],
+                "CPT 95% CI": [
+                    f"[{_share(a)}, {_share(b)}]" for a, b in zip(cmp["CPT50_lo"], cmp["CPT50_hi"], strict=True)
+                ],
+            }
+        )
+        lines.append(_table(ct, 4) + "\n")
+        apgr_of = dict(zip(cmp["router"], cmp["APGR"].astype(float), strict=True))
+        la, ka, ra = (apgr_of[n] for n in ("learned start router", "keyword classifier", "random router"))
+        lo, hi = float(cmp["APGR_lo"].iloc[0]), float(cmp["APGR_hi"].iloc[0])
+        lines.append(
+            f"In words: the learned start tier's APGR is {la:.3f} [{lo:.3f}, {hi:.3f}] against the keyword "
+            f"classifier's {ka:.3f} and the random router's {ra:.3f}; "
+            + ("its interval lies above 0.5 (random mixing)" if lo > 0.5 else "its interval includes 0.5: on this "
+               "test split it is not distinguishable from random mixing")
+            + f". Its scikit-learn fit and the pure-Python evaluation production runs differ by at most "
+            f"{router.trained['max_abs_diff_vs_sklearn']:.1e} in probability.\n"
+        )  # fmt: skip
     return "\n".join(lines)
