@@ -373,6 +373,15 @@ def run_load(routes: int = 2000, concurrency: int = 50, seed: int = 0) -> dict[s
         elif got < calls:  # sent but never received (a connection the server had closed, refused)
             unseen += calls - got
             lost.update(a.error_kind or a.outcome for a in out.attempts if a.calls)
+    # A route that ends in an error must have tried every tier from its start to the last: the load only
+    # decides which tiers fail (timeouts under a busy server), never whether the route gives up early.
+    start = {i: (1 if i % len(PROMPTS) == 2 else 0) for i in range(routes)}  # the ladder's start tiers
+    gave_up: list[str] = []
+    for i, out in outcomes.items():
+        if isinstance(out, Exception):
+            tried = [a.tier_index for a in out.attempts]
+            if tried != list(range(start[i], 3)) or any(a.outcome == "accepted" for a in out.attempts):
+                gave_up.append(f"route {i}: tiers {tried}, outcomes {[a.outcome for a in out.attempts]}")
     lines = [json.loads(x) for x in handler.lines if x.startswith("{")]
     route_lines = Counter(x["query_id"] for x in lines if x.get("event") == "route")
     line_problems = [f"{q}: {c} lines" for q, c in route_lines.items() if c != 1]
@@ -396,6 +405,8 @@ def run_load(routes: int = 2000, concurrency: int = 50, seed: int = 0) -> dict[s
             "exceptions outside the error tree": foreign,
             "requests not accounted for in attempts": mismatched,
             "routes without exactly one log line": line_problems,
+            "failed routes that did not try every tier": gave_up,
+            "no route answered": [] if by_outcome.get("ok", 0) else ["0 of the routes got an answer"],
             "keys leaked": leaks,
             "fault kinds never served": [k for k in FAULTS if not faults.get(k)],
             "file descriptors grew": [] if fds_after <= fds_before + 5 else [f"{fds_before} -> {fds_after}"],

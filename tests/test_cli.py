@@ -87,7 +87,9 @@ def test_fetch_import_replay_from_the_command_line(tmp_path: Path, capsys: pytes
     assert pol["provenance"]["quality_floor"].startswith("0.9")
     assert pol["provenance"]["chooser"] == "point estimate (not certified)"
     assert main(["report", "mot_date", "--root", str(tmp_path), "--quiet", "--chooser", "point"]) == 0
-    assert (tmp_path / "reports" / "mot_date" / "report.md").exists()
+    report = (tmp_path / "reports" / "mot_date" / "report.md").read_text()
+    assert "## Smarter escalation" in report and "+ adaptive k" in report and "| learned start router |" in report
+    assert (tmp_path / "reports" / "mot_date" / "escalation.png").stat().st_size > 1000
     policy_bytes = (tmp_path / "policies" / "mot_date.json").read_bytes()
     assert main(["frontier", "mot_date", "--root", str(tmp_path), "--quiet", "--floor", "0.5"]) == 0
     assert (tmp_path / "reports" / "mot_date" / "frontier.csv").exists()

@@ -65,6 +65,7 @@ def test_own_eval_set_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: py
         reports = root / "reports" / "calc"
         assert (reports / "sweep.csv").is_file() and (reports / "frontier.png").stat().st_size > 1000
         assert "exact" in (reports / "report.md").read_text()
+        assert "## Smarter escalation" in (reports / "report.md").read_text()  # also on a small own eval set
         tuned = load_policy(out)
         assert tuned.max_cost_per_query_usd == Decimal("0.05")  # the production cap survives the export
         assert tuned.provenance["tier_models"] == ["small-1", "medium-1", "large-1"]

@@ -108,7 +108,10 @@ def test_reports_are_reproduced_exactly(study: Any, imported: Any, tmp_path: Pat
     res = audit(study.outcomes, default_grid(study.outcomes), scorer="exact", splits=3, bootstrap=50)
     c = write_outputs(study, reports_dir=tmp_path / "c", policies_dir=tmp_path / "pc", date="2026-11-28", audit=res)
     with_audit = c["report"].read_text()
-    assert with_audit.startswith(text) and "## Audit: the whole choice repeated over random re-splits" in with_audit
+    # the audit section goes between the main report and the smarter-escalation section, which are unchanged
+    head, smarter = text.split("\n## Smarter escalation", 1)
+    assert with_audit.startswith(head) and with_audit.endswith("\n## Smarter escalation" + smarter)
+    assert "## Audit: the whole choice repeated over random re-splits" in with_audit
     assert "| point estimate |" in with_audit and "| certified |" in with_audit and "![audit](audit.png)" in with_audit
     assert c["audit"].stat().st_size > 1000
     assert a["frontier"].stat().st_size > 20_000
@@ -176,3 +179,30 @@ def test_demo_on_mot_date_says_when_the_floor_leaves_no_saving(imported: Any) ->
         "audit, certified: on the held-out part, the chosen policy's quality reached the 95% floor" in text
         and (ws / "reports" / "mot_date" / "audit.png").exists()
     )
+
+
+def test_explorer_turns_the_new_knobs_and_agrees_with_evaluate(study: Any) -> None:
+    """Majority answers, adaptive k and the learned start tier from the controls: each move gives the
+    numbers of the single-policy evaluation of the policy the controls describe."""
+    from routerlab.workbench.learn import train_start_router
+    from routerlab.workbench.sweep import evaluate
+    from routerlab.workbench.widgets import Explorer
+
+    router = train_start_router(study.outcomes, study.scorer, mask=study.tune)
+    ex = Explorer(study, plot=False, router=router)
+    ex.similarity.value = "answer"
+    ex.answer.value = "majority"
+    assert ex.point().answer == "majority"
+    ex.k_max.value = 6
+    ex.stop_share.value = 0.6
+    pt = ex.point()
+    assert (pt.k_max, pt.stop_share) == (6, 0.6)
+    ex.use_router.value = True
+    ex.router_thresholds[0].value = 0.4
+    pt = ex.point()
+    assert pt.router == router and pt.router_thresholds[0] == 0.4
+    want = evaluate(study.outcomes, pt, mask=study.dev, bootstrap=200)
+    assert ex.current["cost_per_1k_usd"] == want["cost_per_1k_usd"]
+    assert ex.current[f"quality_{study.scorer}"] == want[f"quality_{study.scorer}"]
+    ex.router_thresholds[0].value = 1.01  # never start at the cheapest tier: the numbers move
+    assert ex.current["share_tier_0"] <= want["share_tier_0"]

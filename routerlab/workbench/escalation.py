@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from routerlab.errors import WorkbenchError
 from routerlab.jsonio import atomic_write
 from routerlab.workbench.export import choose
 from routerlab.workbench.frontier import pareto_frontier
@@ -76,7 +77,10 @@ def family_points(
         ]
         out[FAMILIES[2]] = out[FAMILIES[1]] + drawn
     if tune is not None and scorer is not None and "request_text" in o.items and len(o.tiers) > 1:
-        router = train_start_router(o, scorer, mask=tune)
+        try:
+            router = train_start_router(o, scorer, mask=tune)
+        except WorkbenchError:
+            return out  # e.g. no tuning item with a score at both ends of the ladder: no learned family
         grid = router_threshold_grid(o, router, mask=tune, n=4)
         combos = list(itertools.product(*grid))
         prev = out[list(out)[-1]]

@@ -415,9 +415,13 @@ def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: in
     # the learned start router alone, as RouteLLM evaluates routers
     if "request_text" in o.items and study.tune is not None:
         tune = study.tune
-        router = train_start_router(o, study.scorer, mask=tune)
-        cmp = compare_start_routers(o, router, study.scorer, mask=study.test, bootstrap=bootstrap)
         lines.append("### The learned start tier against the keyword classifier (test split)\n")
+        try:
+            router = train_start_router(o, study.scorer, mask=tune)
+            cmp = compare_start_routers(o, router, study.scorer, mask=study.test, bootstrap=bootstrap)
+        except WorkbenchError as e:
+            lines.append(f"Not compared: {e}.\n")
+            return "\n".join(lines)
         lines.append(
             f"RouteLLM's two-model setting: weak = {o.tiers[0]}, strong = {o.tiers[-1]}, each answering with its "
             f"single call; a router sends its most strong-looking queries to the strong model. APGR is the area "

@@ -817,8 +817,20 @@ def sweep(
     if bar is not None:
         bar.close()
     df = pd.concat(frames, ignore_index=True)
-    df.attrs["points"] = pts
+    df.attrs["points"] = _Points(pts)
     return df
+
+
+class _Points(list[PolicyPoint]):
+    """The sweep table's points, shared (not deep-copied) by the frames pandas derives from it: pandas
+    deep-copies ``attrs`` on every column access and slice, and the points are immutable (a learned
+    router's coefficients inside made that copy cost most of a report's time)."""
+
+    def __copy__(self) -> _Points:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Points:
+        return self
 
 
 #: Peak temporaries of :func:`simulate` plus :func:`summarize` per (policy, item): tracemalloc read 223

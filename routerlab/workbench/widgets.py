@@ -1,10 +1,14 @@
 """The interactive policy explorer (ipywidgets) for JupyterLab.
 
 Sliders for each non-final tier's consistency threshold, a similarity
-selector, a start-tier selector per complexity class, a cascade toggle and a
-cost cap. Every change re-evaluates that one policy on the outcome table
-(:func:`routerlab.workbench.sweep.evaluate`, milliseconds; not a re-sweep), moves the
-highlighted point on the frontier plot and refreshes the numbers table.
+selector, a start-tier selector per complexity class, a cascade toggle, a
+cost cap, which answer a check returns (first sample or majority), adaptive
+k (draw up to k_max samples, stopping at a share), and, given a learned start
+router, a toggle and a start threshold per non-final tier. Every change
+re-evaluates that one policy on the outcome table
+(:func:`routerlab.workbench.sweep.evaluate`, milliseconds; not a re-sweep),
+moves the highlighted point on the frontier plot and refreshes the numbers
+table.
 
 The plot is drawn once; a move restores that rendered background, draws only
 the highlighted point on it and sends the PNG as the new value of an
@@ -21,6 +25,7 @@ import ipywidgets as w
 import pandas as pd
 
 from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.learned import StartRouter
 from routerlab.workbench.plots import plot_study
 from routerlab.workbench.study import Study
 from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, evaluate, point_by_id
@@ -31,10 +36,18 @@ _PICO_USD = Decimal("1e-12")
 class Explorer:
     """Build with a :class:`~routerlab.workbench.Study`; display ``explorer.widget``."""
 
-    def __init__(self, study: Study, *, start: PolicyPoint | None = None, plot: bool = True) -> None:
+    def __init__(
+        self,
+        study: Study,
+        *,
+        start: PolicyPoint | None = None,
+        plot: bool = True,
+        router: StartRouter | None = None,
+    ) -> None:
         self.study = study
         o = study.outcomes
         pt = start or default_start(study)
+        self.router = router if router is not None else pt.router
         has_samples = bool(o.ks)
         sims = [*o.similarities, NO_CHECK] if has_samples else [NO_CHECK]
         self.similarity = w.Dropdown(
@@ -70,6 +83,44 @@ class Explorer:
         )
         self.k = pt.k if pt.k in o.ks else (o.ks[0] if o.ks else 2)
         self.classes = pt.classes
+        wide = {"description_width": "initial"}
+        self.answer = w.Dropdown(
+            options=[("first sample", "first"), ("majority (medoid)", "majority")],
+            value=pt.answer,
+            description="check returns",
+            style=wide,
+            disabled=not has_samples,
+        )
+        top = o.dense().k_max if self.k == 2 else 2
+        draws = [("no (fixed k)", 0)] + [(f"up to {m} samples", m) for m in range(3, top + 1)]
+        self.k_max = w.Dropdown(
+            options=draws,
+            value=pt.k_max if pt.k_max and pt.k_max <= top else 0,
+            description="adaptive k",
+            style=wide,
+            disabled=top <= 2,
+        )
+        self.stop_share = w.FloatSlider(
+            value=pt.stop_share, min=0.34, max=1.0, step=0.01, description="stop at share",
+            continuous_update=False, readout_format=".2f", style=wide, disabled=top <= 2,
+        )  # fmt: skip
+        self.use_router = w.Checkbox(
+            value=pt.router is not None, description="learned start tier", disabled=self.router is None
+        )
+        self.router_thresholds = [
+            w.FloatSlider(
+                value=pt.router_thresholds[i] if pt.router_thresholds else 0.5,
+                min=0.0,
+                max=1.01,
+                step=0.01,
+                description=f"start at {o.tiers[i]} if p >=",
+                continuous_update=False,
+                readout_format=".2f",
+                style=wide,
+                disabled=self.router is None,
+            )  # fmt: skip
+            for i in range(len(o.tiers) - 1)
+        ]
         self.table = w.HTML()
         self.table.add_class("routerlab-explorer-table")
         self.status = w.HTML()
@@ -79,7 +130,10 @@ class Explorer:
         self._fig: Any = None
         self._marker: Any = None
         self._background: Any = None
-        controls = [self.similarity, *self.thresholds, *self.starts, self.cascade, self.cap]
+        controls = [self.similarity, *self.thresholds, *self.starts, self.cascade, self.cap, self.answer]
+        controls += [self.k_max, self.stop_share]
+        if self.router is not None:
+            controls += [self.use_router, *self.router_thresholds]
         for c in controls:
             c.observe(self._changed, names="value")
         self.widget = w.HBox(
@@ -105,14 +159,22 @@ class Explorer:
             with localcontext(prec=60):  # the sweep counts in 1e-12 USD: round down, at any size
                 cap = cap.quantize(_PICO_USD, rounding=ROUND_DOWN)
         sim = self.similarity.value
+        checked = sim != NO_CHECK
+        k_max = int(self.k_max.value) or None
+        learned = self.router is not None and bool(self.use_router.value)
         return PolicyPoint(
             start=tuple(int(d.value) for d in self.starts),
             cascade=bool(self.cascade.value),
             similarity=sim,
             k=self.k,
             classes=self.classes,
-            thresholds=tuple(round(float(s.value), 4) for s in self.thresholds) if sim != NO_CHECK else (),
+            thresholds=tuple(round(float(s.value), 4) for s in self.thresholds) if checked else (),
             cap_usd=cap,
+            answer=str(self.answer.value) if checked else "first",
+            k_max=k_max if checked else None,
+            stop_share=round(float(self.stop_share.value), 4) if checked and k_max else 0.5,
+            router=self.router if learned else None,
+            router_thresholds=tuple(round(float(s.value), 4) for s in self.router_thresholds) if learned else (),
         )
 
     def _changed(self, change: dict[str, Any]) -> None:
