@@ -169,6 +169,17 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tier_temperatures(text: str) -> tuple[str, list[float]]:
+    name, sep, values = text.partition("=")
+    try:
+        temps = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        temps = []
+    if not sep or not name or not temps or not all(0.0 <= t <= 2.0 for t in temps):
+        raise argparse.ArgumentTypeError(f"expected TIER=T1,T2 with temperatures in [0, 2], got {text!r}")
+    return name, temps
+
+
 def _record(args: argparse.Namespace) -> int:
     """``routerlab record``: 0 when every request got an answer, 2 when some failed after retries (or, in
     mode none, when requests are missing)."""
@@ -186,12 +197,25 @@ def _record(args: argparse.Namespace) -> int:
         out = study.cassettes
     items = load_evalset(args.evalset)
     policy = load_policy(args.policy)
+    temps: dict[int, list[float]] = {}
+    for name, values in args.sample_temperatures or []:
+        try:
+            ti = policy.tier_index(name)
+        except KeyError:
+            raise RouterlabError(
+                f"--sample-temperatures: no tier {name!r} in {args.policy} (tiers: "
+                f"{', '.join(t.name for t in policy.tiers)})"
+            ) from None
+        if ti == len(policy.tiers) - 1:
+            raise RouterlabError(f"--sample-temperatures: {name!r} is the final tier, which takes no samples")
+        temps[ti] = values
     rep = record(
         items,
         policy,
         out,
         ks=args.k,
         k_max=args.k_max,
+        sample_temperatures=temps or None,
         force=args.force,
         mode=args.mode,
         concurrency=args.concurrency,
@@ -767,6 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="K",
         help="adaptive k: also record single draws of samples 3..K at each non-final tier (after k=2)",
+    )
+    rec.add_argument(
+        "--sample-temperatures",
+        type=_tier_temperatures,
+        action="append",
+        metavar="TIER=T1,T2",
+        help="the temperature knob: also record that non-final tier's samples at these temperatures, e.g. "
+        "cheap=0.4,1.0 (repeat for other tiers); the sweep then compares them",
     )
     rec.add_argument(
         "--force",

@@ -39,7 +39,7 @@ One route, tier by tier from the class's start tier:
    worst case of the call (estimated input, output at max_tokens, every
    sample) could push the query's spend over the cap; in ``spent`` mode once
    the spend has reached the cap;
-6. call it: one sample, or k samples at the confidence temperature where the
+6. call it: one sample, or k samples at the tier's sample temperature where the
    confidence check applies (cascade on, non-final tier, class listed), or one
    sample with token log-probabilities for the ``logprob`` signal; a reply
    with fewer choices than ``n=k`` asked is completed by single requests (if
@@ -360,7 +360,7 @@ def tier_requests(
     """The request(s) the router sends to one tier, and how many samples they yield.
 
     ``signal`` is ``none`` (one sample at the tier's temperature),
-    ``consistency`` (k samples at the confidence temperature: one request with
+    ``consistency`` (k samples at the tier's sample temperature: one request with
     ``n=k`` where the tier accepts ``n``, else k identical requests) or
     ``logprob`` (one sample with token log-probabilities). ``top_up`` > 0 asks
     instead for that many single-sample requests of the consistency call (a
@@ -373,10 +373,10 @@ def tier_requests(
     n_requests, samples = call_shape(tier, signal, k)
     common: dict[str, Any] = dict(options=options)
     if top_up:
-        temp = policy.confidence.temperature
+        temp = policy.sample_temperature(tier_index)
         return [_build(tier, messages, max_tokens, api_key, temp, **common) for _ in range(top_up)], top_up
     if signal == "consistency":
-        temp = policy.confidence.temperature
+        temp = policy.sample_temperature(tier_index)
         if n_requests == 1:
             return [_build(tier, messages, max_tokens, api_key, temp, n=k, **common)], samples
         return [_build(tier, messages, max_tokens, api_key, temp, **common) for _ in range(n_requests)], samples

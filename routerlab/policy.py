@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -87,6 +87,7 @@ class Tier:
     supports_n: bool | None = None  # one request with n=k for k samples; None in a file: the host's default
     reasoning: bool | None = None  # OpenAI reasoning-model request shape; None in a file: by model name
     reasoning_effort: str | None = None  # sent as reasoning_effort (reasoning tiers only)
+    sample_temperature: float | None = None  # this tier's consistency samples (None: confidence.temperature)
 
     def __post_init__(self) -> None:
         # resolve the defaults once, so every reader sees one value under one name
@@ -231,6 +232,20 @@ class RouterPolicy:
     def with_changes(self, **changes: Any) -> RouterPolicy:
         return replace(self, **changes)
 
+    def sample_temperature(self, tier_index: int) -> float:
+        """The temperature of a tier's consistency samples: its own ``sample_temperature``, else
+        ``confidence.temperature``."""
+        t = self.tiers[tier_index].sample_temperature
+        return self.confidence.temperature if t is None else t
+
+    def with_sample_temperatures(self, temps: Sequence[float | None]) -> RouterPolicy:
+        """The policy with the non-final tiers' sample temperatures set (None: leave that tier as it is)."""
+        tiers = list(self.tiers)
+        for i, t in enumerate(temps):
+            if t is not None:
+                tiers[i] = replace(tiers[i], sample_temperature=float(t))
+        return replace(self, tiers=tuple(tiers))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RouterPolicy) and policy_to_dict(self) == policy_to_dict(other)
 
@@ -342,6 +357,7 @@ _TIER_KEYS = (
     "supports_n",
     "reasoning",
     "reasoning_effort",
+    "sample_temperature",
 )
 _PRICE_KEYS = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok")
 _CONF_KEYS = (
@@ -420,6 +436,9 @@ def _read_tier(r: _Reader, v: Any, path: str) -> Tier:
         supports_n=supports_n,
         reasoning=reasoning,
         reasoning_effort=effort,
+        sample_temperature=None
+        if d.get("sample_temperature") is None
+        else r.number(d["sample_temperature"], f"{path}.sample_temperature", 0.0, 2.0),
     )
 
 
@@ -715,6 +734,8 @@ def policy_to_dict(p: RouterPolicy) -> dict[str, Any]:
             out["reasoning"] = t.reasoning
         if t.reasoning_effort is not None:
             out["reasoning_effort"] = t.reasoning_effort
+        if t.sample_temperature is not None:
+            out["sample_temperature"] = _real(t.sample_temperature)
         return out
 
     c = p.confidence

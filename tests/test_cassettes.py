@@ -584,7 +584,11 @@ def test_fast_path_equals_vcrpy_playback_on_imported_mot_date(mot_date_20: impor
     assert len(items) == 20
     manifest = cassettes.read_manifest(mot_date_20.cassettes)
     limits = {int(k): v for k, v in manifest["sample_limits"].items()}
-    n = compare_with_vcrpy(policy, mot_date_20.cassettes, items, ks=manifest["ks"], sample_limits=limits)
+    temps = cassettes.recorded_temperatures(policy, manifest)  # gpt-3.5's samples at T=0.8 too
+    assert temps == {1: (0.4, 0.8)}
+    n = compare_with_vcrpy(
+        policy, mot_date_20.cassettes, items, ks=manifest["ks"], sample_limits=limits, sample_temperatures=temps
+    )
     assert n == mot_date_20.requests_recorded
     # the imported responses carry the estimated-usage mark, and vcrpy plays it back too
     some = cassettes.load_cassette_index(mot_date_20.cassettes / cassette_name(items[0].id))

@@ -99,3 +99,51 @@ def test_a_failed_re_record_leaves_the_study_as_it_was(tmp_path: Path, monkeypat
         smaller = write_evalset(tmp_path / "calc3.jsonl", n=3)
         assert main(["record", "--evalset", str(smaller), "--force", *q]) == 1  # the key is missing: nothing sent
         assert paths.evalset.read_bytes() == before
+
+
+def test_record_a_second_sample_temperature_and_sweep_it_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """record --sample-temperatures: the cheap tier's samples at T=1.2 too, listed in the manifest; the
+    outcome table replays them as a variant; a policy with that temperature, through the real router
+    over the cassettes, gives exactly what the sweep says, and differs from the T=0.8 policy."""
+    from test_reference import mismatches
+
+    from routerlab.classifier import COMPLEXITY_CLASSES
+    from routerlab.data.cassettes import replay_items
+    from routerlab.data.evalset import load_evalset
+    from routerlab.data.studies import study_paths
+    from routerlab.workbench.outcomes import build_outcomes
+    from routerlab.workbench.reference import simulate_reference
+    from routerlab.workbench.sweep import PolicyPoint, per_item, point_from_policy, simulate
+
+    monkeypatch.setenv("LOOPBACK_API_KEY", "sk-loopback-e2e")
+    root = tmp_path / "ws"
+    with loopback_provider() as server:
+        policy_path = tmp_path / "policy.json"
+        policy_path.write_text(json.dumps(ladder_policy_dict(server.server_address[1])), encoding="utf-8")
+        evalset = write_evalset(tmp_path / "calc.jsonl", n=16)
+        q = ["--policy", str(policy_path), "--study", "hot", "--root", str(root), "--quiet", "--concurrency", "1"]
+        assert main(["record", "--evalset", str(evalset), *q, "--sample-temperatures", "cheap=1.2"]) == 0
+        temps = {(r["model"], r.get("temperature")) for r in server.requests}
+        assert ("small-1", 1.2) in temps and ("medium-1", 1.2) not in temps and ("small-1", 0.8) in temps
+        bad = main(["record", "--evalset", str(evalset), *q, "--sample-temperatures", "premium=1.2"])
+        assert bad == 1  # the final tier takes no samples: refused before anything is sent
+    paths = study_paths("hot", root=root)
+    items, policy = load_evalset(paths.evalset), load_policy(paths.policy)
+    o = build_outcomes(items, policy, paths.cassettes, scorers=["exact"], cache_dir=tmp_path / "cache", progress=False)
+    assert o.temperatures == (0.8, 0.8) and list(o.variants) == [(1.2, 0.8)]
+    base = PolicyPoint((0, 0, 0), True, "answer", 3, COMPLEXITY_CLASSES, (1.0, 1.0), None)
+    hot = PolicyPoint((0, 0, 0), True, "answer", 3, COMPLEXITY_CLASSES, (1.0, 1.0), None, temperatures=(1.2, None))
+    sims = simulate(o, [base, hot])
+    assert not mismatches(sims, simulate_reference(o, [base, hot]))
+    assert (sims.tier[0] != sims.tier[1]).any() or (sims.cost_pico[0] != sims.cost_pico[1]).any()
+    for pt in (base, hot):
+        tuned = pt.to_policy(o.policy)
+        assert point_from_policy(tuned, o.policy) == pt
+        want = per_item(o, pt).set_index("item_id")
+        for item, res in replay_items(tuned, paths.cassettes, items, keep_errors=True):
+            assert not isinstance(res, Exception), res
+            row = want.loc[item.id]
+            assert (res.tier, res.cost_usd, res.escalations) == (row["tier"], row["cost_usd"], row["escalations"])
+    assert load_policy(paths.policy).tiers[0].sample_temperature is None  # the study's policy is unchanged

@@ -128,12 +128,55 @@ def test_ladder_file_errors_name_the_file_and_field(tmp_path: Path, change: Any,
     assert str(path) in str(info.value) and message in str(info.value)
 
 
-def test_samples_drawn_at_different_temperatures_are_refused(tmp_path: Path, capsys: Any) -> None:
+def test_samples_drawn_at_different_temperatures_give_each_tier_its_own(tmp_path: Path) -> None:
     temps = {"llama-3.1-8b-instruct": 0.7, "claude-3-haiku-20240307": 1.0, "mistralai/Mixtral-8x7B-Instruct-v0.1": 1}
     outputs = write_outputs(tmp_path / "logs.jsonl", temperature=temps)
-    code = main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), "--root",
-                 str(tmp_path), "--quiet"])  # fmt: skip
-    assert code != 0 and "different temperatures" in capsys.readouterr().err
+    root = tmp_path / "ws"
+    assert main(["data", "import", str(outputs), "--ladder", str(write_ladder(tmp_path / "l.json")), "--study", "t",
+                 "--root", str(root), "--quiet"]) == 0  # fmt: skip
+    policy = load_policy(root / "data" / "imported" / "t" / "ladder-policy.json")
+    # two checked tiers at 0.7 and 1.0: one is confidence.temperature, the other the tier's own
+    assert {policy.sample_temperature(0), policy.sample_temperature(1)} == {0.7, 1.0}
+    assert sum(t.sample_temperature is not None for t in policy.tiers) == 1
+    bodies = [
+        json.loads(i["request"]["body"])
+        for p in (root / "cassettes" / "t").glob("q*.json")
+        for i in json.loads(p.read_text())["interactions"]
+    ]
+    by_model = {(b["model"], b.get("temperature")) for b in bodies if b.get("temperature")}
+    assert ("meta-llama/Llama-3.1-8B-Instruct", 0.7) in by_model and ("claude-3-haiku-20240307", 1.0) in by_model
+
+
+def test_a_model_with_rows_at_two_temperatures_records_both(tmp_path: Path, capsys: Any) -> None:
+    """Rows of one model at two temperatures: the first is its tier's, the samples at the second are
+    recorded too and listed in the manifest; a temperature some items lack is refused, naming them."""
+    from routerlab.data.cassettes import read_manifest, recorded_temperatures
+
+    path = write_outputs(tmp_path / "logs.jsonl", temperature=0.7)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    hot = [dict(r, temperature=1.2, samples=[s + " (hot)" for s in r["samples"]]) for r in rows
+           if r["model"] == "llama-3.1-8b-instruct"]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + hot))
+    root = tmp_path / "ws"
+    assert main(["data", "import", str(path), "--ladder", str(write_ladder(tmp_path / "l.json")), "--study", "h",
+                 "--root", str(root), "--quiet"]) == 0  # fmt: skip
+    policy = load_policy(root / "data" / "imported" / "h" / "ladder-policy.json")
+    assert policy.sample_temperature(0) == 0.7
+    manifest = read_manifest(root / "cassettes" / "h")
+    assert recorded_temperatures(policy, manifest) == {0: (0.7, 1.2)}
+    texts = [
+        (json.loads(i["request"]["body"]).get("temperature"), i["response"]["body"]["string"])
+        for p in (root / "cassettes" / "h").glob("q*.json")
+        for i in json.loads(p.read_text())["interactions"]
+        if json.loads(i["request"]["body"])["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    ]
+    assert any(t == 1.2 and "(hot)" in s for t, s in texts) and any(t == 0.7 and "(hot)" not in s for t, s in texts)
+    assert not any(t == 0.7 and "(hot)" in s for t, s in texts)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + hot[1:]))  # one item lacks its hot row
+    code = main(["data", "import", str(path), "--ladder", str(write_ladder(tmp_path / "l.json")), "--study", "h2",
+                 "--root", str(root), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "temperature 1.2" in err and hot[0]["id"] in err
 
 
 def test_boxed_answers_a_greedy_mid_tier_and_a_missing_answer(tmp_path: Path, capsys: Any) -> None:

@@ -116,20 +116,27 @@ def _no_votes() -> dict[str, Any]:
     return {c: v for s in SIMS for c, v in ((f"pick_{s}", -1), (f"agree_pick_{s}", np.nan), (f"pbits_{s}", 0))}
 
 
-def random_table(seed: int) -> Outcomes:
+def random_table(seed: int, *, variant_of: Outcomes | None = None) -> Outcomes:
     """A synthetic outcome table: 1-4 tiers, k in {2, 3}, adaptive-k draws to 3-5 samples after k=2 (failed
-    draws included), majority picks, every failure kind, NaN qualities."""
+    draws included), majority picks, every failure kind, NaN qualities; on about half the tables with two
+    or more tiers, a temperature variant (the same items and shape, other draws, a non-final tier's samples
+    at another temperature). ``variant_of``: build that variant of the given table."""
     rng = random.Random(seed)
-    n_tiers = rng.randint(1, 4)
-    n_items = rng.randint(5, 30)
-    ks = [2, 3] if n_tiers > 1 else []
-    k_max = rng.choice([2, 3, 5, 5]) if ks else 2
+    if variant_of is None:
+        n_tiers = rng.randint(1, 4)
+        n_items = rng.randint(5, 30)
+        ks = [2, 3] if n_tiers > 1 else []
+        k_max = rng.choice([2, 3, 5, 5]) if ks else 2
+        classes = [rng.choice(COMPLEXITY_CLASSES) for _ in range(n_items)]
+        # sometimes one non-final tier was logged greedy-only (no k samples): policies check the others only
+        gap = rng.randrange(n_tiers - 1) if n_tiers >= 3 and rng.random() < 0.4 else None
+    else:
+        n_tiers, n_items, ks = len(variant_of.tiers), variant_of.n_items, list(variant_of.ks)
+        k_max, gap = variant_of.dense().k_max, SHAPES[variant_of.key]
+        classes = list(variant_of.items["complexity"])
     policy = _ladder(n_tiers)
     rows: list[dict[str, Any]] = []
     sample_rows: list[dict[str, Any]] = []
-    classes = [rng.choice(COMPLEXITY_CLASSES) for _ in range(n_items)]
-    # sometimes one non-final tier was logged greedy-only (no k samples): policies check the others only
-    gap = rng.randrange(n_tiers - 1) if n_tiers >= 3 and rng.random() < 0.4 else None
     for i in range(n_items):
         bad_request = rng.random() < 0.08  # every tier rejects it: the route raises the invalid-request error
         for t in range(n_tiers):
@@ -236,7 +243,9 @@ def random_table(seed: int) -> Outcomes:
             "request_text": [" ".join(rng.choices(WORDS, k=rng.randint(1, 12))) for _ in range(n_items)],
         }
     )
-    return Outcomes(
+    if variant_of is not None:
+        items["request_text"] = variant_of.items["request_text"]
+    o = Outcomes(
         calls=calls,
         samples=samples,
         items=items,
@@ -246,8 +255,18 @@ def random_table(seed: int) -> Outcomes:
         similarities=list(SIMS),
         scorers=list(SCORERS),
         policy=policy,
-        key=f"synthetic-{seed}",
+        key=f"synthetic-{seed}" + ("" if variant_of is None else "-variant"),
     )
+    SHAPES[o.key] = gap
+    if variant_of is None and n_tiers > 1 and rng.random() < 0.5:
+        hot = random_table(seed + 7919, variant_of=o)
+        tier = rng.randrange(n_tiers - 1)
+        hot.policy = policy.with_sample_temperatures([1.3 if i == tier else None for i in range(n_tiers - 1)])
+        o.variants[hot.temperatures] = hot
+    return o
+
+
+SHAPES: dict[str, int | None] = {}  # table key -> its greedy-only tier (a variant keeps its table's)
 
 
 def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
@@ -286,6 +305,10 @@ def random_points(o: Outcomes, n: int, seed: int) -> list[PolicyPoint]:
             )
         else:
             pts.append(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap, None, mode, esc))
+        if o.variants and rng.random() < 0.4:  # the temperature knob: simulated on the table's variant
+            vec = rng.choice(sorted(o.variants))
+            temps = tuple(None if a == b else a for a, b in zip(vec, o.temperatures, strict=True))
+            pts[-1] = replace(pts[-1], temperatures=temps)
         if t > 1 and rng.random() < 0.25:  # a learned start router picks each item's start tier instead
             thr = tuple(rng.choice([0.0, 0.3, 0.5, 0.7, 1.01]) for _ in range(t - 1))
             pts[-1] = replace(pts[-1], router=random_router(t, seed), router_thresholds=thr)
@@ -331,10 +354,12 @@ def test_the_random_tables_exercise_every_branch() -> None:
     seen = {"fallback": 0, "failed": 0, "cap_blocked": 0, "accepted_k": 0, "low_confidence": 0, "unusable": 0}
     seen |= {"short_kept": 0, "topped_up": 0, "answer_after_fatal": 0, "request_error": 0}
     seen |= {"draw_failed": 0, "draw_capped": 0, "draws_short_of_share": 0, "drawn_answer": 0, "majority_pick": 0}
+    seen |= {"temperature_points": 0}
     for seed in SEEDS[:20]:
         o = random_table(seed)
         kinds |= set(o.calls["error_kind"].dropna())
         pts = random_points(o, 40, seed)
+        seen["temperature_points"] += sum(p.temperatures is not None for p in pts)
         table = reference.recorded_replies(o)
         for pt in pts:
             policy = pt.to_policy(o.policy)
@@ -380,6 +405,7 @@ def test_the_random_tables_exercise_every_branch() -> None:
         "free_draws",
         "first_not_majority",
         "draws_always_agree",
+        "temperature_ignored",
     ],
 )
 def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -410,7 +436,10 @@ def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPa
             )
         return a
 
-    if plant == "fallback_to_single":
+    if plant == "temperature_ignored":  # the sweep simulates every point on the table's own temperatures
+        monkeypatch.setattr(sweep_mod, "by_temperature", lambda o, pts: None)
+        caught = [seed for seed in SEEDS[:8] if check(seed)[0]]
+    elif plant == "fallback_to_single":
         real_simulate = sweep_mod.simulate
 
         def simulate_bug(o: Outcomes, points: Any, **kw: Any) -> SimResult:
@@ -430,7 +459,7 @@ def test_reference_refuses_a_table_whose_error_kind_contradicts_its_fatal_flag()
     i = calls.index[calls["error_kind"].isin(RETRYABLE)][0]
     calls.loc[i, "fatal"] = True
     with pytest.raises(DataError, match="the table says otherwise"):
-        simulate_reference(replace(o, calls=calls), random_points(o, 1, 1))
+        simulate_reference(replace(o, calls=calls), [replace(p, temperatures=None) for p in random_points(o, 1, 1)])
 
 
 @pytest.mark.parametrize("damage", ["drop_single", "duplicate_k", "k_at_final_tier"])

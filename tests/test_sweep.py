@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from decimal import Decimal
 
 import numpy as np
@@ -56,9 +57,14 @@ def random_points(ds: ImportedSet, n: int, seed: int) -> list[PolicyPoint]:
             top = o.dense().k_max
             k_max = rng.randint(3, top) if k == 2 and top > 2 and rng.random() < 0.6 else None
             share = rng.choice([0.5, 0.6, 0.75, 1.0]) if k_max else 0.5
+            temps = None  # the temperature knob where the table has variants (mot_date's gpt-3.5 at 0.8)
+            if o.variants and rng.random() < 0.5:
+                vec = rng.choice(sorted(o.variants))
+                temps = tuple(None if a == b else a for a, b in zip(vec, o.temperatures, strict=True))
             pts.add(
-                PolicyPoint(start, cascade, sim, k, classes, thr, cap, answer=answer, k_max=k_max, stop_share=share)
-            )
+                PolicyPoint(start, cascade, sim, k, classes, thr, cap, answer=answer, k_max=k_max, stop_share=share,
+                            temperatures=temps)
+            )  # fmt: skip
         else:
             pts.add(PolicyPoint(start, cascade, NO_CHECK, 2, COMPLEXITY_CLASSES, (), cap))
     return sorted(pts, key=lambda p: p.label())
@@ -90,10 +96,11 @@ def test_sweep_equals_real_router_replay(name: str, imported: object) -> None:
     seed = SEEDS[name]
     print(f"seed={seed}")
     points = random_points(ds, 6, seed=seed)
+    assert not o.variants or any(p.temperatures for p in points)  # the temperature knob replayed too
     checked = failures = 0
     for pt in points:
         policy = pt.to_policy(ds.policy)
-        assert point_from_policy(policy) == pt
+        assert point_from_policy(policy, o.policy) == pt
         sim = per_item(o, pt).set_index("item_id")
         for item, res in replay_items(policy, ds.cassettes, ds.items, keep_errors=True):
             row = sim.loc[item.id]
@@ -129,6 +136,11 @@ def test_sweep_reproduces_the_published_mot_date_cascade(imported: object) -> No
     assert row["share_tier_2"] == pytest.approx(0.236, abs=0.02)
     premium = evaluate(ds.outcomes, PolicyPoint((2, 2, 2), True, NO_CHECK))
     assert premium["quality_exact"] == pytest.approx(0.864, abs=0.005)
+    # and at T=0.8, the other recorded temperature of gpt-3.5: 82.7% with 36.3% escalated
+    assert ds.outcomes.temperatures == (0.7, 0.4) and list(ds.outcomes.variants) == [(0.7, 0.8)]
+    hot = evaluate(ds.outcomes, replace(pt, temperatures=(None, 0.8)))
+    assert hot["quality_exact"] == pytest.approx(0.827, abs=0.02)
+    assert hot["share_tier_2"] == pytest.approx(0.363, abs=0.02)
 
 
 def test_sweep_table_shape_and_ci(imported: object) -> None:

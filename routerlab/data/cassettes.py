@@ -141,6 +141,7 @@ def needed_requests(
     keys: Mapping[str, str] | None = None,
     sample_limits: Mapping[int, int] | None = None,
     k_max: int | None = None,
+    sample_temperatures: Mapping[int, Sequence[float]] | None = None,
 ) -> list[RequestNeed]:
     """Every request the router could send for ``item`` under policies sharing this ladder.
 
@@ -151,8 +152,33 @@ def needed_requests(
     Identical requests (e.g. Anthropic's k samples) are merged with the
     largest count any variant needs. ``sample_limits`` (tier index -> samples
     available, for imported outputs) drops the k-sample variants a tier
-    cannot fill.
+    cannot fill. ``sample_temperatures`` (tier index -> further temperatures) also needs each such tier's
+    sampled requests (k samples, draws, completions) at each of those temperatures: the temperature knob.
     """
+    needs = _needed(policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max)
+    seen = {(n.tier_index, request_key(n.spec.method, n.spec.url, n.spec.content())) for n in needs}
+    for i, temps in sorted((sample_temperatures or {}).items()):
+        for t in temps:
+            if t == policy.sample_temperature(i):
+                continue
+            at = policy.with_sample_temperatures([t if j == i else None for j in range(i + 1)])
+            for n in _needed(at, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max):
+                key = (n.tier_index, request_key(n.spec.method, n.spec.url, n.spec.content()))
+                if n.tier_index == i and key not in seen:
+                    seen.add(key)
+                    needs.append(n)
+    return needs
+
+
+def _needed(
+    policy: RouterPolicy,
+    item: EvalItem,
+    *,
+    ks: Sequence[int] | None,
+    keys: Mapping[str, str] | None,
+    sample_limits: Mapping[int, int] | None,
+    k_max: int | None,
+) -> list[RequestNeed]:
     ks = tuple(ks) if ks else (policy.confidence.k,)
     cls = complexity_of(item.messages, policy.classifier)
     needs: dict[
@@ -423,6 +449,7 @@ class _Recorder:
         keys: Mapping[str, str],
         sample_limits: Mapping[int, int] | None,
         k_max: int | None,
+        sample_temperatures: Mapping[int, Sequence[float]] | None,
         concurrency: int,
         max_retries: int,
         sleep: Callable[[float], None] | None,
@@ -433,7 +460,7 @@ class _Recorder:
     ) -> None:
         self.http, self.policy, self.ks, self.keys = http, policy, ks, keys
         self.secrets = tuple(v for v in keys.values() if v)
-        self.sample_limits, self.k_max = sample_limits, k_max
+        self.sample_limits, self.k_max, self.sample_temperatures = sample_limits, k_max, sample_temperatures
         self.concurrency, self.max_retries = concurrency, max_retries
         self.sleep, self.clock, self.measure_latency = sleep, clock, measure_latency
         self.report, self.bar = report, bar
@@ -466,8 +493,9 @@ class _Recorder:
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         new: list[tuple[Any, dict[str, Any]]] = []
         needs = needed_requests(
-            self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits, k_max=self.k_max
-        )
+            self.policy, item, ks=self.ks, keys=self.keys, sample_limits=self.sample_limits, k_max=self.k_max,
+            sample_temperatures=self.sample_temperatures,
+        )  # fmt: skip
         answers: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for rq, rs in old:
             answers[request_key(rq.method, rq.uri, rq.body)].append(rs)
@@ -690,6 +718,7 @@ def _missing(
     sample_limits: Mapping[int, int] | None,
     report: RecordReport,
     k_max: int | None = None,
+    sample_temperatures: Mapping[int, Sequence[float]] | None = None,
 ) -> None:
     """Mode ``none``: count what each item's cassette is missing; send and write nothing."""
     for item in items:
@@ -697,7 +726,10 @@ def _missing(
         old = _loaded_interactions(path) if path.exists() else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         missing = 0
-        for need in needed_requests(policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max):
+        for need in needed_requests(
+            policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max,
+            sample_temperatures=sample_temperatures,
+        ):  # fmt: skip
             key = request_key(need.spec.method, need.spec.url, need.spec.content())
             took = min(have[key], need.count)
             have[key] -= took
@@ -756,6 +788,7 @@ def record(
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     k_max: int | None = None,
+    sample_temperatures: Mapping[int, Sequence[float]] | None = None,
 ) -> RecordReport:
     """Record every item's requests into ``out_dir`` (one cassette per item); resumable.
 
@@ -771,6 +804,8 @@ def record(
 
     ``k_max`` (adaptive k) also records, at each non-final tier, the single requests that draw
     samples 3 to k_max after a first draw of two (written to the manifest as ``k_max``).
+    ``sample_temperatures`` (tier index -> temperatures) also records those tiers' samples at each of
+    those temperatures (the manifest's ``sample_temperatures``, by tier name, includes the policy's own).
 
     Items are recorded side by side, at most ``concurrency`` requests in flight per provider host
     (default 8); one item's requests go out in order, so a cassette does not depend on the
@@ -807,7 +842,7 @@ def record(
             if t.api_key_env
         }
         _check_folder(out, mode, evalset_sha256)
-        _missing(items, policy, out, ks, keys, sample_limits, report, k_max)
+        _missing(items, policy, out, ks, keys, sample_limits, report, k_max, sample_temperatures)
         return report
     keys = _resolve_keys(policy, api_keys, env)
     _check_prices(policy)
@@ -835,6 +870,7 @@ def record(
         keys=keys,
         sample_limits=sample_limits,
         k_max=k_max,
+        sample_temperatures=sample_temperatures,
         concurrency=report.concurrency,
         max_retries=retries,
         sleep=sleep,
@@ -861,6 +897,7 @@ def record(
                 estimated_usage=estimated_usage,
                 sample_limits={str(k): v for k, v in (sample_limits or {}).items()} or None,
                 k_max=k_max,
+                sample_temperatures=_temperatures_entry(policy, sample_temperatures),
                 cassette_sha256=_cassette_hashes(target, items, fresh=mode == "all"),
             )
         if mode == "all":
@@ -869,6 +906,31 @@ def record(
             else:
                 shutil.rmtree(target, ignore_errors=True)
     return report
+
+
+def _temperatures_entry(
+    policy: RouterPolicy, temps: Mapping[int, Sequence[float]] | None
+) -> dict[str, list[float]] | None:
+    """The manifest's ``sample_temperatures``: tier name -> every temperature its samples were recorded at."""
+    if not temps:
+        return None
+    out = {}
+    for i, ts in sorted(temps.items()):
+        out[policy.tiers[i].name] = sorted({policy.sample_temperature(i), *(float(t) for t in ts)})
+    return out
+
+
+def recorded_temperatures(policy: RouterPolicy, manifest: Mapping[str, Any]) -> dict[int, tuple[float, ...]]:
+    """Tier index -> the sample temperatures a cassette folder's manifest says were recorded (at least two)."""
+    got = manifest.get("sample_temperatures")
+    if not isinstance(got, dict):
+        return {}
+    names = {t.name: i for i, t in enumerate(policy.tiers[:-1])}
+    out = {}
+    for name, ts in got.items():
+        if name in names and isinstance(ts, list) and all(isinstance(t, (int, float)) for t in ts) and len(ts) > 1:
+            out[names[name]] = tuple(float(t) for t in ts)
+    return out
 
 
 def _cassette_hashes(folder: Path, items: Sequence[EvalItem], *, fresh: bool) -> dict[str, str]:

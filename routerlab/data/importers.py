@@ -346,14 +346,15 @@ def load_outputs(path: str | os.PathLike[str]) -> list[OutputRow]:
         return DataError(f"{where}: field '{fieldname}': {message}" if fieldname else f"{where}: {message}")
 
     rows = []
-    first: dict[tuple[str, str], int] = {}
+    first: dict[tuple[str, str, float | None], int] = {}
     for n, obj in iter_jsonl(path, error, what="outputs file"):
         row = _row_from_obj(obj, f"{path}:{n}")
-        key = (row.id, row.model)
+        key = (row.id, row.model, row.temperature)  # one row per (id, model, temperature)
         if key in first:
             raise DataError(
                 f"{path}:{n}: field 'model': item {row.id!r} already has a row for model {row.model!r} "
-                f"(line {first[key]}); give each (id, model) pair once, with all its samples"
+                + ("" if row.temperature is None else f"at temperature {row.temperature:g} ")
+                + f"(line {first[key]}); give each (id, model) pair once per temperature, with all its samples"
             )
         first[key] = n
         rows.append(row)
@@ -416,8 +417,10 @@ class _Answers:
         rows_by_item: Mapping[str, Mapping[str, OutputRow]],
         rungs: Sequence[Rung],
         supports_n: Mapping[str, bool] | None = None,
+        at_temperature: Mapping[tuple[str, str, float], OutputRow] | None = None,
     ) -> None:
         self.rows = rows_by_item
+        self.at_temperature = dict(at_temperature or {})  # (item, source model, temperature) -> its row
         self.by_model = {r.model: r for r in rungs}
         self.supports_n = dict(supports_n or {})  # API model -> one n=k request for k samples
         self.item: str | None = None
@@ -434,6 +437,9 @@ class _Answers:
         row = self.rows[self.item][rung.source_model]
         n = int(body.get("n", 1))
         single = n == 1 and body.get("temperature") == SINGLE_TEMPERATURE
+        if not single and isinstance(body.get("temperature"), (int, float)):
+            # a sampled request at one of the other recorded temperatures answers from that temperature's row
+            row = self.at_temperature.get((self.item, rung.source_model, float(body["temperature"])), row)
         if single:
             texts = [row.greedy if row.greedy is not None else row.samples[0]]
             idx = [0]
@@ -502,8 +508,11 @@ def import_outputs(
     ``answer_pattern`` (an extractor name such as ``boxed`` or ``last_number``, or a regex) says how
     final answers are read, for the ``answer`` similarity and the ``exact`` scorer. Every
     tier's price is checked before anything is written. The samples' temperature comes from the rows
-    (``temperature``; one value per model, the same for every sampled model), else 0.7 is assumed
-    and the policy's provenance says so.
+    (``temperature``): the most common one among the checked tiers is ``confidence.temperature`` and a
+    tier whose rows say otherwise gets its own ``sample_temperature``; without any, 0.7 is assumed and
+    the policy's provenance says so. A model with rows at several temperatures (every item at each)
+    keeps the first as its tier's and has its samples at the others recorded too, as the temperature
+    knob the sweep turns (the manifest's ``sample_temperatures``).
     """
     base = Path(root) if root is not None else workspace_root()
     wanted = {r.source_model for r in ladder}
@@ -520,11 +529,24 @@ def import_outputs(
             f"no output rows for ladder model(s) {', '.join(hints)}; the outputs name {in_file}. Make each "
             "ladder tier's source_model match a model name of the outputs file"
         )
+    # a model may have rows at several temperatures: the first temperature a model's rows give is its
+    # tier's sample temperature, the others are recorded too (the temperature knob the sweep turns)
+    first_temp: dict[str, float | None] = {}
+    others: dict[tuple[str, str, float], OutputRow] = {}
     for r in rows:
         if r.model not in wanted:
             continue
         if r.id not in by_item:
             order.append(r.id)
+        primary = first_temp.setdefault(r.model, r.temperature)
+        if r.temperature is not None and r.temperature != primary:
+            if primary is None:
+                raise DataError(
+                    f"model {r.model!r}: item {r.id!r} gives a temperature ({r.temperature:g}) but its first rows "
+                    "give none; give every row of a model its temperature when they differ"
+                )
+            others[(r.id, r.model, r.temperature)] = r
+            continue
         by_item[r.id][r.model] = r
     items = []
     dropped: list[str] = []
@@ -552,6 +574,20 @@ def import_outputs(
     if not items:
         raise DataError(f"no rows for the ladder models {sorted(wanted)}")
     limits = {i: min(len(by_item[it.id][rg.source_model].samples) for it in items) for i, rg in enumerate(ladder)}
+    kept = {it.id for it in items}
+    variant_temps: dict[int, list[float]] = {}
+    for i, rg in enumerate(ladder[:-1]):
+        temps = sorted({tv for (iid, m, tv) in others if m == rg.source_model and iid in kept})
+        for temp in temps:
+            lacking = [iid for iid in sorted(kept) if (iid, rg.source_model, temp) not in others]
+            if lacking:
+                raise DataError(
+                    f"model {rg.source_model!r} has rows at temperature {temp:g} for some items but not for "
+                    f"{len(lacking)} of them ({', '.join(lacking[:5])}); give every item a row at each temperature"
+                )
+            limits[i] = min(limits[i], *(len(others[(iid, rg.source_model, temp)].samples) for iid in kept))
+        if temps:
+            variant_temps[i] = temps
     notes = []
     for rg in ladder[:-1]:
         short = [it.id for it in items if len(by_item[it.id][rg.source_model].samples) < min(ks)]
@@ -564,14 +600,22 @@ def import_outputs(
     # each tier keeps the samples it has: the check runs wherever a non-final tier has k samples
     check_tiers = tuple(i for i in range(len(ladder) - 1) if limits[i] >= min(ks))
     sampled = bool(check_tiers)
-    temperature = _sample_temperature(by_item, [it.id for it in items], [ladder[i] for i in check_tiers])
+    per_tier = {i: first_temp.get(ladder[i].source_model) for i in check_tiers}
+    given = [t for t in per_tier.values() if t is not None]
+    # confidence.temperature: the most common one given, or the assumed default where some tier gives none
+    temperature = max(set(given), key=given.count) if given and len(given) == len(per_tier) else None
     policy = ladder_policy(
         ladder, name=name, k=min(ks), consistency=sampled, similarity=similarity,
         sample_temperature=SAMPLE_TEMPERATURE if temperature is None else temperature,
         check_tiers=None if len(check_tiers) == len(ladder) - 1 else check_tiers, answer_pattern=answer_pattern,
     )  # fmt: skip
-    if temperature is None and sampled:
-        policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": "assumed 0.7"})
+    own = [per_tier.get(i) if per_tier.get(i) != policy.confidence.temperature else None for i in range(len(ladder))]
+    policy = policy.with_sample_temperatures(own)
+    assumed = [ladder[i].name for i, t in per_tier.items() if t is None]
+    if assumed and sampled:
+        what = f"assumed {SAMPLE_TEMPERATURE:g}" + ("" if not given else f" for {', '.join(assumed)}")
+        policy = policy.with_changes(provenance={**policy.provenance, "sample_temperature": what})
+    variant_temps = {i: ts for i, ts in variant_temps.items() if i in check_tiers}
     if k_max is not None and sampled:
         # adaptive k: record the draws of samples 3 .. k_max (each tier as far as its samples go)
         if not 2 <= k_max <= 64:
@@ -607,7 +651,7 @@ def import_outputs(
     out_data.mkdir(parents=True, exist_ok=True)
     dump_evalset(items, evalset_path)
     dump_policy(policy, policy_path)
-    answers = _Answers(by_item, ladder, {t.model: bool(t.supports_n) for t in policy.tiers})
+    answers = _Answers(by_item, ladder, {t.model: bool(t.supports_n) for t in policy.tiers}, others)
     keys = {t.api_key_env: "import-no-key" for t in policy.tiers if t.api_key_env}
     with httpx.Client(transport=httpx.MockTransport(answers)) as client:
         report = record(
@@ -624,30 +668,12 @@ def import_outputs(
             sample_limits=limits,
             measure_latency=False,
             k_max=k_max if sampled else None,
+            sample_temperatures=variant_temps or None,
         )
     return ImportResult(
         name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped),
         dropped_items=tuple(dropped), notes=tuple(notes),
     )  # fmt: skip
-
-
-def _sample_temperature(
-    by_item: Mapping[str, Mapping[str, OutputRow]], item_ids: Sequence[str], sampled: Sequence[Rung]
-) -> float | None:
-    """The one temperature the sampled tiers' rows say their samples were drawn at (None: not given)."""
-    seen: dict[float, str] = {}
-    for rg in sampled:
-        for iid in item_ids:
-            t = by_item[iid][rg.source_model].temperature
-            if t is not None:
-                seen.setdefault(t, f"{rg.source_model} (item {iid!r})")
-    if len(seen) > 1:
-        detail = "; ".join(f"{t:g} for {w}" for t, w in seen.items())
-        raise DataError(
-            f"the samples were drawn at different temperatures ({detail}); a policy samples every tier at one "
-            "temperature, so import the rows of one temperature at a time"
-        )
-    return next(iter(seen), None)
 
 
 # ---------------------------------------------------------------- the three public datasets
@@ -732,14 +758,19 @@ def arena_bench_rows(files: Mapping[str, Path], judge_csv: Path | None) -> list[
     return rows
 
 
-def mot_date_rows(files: Mapping[str, Path], *, gpt35_file: str = "GPT3_result/date_cot1.json") -> list[OutputRow]:
-    """BIG-bench date understanding (MoT cascade): 369 questions with multi-sample answers."""
+def mot_date_rows(files: Mapping[str, Path]) -> list[OutputRow]:
+    """BIG-bench date understanding (MoT cascade): 369 questions with multi-sample answers.
+
+    gpt-3.5-turbo was sampled at two temperatures (the dataset's notes: about 0.4 in ``date_cot1.json``,
+    0.8 in ``date_cot1_t=0.8.json``): both are imported, 0.4 as the tier's sample temperature and 0.8 as
+    the temperature knob's other setting. The other files do not say their temperature."""
 
     def load(suffix: str) -> list[dict[str, Any]]:
         recs: list[dict[str, Any]] = _read_json(next(f for p, f in files.items() if p.endswith(suffix)))
         return recs
 
-    gpt35 = load(gpt35_file)
+    gpt35 = load("GPT3_result/date_cot1.json")
+    gpt35_hot = load("GPT3_result/date_cot1_t=0.8.json")
     gpt4 = load("GPT4_result/date_cot1.json")
     gpt4_greedy = load("GPT4_result/date_greedy_cot1.json")
     llama = load("llama2_13B_result/date_cot1.json")
@@ -747,12 +778,13 @@ def mot_date_rows(files: Mapping[str, Path], *, gpt35_file: str = "GPT3_result/d
     for i, q in enumerate(gpt35):
         gold = q["answer"]
         ll = llama[i]
-        if ll["question"] != q["question"] or gpt4[i]["question"] != q["question"]:
+        if any(f[i]["question"] != q["question"] for f in (llama, gpt4, gpt35_hot)):
             raise DatasetError(f"mot_date: question {i} differs between files")
         base = {"answer": gold, "meta": {"index": i}}
         msgs = ({"role": "user", "content": q["question"]},)
         iid = f"date-{i:03d}"
-        rows.append(OutputRow(iid, msgs, "gpt-3.5-turbo", tuple(q["generated"]), **base))
+        rows.append(OutputRow(iid, msgs, "gpt-3.5-turbo", tuple(q["generated"]), temperature=0.4, **base))
+        rows.append(OutputRow(iid, msgs, "gpt-3.5-turbo", tuple(gpt35_hot[i]["generated"]), temperature=0.8, **base))
         rows.append(
             OutputRow(
                 iid,

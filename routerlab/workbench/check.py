@@ -95,10 +95,10 @@ def check_policy(
 ) -> CheckResult:
     """Replay the ``mask`` items (default all) through the candidate and the reference; see the module doc."""
     _same_ladder(o, candidate, "candidate")
-    cand = point_from_policy(candidate)
+    cand = point_from_policy(candidate, o.policy)
     if production is not None:
         _same_ladder(o, production, "production")
-        ref_pt, ref_name = point_from_policy(production), f"production ({production.name})"
+        ref_pt, ref_name = point_from_policy(production, o.policy), f"production ({production.name})"
         floor = 1.0 if floor is None else floor
     else:
         ref_pt, ref_name = premium_point(o), "all-premium"

@@ -10,7 +10,10 @@ better; on test it may not):
 3. **+ adaptive k** -- after two disagreeing samples, draw up to ``k_max``
    (each ``k_max`` and stopping share in ``adaptive``), where the table
    recorded the draws;
-4. **+ learned start tier** -- a start router trained on the tuning split
+4. **+ sample temperature** -- the checks above at each other sample
+   temperature the cassettes recorded for a tier (the outcome table's
+   variants; thresholds from that variant's own agreement quantiles);
+5. **+ learned start tier** -- a start router trained on the tuning split
    (:func:`~routerlab.workbench.learn.train_start_router`) picks each query's
    start tier (thresholds at quantiles of its tuning scores), the check
    deciding escalation from there.
@@ -44,7 +47,7 @@ from routerlab.workbench.learn import router_threshold_grid, train_start_router
 from routerlab.workbench.outcomes import Outcomes
 from routerlab.workbench.sweep import PolicyPoint, default_grid, sweep
 
-FAMILIES = ("fixed k=2", "+ majority answer", "+ adaptive k", "+ learned start tier")
+FAMILIES = ("fixed k=2", "+ majority answer", "+ adaptive k", "+ sample temperature", "+ learned start tier")
 
 
 def adaptive_settings(o: Outcomes) -> tuple[tuple[int, float], ...]:
@@ -64,18 +67,17 @@ def family_points(
     out: dict[str, list[PolicyPoint]] = {FAMILIES[0]: fixed}
     if not base.similarities:
         return out
-    checked = [p for p in fixed if p.similarity != "none"]
-    majority = [replace(p, answer="majority") for p in checked]
+    checked, majority, drawn = _checks(o, fixed)
     out[FAMILIES[1]] = fixed + majority
-    adaptive = adaptive_settings(o)
-    if adaptive:
-        drawn = [
-            replace(p, k_max=km, stop_share=ss)
-            for p in checked + majority
-            if p.k == 2 and p.cascade
-            for km, ss in adaptive
-        ]
+    if drawn:
         out[FAMILIES[2]] = out[FAMILIES[1]] + drawn
+    if o.variants:
+        hot: list[PolicyPoint] = []
+        for vec, ov in sorted(o.variants.items()):
+            temps = tuple(None if a == b else a for a, b in zip(vec, o.temperatures, strict=True))
+            c2, m2, d2 = _checks(ov, default_grid(ov, n_thresholds=n_thresholds).points(ov, mask=mask))
+            hot += [replace(p, temperatures=temps) for p in c2 + m2 + d2]
+        out[FAMILIES[3]] = out[list(out)[-1]] + hot
     if tune is not None and scorer is not None and "request_text" in o.items and len(o.tiers) > 1:
         try:
             router = train_start_router(o, scorer, mask=tune)
@@ -90,8 +92,19 @@ def family_points(
         shapes |= {PolicyPoint((0, 0, 0), True), PolicyPoint((0, 0, 0), False)}
         ordered = sorted(shapes, key=lambda p: p.id)
         learned = [replace(s, router=router, router_thresholds=tuple(c)) for s in ordered for c in combos]
-        out[FAMILIES[3]] = prev + learned
+        out[FAMILIES[4]] = prev + learned
     return out
+
+
+def _checks(o: Outcomes, fixed: list[PolicyPoint]) -> tuple[list[PolicyPoint], list[PolicyPoint], list[PolicyPoint]]:
+    """(the checked policies of ``fixed``, their majority-answer twins, their adaptive-k versions)."""
+    checked = [p for p in fixed if p.similarity != "none"]
+    majority = [replace(p, answer="majority") for p in checked]
+    adaptive = adaptive_settings(o)
+    drawn = [
+        replace(p, k_max=km, stop_share=ss) for p in checked + majority if p.k == 2 and p.cascade for km, ss in adaptive
+    ]
+    return checked, majority, drawn
 
 
 def compare_escalation(

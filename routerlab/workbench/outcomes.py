@@ -36,6 +36,7 @@ the cassette files, the ladder and the settings; any change rebuilds them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections import Counter
@@ -57,6 +58,7 @@ from routerlab.data.cassettes import (
     cassette_name,
     load_cassette_index,
     read_manifest,
+    recorded_temperatures,
     replay_keys,
     request_key,
 )
@@ -109,6 +111,9 @@ class Outcomes:
     policy: RouterPolicy
     key: str
     cassettes_sha256: str = ""  # sha256 over the items' cassette files (name and bytes, in item order)
+    # the temperature knob: the same items replayed with other sample temperatures at some non-final tiers
+    # (every combination the cassettes hold), by temperature vector (see :meth:`at_temperatures`)
+    variants: dict[tuple[float, ...], Outcomes] = field(default_factory=dict, repr=False, compare=False)
     _dense: tuple[pd.DataFrame, DenseTable] | None = field(default=None, init=False, repr=False, compare=False)
     _start_scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -131,6 +136,39 @@ class Outcomes:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The sample temperature of each non-final tier this table was replayed at."""
+        return tuple(self.policy.sample_temperature(i) for i in range(len(self.tiers) - 1))
+
+    def temperature_options(self) -> list[tuple[float, ...]]:
+        """Every temperature vector this table can simulate: its own first, then its variants'."""
+        return [self.temperatures, *sorted(self.variants)]
+
+    def resolve_temperatures(self, temps: Sequence[float | None] | None) -> tuple[float, ...]:
+        """A point's temperature vector with None entries (and None) read as this table's own."""
+        if temps is None:
+            return self.temperatures
+        if len(temps) != len(self.tiers) - 1:
+            raise WorkbenchError(
+                f"sample temperatures {list(temps)} need one entry per non-final tier ({len(self.tiers) - 1})"
+            )
+        return tuple(b if t is None else float(t) for b, t in zip(self.temperatures, temps, strict=True))
+
+    def at_temperatures(self, temps: Sequence[float | None] | None) -> Outcomes:
+        """The table replayed at these sample temperatures: this one or a recorded variant."""
+        want = self.resolve_temperatures(temps)
+        if want == self.temperatures:
+            return self
+        got = self.variants.get(want)
+        if got is None:
+            shown = "; ".join("/".join(f"{t:g}" for t in v) for v in self.temperature_options())
+            raise WorkbenchError(
+                f"no samples recorded at temperatures {'/'.join(f'{t:g}' for t in want)} (per non-final tier); "
+                f"recorded: {shown}. Record them (record/import with several temperatures) to sweep this knob"
+            )
+        return got
 
     def dense(self) -> DenseTable:
         """The calls table as dense arrays (built once; rebuilt if ``calls`` is replaced)."""
@@ -560,9 +598,12 @@ def build_outcomes(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     k_max: int | None = None,
+    variants: bool = True,
 ) -> Outcomes:
     """Replay every recorded call once and score it; cached as Parquet (see the module docstring).
-    ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples."""
+    ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples.
+    Where the manifest lists several sample temperatures for a tier (``sample_temperatures``) each
+    other combination is replayed too, as :attr:`Outcomes.variants` (``variants=False``: not)."""
     cdir = Path(cassette_dir)
     if ks is None:
         try:
@@ -576,6 +617,10 @@ def build_outcomes(
         except DataError:
             got = None
         k_max = int(got) if isinstance(got, int) and got > 2 and 2 in ks else None
+    try:
+        recorded = recorded_temperatures(policy, read_manifest(cdir)) if variants else {}
+    except DataError:
+        recorded = {}
     key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers, k_max)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"
@@ -598,6 +643,16 @@ def build_outcomes(
     texts = {it.id: classifier_text(it.messages, policy.classifier.read) for it in items}
     item_df["request_text"] = item_df["item_id"].map(texts)  # what the learned start router reads
     present_ks = sorted({int(v[1:]) for v in calls["variant"].unique() if str(v).startswith("k")})
+    others: dict[tuple[float, ...], Outcomes] = {}
+    if recorded:
+        base = tuple(policy.sample_temperature(i) for i in range(len(policy.tiers) - 1))
+        axes = [recorded.get(i, (t,)) for i, t in enumerate(base)]
+        for vec in itertools.product(*axes):
+            if vec != base:  # each a whole table, as if the ladder had been recorded at those temperatures
+                others[vec] = build_outcomes(
+                    items, policy.with_sample_temperatures(vec), cdir, scorers=scorers, ks=ks,
+                    cache_dir=cache_dir, progress=progress, k_max=k_max, variants=False,
+                )  # fmt: skip
     return Outcomes(
         calls,
         samples,
@@ -610,6 +665,7 @@ def build_outcomes(
         policy,
         key,
         cassettes_sha256,
+        others,
     )
 
 

@@ -211,8 +211,8 @@ def route_recorded(
 
 def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
     """Route every item under every policy with the decision procedure itself; arrays of shape (P, N)."""
-    table = recorded_replies(o)
-    per_sample = sample_quality(o)
+    tables: dict[int, tuple[dict[tuple[str, int, str], _Recorded], dict[tuple[str, int, str, int], dict[str, float]]]]
+    tables = {}
     prices = PriceBook()
     items = list(zip(o.items["item_id"].astype(str), o.items["complexity"].astype(str), strict=True))
     p, n = len(points), len(items)
@@ -226,6 +226,11 @@ def simulate_reference(o: Outcomes, points: Sequence[PolicyPoint]) -> SimResult:
     quality = {s: np.zeros((p, n)) for s in o.scorers}
     for pi, pt in enumerate(points):
         policy = pt.to_policy(o.policy)
+        # the replies recorded at the policy's own sample temperatures (the temperature knob's variant)
+        ov = o.at_temperatures(tuple(policy.sample_temperature(i) for i in range(len(o.tiers) - 1)))
+        if id(ov) not in tables:
+            tables[id(ov)] = (recorded_replies(ov), sample_quality(ov))
+        table, per_sample = tables[id(ov)]
         scores = None if policy.start_router is None else o.start_scores(policy.start_router)
         for ni, (iid, cls) in enumerate(items):
             given = None if scores is None else tuple(float(x) for x in scores[:, ni])

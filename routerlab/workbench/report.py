@@ -354,7 +354,7 @@ def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: in
     from routerlab.workbench.learn import compare_start_routers, train_start_router
 
     o = study.outcomes
-    lines = ["## Smarter escalation: majority answers, adaptive k, a learned start tier\n"]
+    lines = ["## Smarter escalation: majority answers, adaptive k, sample temperature, a learned start tier\n"]
     if len(o.tiers) < 2:
         return ""
     table, frontiers = compare_escalation(
@@ -369,6 +369,17 @@ def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: in
             f"samples, accepting once {' or '.join(sorted({f'{s:.0%}' for _, s in ad}))} of them back the answer)"
             if ad
             else " (not recorded for this study: no draws beyond two samples)"
+        )
+        + (
+            "; plus the sample temperature (the checks above with a tier's samples at each other temperature "
+            "recorded: "
+            + "; ".join(
+                ", ".join(f"{o.tiers[i]} T={t:g}" for i, t in enumerate(vec) if t != o.temperatures[i])
+                for vec in sorted(o.variants)
+            )
+            + f", against {', '.join(f'{o.tiers[i]} T={t:g}' for i, t in enumerate(o.temperatures))})"
+            if o.variants
+            else "; plus the sample temperature (only one recorded per tier here: no such family)"
         )
         + "; plus a learned start tier (a logistic model on hashed n-grams, trained on the tuning split, "
         "picks each query's start tier). "
@@ -392,6 +403,8 @@ def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: in
     for floor in sorted(table["floor"].unique()):
         at = table[table["floor"] == floor].set_index("family")
         base = at.loc[FAMILIES[0]]
+        if not base["floor met on test"]:
+            words.append(f"at {floor:.0%}, the fixed check's choice missed the floor on test")
         for fam in at.index[1:]:
             r = at.loc[fam]
             d = r["test cost reduction"] - base["test cost reduction"]
@@ -403,6 +416,11 @@ def smarter_section(study: Study, *, png_path: Path | None = None, bootstrap: in
             if not r["floor met on test"]:
                 verdict += ", but it missed the floor on test"
             words.append(f"at {floor:.0%}, {fam}: {verdict}")
+    if len(table["family"].unique()) == 1:
+        words.append(
+            "only the fixed family applies: this study has no samples to vote on, draw from or re-sample at "
+            "another temperature"
+        )
     lines.append(
         "In words: " + "; ".join(words) + ". Overlapping intervals mean the test split cannot tell them apart.\n"
     )

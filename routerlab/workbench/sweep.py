@@ -72,6 +72,9 @@ class PolicyPoint:
     stop_share: float = 0.5  # adaptive k: accept once the returned answer's share of the samples reaches this
     router: StartRouter | None = None  # a learned start router: it picks each item's start tier (not ``start``)
     router_thresholds: tuple[float, ...] = ()  # its threshold per non-final tier
+    # the temperature knob: each non-final tier's sample temperature (None, or a None entry: the table's own);
+    # simulated on the outcome table's variant recorded at those temperatures
+    temperatures: tuple[float | None, ...] | None = None
 
     def to_policy(
         self, base: RouterPolicy, *, name: str | None = None, provenance: dict[str, Any] | None = None
@@ -107,6 +110,10 @@ class PolicyPoint:
             if self.k_max is not None and self.k_max > self.k:
                 conf["k_max"] = self.k_max
                 conf["stop_share"] = float(self.stop_share)
+        if self.temperatures is not None:
+            for ti, temp in enumerate(self.temperatures):
+                if temp is not None:
+                    d["tiers"][ti]["sample_temperature"] = float(temp)
         d.pop("start_router", None)
         if self.router is not None:
             d["start_router"] = self.router.with_thresholds(self.router_thresholds).to_json()
@@ -140,6 +147,11 @@ class PolicyPoint:
                     "router_thresholds": [repr(float(x)) for x in self.router_thresholds],
                 }
             ),
+            **(
+                {}
+                if self.temperatures is None
+                else {"temperatures": [None if t is None else repr(float(t)) for t in self.temperatures]}
+            ),
         }
         return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -162,6 +174,12 @@ class PolicyPoint:
                 + ("" if self.check_tiers is None else f" at tier {'+'.join(map(str, self.check_tiers))}")
                 + ("; majority answer" if self.answer == "majority" else "")
                 + ("" if self.k_max is None else f"; draw to k={self.k_max} until {self.stop_share:.0%} agree")
+                + (
+                    ""
+                    if self.temperatures is None or all(t is None for t in self.temperatures)
+                    else "; samples at "
+                    + ", ".join(f"T={t:g} at tier {i}" for i, t in enumerate(self.temperatures) if t is not None)
+                )
             )
         )
         cap = "" if self.cap_usd is None else f" cap ${self.cap_usd}" + (" spent" if self.cap_mode == "spent" else "")
@@ -295,8 +313,55 @@ def _encode(points: Sequence[PolicyPoint], a: DenseTable, base: RouterPolicy) ->
     }
 
 
+def by_temperature(o: Outcomes, points: Sequence[PolicyPoint]) -> list[tuple[Outcomes, list[int]]] | None:
+    """The points grouped by the outcome-table variant their sample temperatures select (None: all on
+    ``o`` itself, the common case)."""
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for i, pt in enumerate(points):
+        groups.setdefault(o.resolve_temperatures(pt.temperatures), []).append(i)
+    if list(groups) == [o.temperatures]:
+        return None
+    return [(o.at_temperatures(vec), idx) for vec, idx in groups.items()]
+
+
+def merge_results(parts: Sequence[tuple[Sequence[int], SimResult]], p: int) -> SimResult:
+    """One :class:`SimResult` for ``p`` policies from results for groups of them (their row indices)."""
+    first = parts[0][1]
+
+    def empty(x: np.ndarray) -> np.ndarray:
+        return np.zeros((p, *x.shape[1:]), x.dtype)
+
+    out = SimResult(
+        empty(first.tier), empty(first.variant), empty(first.cost_pico), empty(first.escalations),
+        empty(first.premium_call), empty(first.latency_ms), {s: empty(q) for s, q in first.quality.items()},
+        None if all(r.sample is None for _, r in parts) else np.zeros((p, first.tier.shape[1]), np.int64),
+    )  # fmt: skip
+    for idx, r in parts:
+        rows = np.asarray(idx, np.int64)
+        for name in ("tier", "variant", "cost_pico", "escalations", "premium_call", "latency_ms"):
+            getattr(out, name)[rows] = getattr(r, name)
+        for sc, q in r.quality.items():
+            out.quality[sc][rows] = q
+        if out.sample is not None:
+            out.sample[rows] = 0 if r.sample is None else r.sample
+    return out
+
+
+def _per_temperature(
+    run: Any, o: Outcomes, points: Sequence[PolicyPoint], arrays: DenseTable | None
+) -> SimResult | None:
+    groups = by_temperature(o, points)
+    if groups is None:
+        return None
+    parts = [(idx, run(ov, [points[i] for i in idx], arrays=arrays if ov is o else None)) for ov, idx in groups]
+    return merge_results(parts, len(points))
+
+
 def simulate(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTable | None = None) -> SimResult:
     """Route every item under every policy in ``points`` (the router's logic, vectorised)."""
+    split = _per_temperature(simulate, o, points, arrays)
+    if split is not None:
+        return split
     a = arrays or o.dense()
     e = _encode(points, a, o.policy)
     p, n, t = len(points), a.n, a.t
@@ -493,6 +558,9 @@ def simulate_cut(o: Outcomes, points: Sequence[PolicyPoint], *, arrays: DenseTab
     simulations), and each policy takes, item by item, the branch its own comparisons select. Groups
     no larger than their branch count, and policies without a consistency check, are simulated
     directly. Exact: the same arrays as :func:`simulate` (a test checks it on random tables)."""
+    split = _per_temperature(simulate_cut, o, points, arrays)
+    if split is not None:
+        return split
     a = arrays or o.dense()
     nb = 2 ** max(a.t - 1, 0)
     groups: dict[PolicyPoint, list[int]] = {}
@@ -897,9 +965,17 @@ def point_by_id(df: pd.DataFrame) -> dict[str, PolicyPoint]:
     return {pt.id: pt for pt in points_of(df)}
 
 
-def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
-    """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`)."""
+def point_from_policy(policy: RouterPolicy, base: RouterPolicy | None = None) -> PolicyPoint:
+    """The sweep knobs of a full policy (the inverse of :meth:`PolicyPoint.to_policy`). With ``base`` (the
+    outcome table's policy) the tiers' sample temperatures that differ from it become the point's
+    ``temperatures``; without it they are read as the table's own."""
     c = policy.confidence
+    temps: tuple[float | None, ...] | None = None
+    if base is not None and len(base.tiers) == len(policy.tiers):
+        mine = [policy.sample_temperature(i) for i in range(len(policy.tiers) - 1)]
+        theirs = [base.sample_temperature(i) for i in range(len(base.tiers) - 1)]
+        if mine != theirs:
+            temps = tuple(None if a == b else a for a, b in zip(mine, theirs, strict=True))
     if c.classes and policy.cascade and c.signal != "consistency":
         raise WorkbenchError(
             f"policy {policy.name!r} uses the {c.signal!r} confidence signal; the sweep simulates only the "
@@ -922,4 +998,5 @@ def point_from_policy(policy: RouterPolicy) -> PolicyPoint:
         stop_share=c.stop_share if check and c.k_max is not None and c.k_max > c.k else 0.5,
         router=policy.start_router,
         router_thresholds=() if policy.start_router is None else policy.start_router.thresholds,
+        temperatures=temps,
     )
