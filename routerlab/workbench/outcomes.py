@@ -605,22 +605,17 @@ def build_outcomes(
     Where the manifest lists several sample temperatures for a tier (``sample_temperatures``) each
     other combination is replayed too, as :attr:`Outcomes.variants` (``variants=False``: not)."""
     cdir = Path(cassette_dir)
+    try:
+        manifest = read_manifest(cdir)  # read once: ks, adaptive k's draws and the sample temperatures
+    except DataError:
+        manifest = {}
     if ks is None:
-        try:
-            ks = list(read_manifest(cdir).get("ks", [policy.confidence.k]))
-        except DataError:
-            ks = [policy.confidence.k]
+        ks = list(manifest.get("ks", [policy.confidence.k]))
     ks = sorted(set(ks))
     if k_max is None:
-        try:
-            got = read_manifest(cdir).get("k_max")
-        except DataError:
-            got = None
+        got = manifest.get("k_max")
         k_max = int(got) if isinstance(got, int) and got > 2 and 2 in ks else None
-    try:
-        recorded = recorded_temperatures(policy, read_manifest(cdir)) if variants else {}
-    except DataError:
-        recorded = {}
+    recorded = recorded_temperatures(policy, manifest) if variants else {}
     key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers, k_max)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"

@@ -33,6 +33,14 @@ from routerlab.workbench.sweep import NO_CHECK, PolicyPoint, evaluate, point_by_
 _PICO_USD = Decimal("1e-12")
 
 
+def _slider(value: float, top: float, description: str, disabled: bool) -> Any:
+    """A threshold slider from 0 to ``top`` in steps of 0.01, updating on release."""
+    return w.FloatSlider(
+        value=value, min=0.0, max=top, step=0.01, description=description, continuous_update=False,
+        readout_format=".2f", style={"description_width": "initial"}, disabled=disabled,
+    )  # fmt: skip
+
+
 class Explorer:
     """Build with a :class:`~routerlab.workbench.Study`; display ``explorer.widget``."""
 
@@ -54,17 +62,7 @@ class Explorer:
             options=sims, value=pt.similarity if pt.similarity in sims else sims[0], description="similarity"
         )
         self.thresholds = [
-            w.FloatSlider(
-                value=pt.thresholds[i] if pt.thresholds else 0.75,
-                min=0.0,
-                max=1.0,
-                step=0.01,
-                description=f"threshold {o.tiers[i]}",
-                continuous_update=False,
-                readout_format=".2f",
-                style={"description_width": "initial"},
-                disabled=not has_samples,
-            )
+            _slider(pt.thresholds[i] if pt.thresholds else 0.75, 1.0, f"threshold {o.tiers[i]}", not has_samples)
             for i in range(len(o.tiers) - 1)
         ]
         tier_opts = [(name, i) for i, name in enumerate(o.tiers)]
@@ -108,17 +106,12 @@ class Explorer:
             value=pt.router is not None, description="learned start tier", disabled=self.router is None
         )
         self.router_thresholds = [
-            w.FloatSlider(
-                value=pt.router_thresholds[i] if pt.router_thresholds else 0.5,
-                min=0.0,
-                max=1.01,
-                step=0.01,
-                description=f"start at {o.tiers[i]} if p >=",
-                continuous_update=False,
-                readout_format=".2f",
-                style=wide,
-                disabled=self.router is None,
-            )  # fmt: skip
+            _slider(
+                pt.router_thresholds[i] if pt.router_thresholds else 0.5,
+                1.01,
+                f"start at {o.tiers[i]} if p >=",
+                self.router is None,
+            )
             for i in range(len(o.tiers) - 1)
         ]
         self.table = w.HTML()
