@@ -525,3 +525,90 @@ def test_the_cut_point_sweep_equals_the_decision_procedure(seed: int) -> None:
     fast = simulate_cut(o, points)
     assert not mismatches(fast, simulate_reference(o, points)), seed
     assert not mismatches(fast, simulate(o, points)), seed
+
+
+# ---------------------------------------------------------------- the per-class decomposition (issue 15)
+
+LATENCY = ["latency_p50_ms", "latency_p95_ms"]
+
+
+def decomposed_check(seed: int) -> list[str]:
+    """What differs between the decomposed sweep's table and the reference's routes summarised alike, on a
+    random table, random policies (threshold families and repeats among them) and a random item mask."""
+    from routerlab.workbench.sweep import summarize, sweep
+
+    o = random_table(seed)
+    pts = random_points(o, 30, seed) + threshold_families(o, 6, seed + 1)
+    rng = random.Random(seed)
+    pts += rng.sample(pts, 5)  # repeated policies: one projection each, the same rows
+    mask = np.array([rng.random() < 0.7 for _ in range(o.n_items)])
+    mask[rng.randrange(o.n_items)] = True
+    fast = sweep(o, pts, mask=mask, bootstrap=25, seed=seed)
+    ref = summarize(o, pts, simulate_reference(o, pts), mask=mask, bootstrap=25, seed=seed)
+    out = []
+    for col in ref.columns:  # every column exact (integer sums), latency to float rounding (summed in steps)
+        a, b = fast[col], ref[col]
+        same = np.allclose(a, b, rtol=1e-9, atol=1e-6) if col in LATENCY else a.equals(b)
+        if not same:
+            out.append(col)
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_decomposed_sweep_equals_the_decision_procedure(seed: int) -> None:
+    print(f"seed={seed} (reproduce: decomposed_check({seed}) in tests/test_reference.py)")
+    assert decomposed_check(seed) == [], seed
+
+
+def test_the_decomposed_sweep_equals_the_undecomposed_one_bit_for_bit() -> None:
+    from routerlab.workbench.sweep import sweep
+
+    for seed in SEEDS[:10]:
+        print(f"seed={seed}")
+        o = random_table(seed)
+        pts = random_points(o, 30, seed)
+        a = sweep(o, pts, bootstrap=25, seed=seed)
+        b = sweep(o, pts, bootstrap=25, seed=seed, decompose=False)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)  # latency too: the same per-item sums
+
+
+@pytest.mark.parametrize("plant", ["membership_ignored", "start_of_another_class", "cap_dropped_at_final"])
+def test_a_planted_projection_bug_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A projection that merges policies an item can tell apart must be caught by the property check."""
+    from routerlab.workbench import decompose
+
+    real = decompose.project
+
+    def project(pt: PolicyPoint, cls: int, n_tiers: int, base_mask: int) -> PolicyPoint:
+        if plant == "membership_ignored":  # the class read as checked whenever any class is
+            pt = replace(pt, classes=COMPLEXITY_CLASSES)
+        elif plant == "start_of_another_class":
+            cls = (cls + 1) % 3
+        elif plant == "cap_dropped_at_final" and pt.start[cls] >= n_tiers - 1:
+            pt = replace(pt, cap_usd=None)
+        return real(pt, cls, n_tiers, base_mask)
+
+    monkeypatch.setattr(decompose, "project", project)
+    caught = [seed for seed in SEEDS[:12] if decomposed_check(seed)]
+    assert caught, f"planted projection bug {plant!r} went unnoticed"
+
+
+def test_classes_without_items_are_not_simulated() -> None:
+    from routerlab.workbench.decompose import plan, project
+    from routerlab.workbench.sweep import escalate_mask
+
+    o = random_table(3)
+    t = len(o.tiers)
+    pts = random_points(o, 40, 3)
+    only = np.asarray(o.items["class_index"] == o.items["class_index"].iloc[0])
+    got = plan(o, pts, mask=only)
+    present = COMPLEXITY_CLASSES[int(o.items["class_index"].iloc[0])]
+    for name, c in got["classes"].items():
+        assert (c["items"] > 0) == (name == present), got
+        assert (c["projections"] > 0) == (name == present), got
+    # a projection never depends on another class's settings
+    base = escalate_mask(o.policy.confidence.escalate_on)
+    pt = next(p for p in pts if p.router is None)
+    for c in range(3):
+        other = tuple(x if i == c else (x + 1) % t for i, x in enumerate(pt.start))
+        assert project(pt, c, t, base) == project(replace(pt, start=other), c, t, base)

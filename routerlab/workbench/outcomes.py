@@ -35,6 +35,7 @@ the cassette files, the ladder and the settings; any change rebuilds them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -238,6 +239,52 @@ class DenseTable:
     def k_tiers(self, j: int) -> tuple[int, ...]:
         """The non-final tiers where k number ``j`` is recorded for every item."""
         return tuple(int(ti) for ti in np.flatnonzero(self.k_count[j, : self.t - 1] == self.n))
+
+    def take(self, idx: np.ndarray) -> DenseTable:
+        """The table of the items ``idx`` (positions, in that order; repeats allowed), every array cut along
+        its item axis. ``k_count`` keeps only the tiers recorded for every item (counted as all of ``idx``):
+        a sub-table is simulated with policies already checked against the whole table."""
+        idx = np.asarray(idx, np.int64)
+        m = len(idx)
+
+        def cut(x: np.ndarray, axis: int) -> np.ndarray:
+            return np.take(x, idx, axis=axis) if x.ndim > axis and x.shape[axis] == self.n else x
+
+        axes = {f.name: _ITEM_AXIS[f.name] for f in dataclasses.fields(self) if f.name in _ITEM_AXIS}
+        parts: dict[str, Any] = {}
+        for name, axis in axes.items():
+            x = getattr(self, name)
+            parts[name] = {k: cut(v, axis) for k, v in x.items()} if isinstance(x, dict) else cut(x, axis)
+        return dataclasses.replace(self, n=m, k_count=np.where(self.k_count == self.n, m, 0).astype(np.int64), **parts)
+
+
+# the item axis of each DenseTable array (see :meth:`DenseTable.take`)
+_ITEM_AXIS = {
+    **dict.fromkeys(("cls", "s_cost", "s_worst", "s_res", "s_err", "s_bad", "s_lat", "s_q", "d_have"), 0),
+    **dict.fromkeys(
+        (
+            "k_cost",
+            "k_worst",
+            "k_res",
+            "k_err",
+            "k_bad",
+            "k_lat",
+            "k_tuw",
+            "k_scost",
+            "k_sres",
+            "k_slat",
+            "k_q",
+            "k_sq",
+            "d_cost",
+            "d_worst",
+            "d_res",
+            "d_err",
+            "d_lat",
+        ),
+        1,
+    ),  # fmt: skip
+    **dict.fromkeys(("agree", "k_pick", "k_pagree", "k_pbad", "d_agree", "d_pick", "d_pagree", "d_pbad"), 2),
+}
 
 
 def _build_dense(o: Outcomes) -> DenseTable:

@@ -782,24 +782,124 @@ def bootstrap_weights(n: int, b: int, seed: int) -> np.ndarray:
     return w
 
 
-def summarize(
-    o: Outcomes,
-    points: Sequence[PolicyPoint],
-    sim: SimResult,
-    *,
-    mask: np.ndarray | None = None,
-    bootstrap: int = 200,
-    seed: int = 0,
+#: Quality scores are summed as integers in units of 2^-32 (each item's score rounded to that grid): a sum
+#: is then the same exact number whatever the order or the split of the items (per class, per shard), and
+#: the bootstrap's weighted sums stay exact integers in float64 up to about 2^21 / 2^-32-scaled items
+#: (n x largest weight < 2^21, some 200,000 items). The rounding moves a mean by under 2.4e-10.
+QUALITY_SCALE = 2**32
+
+
+@dataclass
+class Partial:
+    """Additive per-policy sums over a set of items: what :func:`summarize` needs, summed exactly (integers)
+    so that sums over parts (classes, shards) equal the sum over the whole."""
+
+    n: int  # items summed
+    cost: np.ndarray  # (P,) int64: pico USD
+    q: dict[str, np.ndarray]  # per scorer (P,) int64: quality in units of 1 / QUALITY_SCALE
+    qn: dict[str, np.ndarray]  # per scorer (P,) int64: items with a score
+    qw: dict[str, np.ndarray] | None  # per scorer (P, B): bootstrap-weighted quality sums (same units)
+    vw: dict[str, np.ndarray] | None  # per scorer (P, B): bootstrap-weighted counts of scored items
+    escalated: np.ndarray  # (P,) int64: items with at least one escalation
+    failed: np.ndarray  # (P,) int64: items no tier answered
+    tiers: np.ndarray  # (P, T) int64: items answered at each tier
+    premium: np.ndarray  # (P,) int64: items that called the final tier
+    latency: np.ndarray | None  # (P, n) the items' latencies (for exact percentiles), or None: not kept
+
+    def rows(self, idx: np.ndarray) -> Partial:
+        """The sums of the policies ``idx`` (rows, repeats allowed)."""
+
+        def d(x: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+            return None if x is None else {k: v[idx] for k, v in x.items()}
+
+        return Partial(
+            self.n, self.cost[idx], {k: v[idx] for k, v in self.q.items()}, {k: v[idx] for k, v in self.qn.items()},
+            d(self.qw), d(self.vw), self.escalated[idx], self.failed[idx], self.tiers[idx], self.premium[idx],
+            None if self.latency is None else self.latency[idx],
+        )  # fmt: skip
+
+    def __add__(self, other: Partial) -> Partial:
+        """The sums over both item sets (the same policies, disjoint items)."""
+
+        def d(x: dict[str, np.ndarray] | None, y: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+            return None if x is None or y is None else {k: x[k] + y[k] for k in x}
+
+        lat = None
+        if self.latency is not None and other.latency is not None:
+            lat = np.concatenate([self.latency, other.latency], axis=1)
+        return Partial(
+            self.n + other.n, self.cost + other.cost, {k: self.q[k] + other.q[k] for k in self.q},
+            {k: self.qn[k] + other.qn[k] for k in self.qn}, d(self.qw, other.qw), d(self.vw, other.vw),
+            self.escalated + other.escalated, self.failed + other.failed, self.tiers + other.tiers,
+            self.premium + other.premium, lat,
+        )  # fmt: skip
+
+
+def concat_partials(parts: Sequence[Partial]) -> Partial:
+    """The rows of several :class:`Partial` (the same items, other policies) stacked in order."""
+
+    def d(xs: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+        if any(x is None for x in xs):
+            return None
+        return {k: np.concatenate([x[k] for x in xs if x is not None]) for k in xs[0] or {}}
+
+    first = parts[0]
+    lat = None if any(p.latency is None for p in parts) else np.concatenate([p.latency for p in parts])
+    return Partial(
+        first.n, np.concatenate([p.cost for p in parts]), {k: np.concatenate([p.q[k] for p in parts]) for k in first.q},
+        {k: np.concatenate([p.qn[k] for p in parts]) for k in first.qn}, d([p.qw for p in parts]),
+        d([p.vw for p in parts]), np.concatenate([p.escalated for p in parts]),
+        np.concatenate([p.failed for p in parts]), np.concatenate([p.tiers for p in parts]),
+        np.concatenate([p.premium for p in parts]), lat,
+    )  # fmt: skip
+
+
+def reduce_sim(
+    sim: SimResult, cols: np.ndarray, n_tiers: int, *, weights: np.ndarray | None = None, latency: bool = True
+) -> Partial:
+    """The additive sums of a simulation over its item columns ``cols``; ``weights`` (len(cols), B) are the
+    bootstrap resampling counts of those items."""
+    cols = np.asarray(cols, np.int64)
+    q: dict[str, np.ndarray] = {}
+    qn: dict[str, np.ndarray] = {}
+    qw: dict[str, np.ndarray] | None = None if weights is None else {}
+    vw: dict[str, np.ndarray] | None = None if weights is None else {}
+    for sc, qq in sim.quality.items():
+        x = np.ascontiguousarray(qq[:, cols])
+        valid = ~np.isnan(x)
+        qi = np.where(valid, np.rint(np.where(valid, x, 0.0) * QUALITY_SCALE), 0.0)
+        q[sc] = qi.astype(np.int64).sum(axis=1)
+        qn[sc] = valid.sum(axis=1).astype(np.int64)
+        if weights is not None and qw is not None and vw is not None:
+            qw[sc] = qi @ weights
+            vw[sc] = valid.astype(float) @ weights
+    tiers = sim.tier[:, cols]
+    return Partial(
+        n=len(cols),
+        cost=sim.cost_pico[:, cols].sum(axis=1).astype(np.int64),
+        q=q,
+        qn=qn,
+        qw=qw,
+        vw=vw,
+        escalated=(sim.escalations[:, cols] > 0).sum(axis=1).astype(np.int64),
+        failed=(tiers < 0).sum(axis=1).astype(np.int64),
+        tiers=np.stack([(tiers == ti).sum(axis=1) for ti in range(n_tiers)], axis=1)
+        .astype(np.int64)
+        .reshape(len(tiers), n_tiers),
+        premium=sim.premium_call[:, cols].sum(axis=1).astype(np.int64),
+        latency=np.ascontiguousarray(sim.latency_ms[:, cols]) if latency else None,
+    )
+
+
+def finalize(
+    points: Sequence[PolicyPoint], s: Partial, n_tiers: int, *, latency: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """One row per policy: cost, quality with bootstrap 95% CIs, escalation, tier mix, latency."""
-    sel = np.ones(o.n_items, bool) if mask is None else mask
-    n = int(sel.sum())
+    """One row per policy from its sums (the sweep table's columns); ``latency`` (P, 2): its p50 and p95
+    (else from ``s.latency``; NaN where neither is given)."""
+    n, t = s.n, n_tiers
     if n == 0:
         raise WorkbenchError("no items selected")
-    t = len(o.tiers)
-    # exact integer sums, then one division: the same numbers whatever the batch (float sums over a
-    # (policies, items) array round differently with its shape)
-    cost_total = sim.cost_pico[:, sel].sum(axis=1).astype(float) / float(PICO)
+    cost_total = s.cost.astype(float) / float(PICO)
     out: dict[str, Any] = {
         "policy_id": [pt.id for pt in points],
         "label": [pt.label(t) for pt in points],
@@ -819,25 +919,42 @@ def summarize(
     for ti in range(t - 1):
         out[f"threshold_{ti}"] = [pt.thresholds[ti] if pt.thresholds else np.nan for pt in points]
     out["cost_per_1k_usd"] = out["cost_usd_mean"] * 1000.0
-    w = bootstrap_weights(n, bootstrap, seed) if bootstrap else None
-    for sc, q in sim.quality.items():
-        qq = np.ascontiguousarray(q[:, sel])  # row sums in one memory order, whatever the batch
-        valid = ~np.isnan(qq)
-        qz = np.where(valid, qq, 0.0)
-        out[f"quality_{sc}"] = qz.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
-        if w is not None:
-            means = (qz @ w) / np.maximum(valid.astype(float) @ w, 1)
+    for sc in s.q:
+        out[f"quality_{sc}"] = s.q[sc].astype(float) / QUALITY_SCALE / np.maximum(s.qn[sc], 1)
+        if s.qw is not None and s.vw is not None:
+            means = s.qw[sc] / QUALITY_SCALE / np.maximum(s.vw[sc], 1)
             out[f"quality_{sc}_lo"] = np.percentile(means, 2.5, axis=1)
             out[f"quality_{sc}_hi"] = np.percentile(means, 97.5, axis=1)
-    tiers = sim.tier[:, sel]
-    out["escalation_rate"] = (sim.escalations[:, sel] > 0).mean(axis=1)
-    out["failure_rate"] = (tiers < 0).mean(axis=1)
+    out["escalation_rate"] = s.escalated / n
+    out["failure_rate"] = s.failed / n
     for ti in range(t):
-        out[f"share_tier_{ti}"] = (tiers == ti).mean(axis=1)
-    out["premium_call_share"] = sim.premium_call[:, sel].mean(axis=1)
-    out["latency_p50_ms"] = np.percentile(sim.latency_ms[:, sel], 50, axis=1)
-    out["latency_p95_ms"] = np.percentile(sim.latency_ms[:, sel], 95, axis=1)
+        out[f"share_tier_{ti}"] = s.tiers[:, ti] / n
+    out["premium_call_share"] = s.premium / n
+    if latency is None and s.latency is not None:
+        latency = np.percentile(s.latency, [50, 95], axis=1).T if len(points) else np.zeros((0, 2))
+    if latency is None:
+        latency = np.full((len(points), 2), np.nan)
+    out["latency_p50_ms"] = latency[:, 0]
+    out["latency_p95_ms"] = latency[:, 1]
     return pd.DataFrame(out)
+
+
+def summarize(
+    o: Outcomes,
+    points: Sequence[PolicyPoint],
+    sim: SimResult,
+    *,
+    mask: np.ndarray | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per policy: cost, quality with bootstrap 95% CIs, escalation, tier mix, latency."""
+    sel = np.ones(o.n_items, bool) if mask is None else mask
+    cols = np.flatnonzero(sel)
+    if len(cols) == 0:
+        raise WorkbenchError("no items selected")
+    w = bootstrap_weights(len(cols), bootstrap, seed) if bootstrap else None
+    return finalize(points, reduce_sim(sim, cols, len(o.tiers), weights=w), len(o.tiers))
 
 
 def sweep(
@@ -851,40 +968,57 @@ def sweep(
     progress: bool = False,
     memory_mb: float | None = None,
     cut_points: bool = True,
+    decompose: bool = True,
+    latency: bool | None = None,
 ) -> pd.DataFrame:
     """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table.
 
     With ``cut_points`` (default) policies that differ only in thresholds share their simulations
     (:func:`simulate_cut`: the same numbers, less work); ``cut_points=False`` simulates each one.
 
+    With ``decompose`` (default) each policy is cut into one projection per complexity class, and each
+    class's distinct projections are simulated once, on that class's items only
+    (:mod:`routerlab.workbench.decompose`); ``decompose=False`` simulates every policy on every item.
+
     ``batch`` policies are simulated at a time; by default as many as fit in ``memory_mb`` of temporaries
     (default ``$ROUTERLAB_SWEEP_MEMORY_MB``, else 2048), at about :data:`BYTES_PER_POLICY_ITEM` bytes per
-    policy and item, between 1 and 4,096. The batch changes memory and speed, not the numbers: costs,
-    counts and means are the same for any batch; only the bootstrap CI ends (a matrix product, whose
-    rounding follows its shape) may differ in the last bits."""
+    policy and item, between 1 and 4,096. The batch, the decomposition and the cut points change memory and
+    speed, not the numbers: costs, counts and quality sums are exact integers (quality in units of
+    2^-32, :data:`QUALITY_SCALE`), and so are the bootstrap's weighted sums up to about 200,000 items.
+
+    ``latency``: the p50/p95 latency columns for every policy (exact; they need each policy's latencies
+    item by item). None (default): when policies x items is at most
+    :data:`~routerlab.workbench.decompose.LATENCY_WORK`, else NaN (:func:`evaluate` gives any one policy's)."""
     if points is None:
         points = default_grid(o)
     pts = points.points(o, mask=mask) if isinstance(points, Grid) else list(points)
-    a = o.dense()
-    if batch is None:
-        batch = batch_size(a.n, memory_mb=memory_mb)
-    elif batch < 1:
+    if batch is not None and batch < 1:
         raise WorkbenchError(f"batch must be at least 1 policy, got {batch}")
-    frames = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pts), desc="sweep", unit="policy")
-    for i in range(0, len(pts), batch):
-        chunk = pts[i : i + batch]
-        run = simulate_cut if cut_points else simulate
-        frames.append(summarize(o, chunk, run(o, chunk, arrays=a), mask=mask, bootstrap=bootstrap, seed=seed))
-        if bar is not None:
-            bar.update(len(chunk))
+        bar = tqdm(desc="sweep", unit="sim")
+    if decompose:
+        from routerlab.workbench.decompose import sweep_sums
+
+        df = sweep_sums(
+            o, pts, mask=mask, bootstrap=bootstrap, seed=seed, batch=batch, memory_mb=memory_mb,
+            cut_points=cut_points, latency=latency, progress=None if bar is None else bar.update,
+        )  # fmt: skip
+    else:
+        a = o.dense()
+        size = batch or batch_size(a.n, memory_mb=memory_mb)
+        frames = []
+        for i in range(0, len(pts), size):
+            chunk = pts[i : i + size]
+            run = simulate_cut if cut_points else simulate
+            frames.append(summarize(o, chunk, run(o, chunk, arrays=a), mask=mask, bootstrap=bootstrap, seed=seed))
+            if bar is not None:
+                bar.update(len(chunk))
+        df = pd.concat(frames, ignore_index=True)
     if bar is not None:
         bar.close()
-    df = pd.concat(frames, ignore_index=True)
     df.attrs["points"] = _Points(pts)
     return df
 

@@ -1,0 +1,239 @@
+"""The sweep's cost follows the structure of the grid, not its size.
+
+An item's route depends on its own complexity class's start tier and on whether that class is checked,
+never on the other classes' settings. So each policy is cut into one *projection* per class: the policy
+as an item of that class sees it, in a canonical form (the start tier for every class; no check where the
+class is not checked; thresholds of tiers it never reaches or never checks, the cap mode of no cap, the
+unusable-answer reasons of a policy that does not cascade, all set to one value). Policies that share a
+projection share its simulation, which runs on that class's items only; classes without an item in the
+split are skipped. Each projection's outcome is reduced to exact additive sums (:class:`Partial`), and
+a policy's row is the sum of its projections' sums.
+
+On a default grid most policies differ only where an item cannot tell: mot_date's 1,620 policies have
+105 distinct projections (its items are all "simple"), so the sweep simulates 105 policies, not 1,620.
+The numbers are the same as simulating every policy on every item (integer costs, counts and quality
+sums; the tests check it against the reference simulator on random tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from routerlab.classifier import COMPLEXITY_CLASSES
+from routerlab.decision import escalate_mask
+from routerlab.errors import WorkbenchError
+from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
+from routerlab.workbench.sweep import (
+    _NO_CAP_PICO,
+    NO_CHECK,
+    Partial,
+    PolicyPoint,
+    SimResult,
+    _encode,
+    batch_size,
+    bootstrap_weights,
+    by_temperature,
+    concat_partials,
+    finalize,
+    reduce_sim,
+    simulate,
+    simulate_cut,
+)
+
+#: Exact latency percentiles for every policy of a sweep when policies x items is at most this (they
+#: need each policy's whole latency vector); above it only on request (``latency=True``), else NaN: the
+#: chosen policy's figures come from :func:`~routerlab.workbench.sweep.evaluate`, which is always exact.
+LATENCY_WORK = 50_000_000
+
+
+def project(pt: PolicyPoint, cls: int, n_tiers: int, base_mask: int) -> PolicyPoint:
+    """The policy as an item of complexity class ``cls`` sees it, in canonical form: two policies with the
+    same projection route every item of that class the same way (cost, tier, sample, latency, escalations).
+    ``base_mask``: the ladder policy's unusable-answer reasons (:func:`~routerlab.decision.escalate_mask`)."""
+    t = n_tiers
+    s = pt.start[cls]
+    cap = None if pt.cap_usd is None or pt.cap_usd * PICO >= _NO_CAP_PICO else pt.cap_usd
+    mode = pt.cap_mode if cap is not None else "worst_case"
+    whole = COMPLEXITY_CLASSES
+    if s >= t - 1:  # one call at the final tier: nothing to check, nothing to escalate to
+        return PolicyPoint((t - 1,) * 3, True, NO_CHECK, 2, whole, (), cap, None, mode)
+    esc: tuple[str, ...] | None = None
+    if pt.cascade and pt.escalate_on is not None and escalate_mask(pt.escalate_on) != base_mask:
+        esc = tuple(sorted(set(pt.escalate_on)))
+    checked = pt.cascade and pt.similarity != NO_CHECK and COMPLEXITY_CLASSES[cls] in pt.classes
+    wanted = [ti for ti in (range(t - 1) if pt.check_tiers is None else pt.check_tiers) if s <= ti < t - 1]
+    if not checked or not wanted:
+        return PolicyPoint((s,) * 3, pt.cascade, NO_CHECK, 2, whole, (), cap, None, mode, esc)
+    thr = tuple(float(pt.thresholds[ti]) if ti in wanted else 1.0 for ti in range(t - 1))
+    k_max = pt.k_max if pt.k_max is not None and pt.k_max > pt.k else None
+    return PolicyPoint(
+        (s,) * 3, True, pt.similarity, pt.k, whole, thr, cap, tuple(sorted(wanted)), mode, esc, pt.answer, k_max,
+        pt.stop_share if k_max is not None else 0.5,
+    )  # fmt: skip
+
+
+def _zeros(p: int, n_tiers: int, scorers: Sequence[str], b: int | None, latency: bool) -> Partial:
+    z = np.zeros(p, np.int64)
+    return Partial(
+        0, z.copy(), {s: z.copy() for s in scorers}, {s: z.copy() for s in scorers},
+        None if b is None else {s: np.zeros((p, b)) for s in scorers},
+        None if b is None else {s: np.zeros((p, b)) for s in scorers},
+        z.copy(), z.copy(), np.zeros((p, n_tiers), np.int64), z.copy(), np.zeros((p, 0)) if latency else None,
+    )  # fmt: skip
+
+
+def _simulated(
+    o: Outcomes,
+    pts: list[PolicyPoint],
+    arrays: DenseTable,
+    cols: np.ndarray,
+    weights: np.ndarray | None,
+    *,
+    cut_points: bool,
+    latency: bool,
+    batch: int,
+    tick: Callable[[int], None],
+) -> Partial:
+    """``pts`` simulated on ``arrays`` in batches, each reduced over the item columns ``cols``."""
+    run = simulate_cut if cut_points else simulate
+    parts = []
+    for i in range(0, len(pts), batch):
+        chunk = pts[i : i + batch]
+        sim: SimResult = run(o, chunk, arrays=arrays)
+        parts.append(reduce_sim(sim, cols, arrays.t, weights=weights, latency=latency))
+        tick(len(chunk))
+    return concat_partials(parts)
+
+
+def plan(o: Outcomes, points: Sequence[PolicyPoint], mask: np.ndarray | None = None) -> dict[str, Any]:
+    """How the decomposed sweep would run ``points`` (for reports and benchmarks): per class, its items
+    and distinct projections, and the policies simulated on the whole table (learned start routers)."""
+    a = o.dense()
+    sel = np.ones(o.n_items, bool) if mask is None else mask
+    base = escalate_mask(o.policy.confidence.escalate_on)
+    out: dict[str, Any] = {"policies": len(points), "classes": {}, "whole_table": 0}
+    for c, name in enumerate(COMPLEXITY_CLASSES):
+        n_c = int((sel & (a.cls == c)).sum())
+        keys = {project(pt, c, a.t, base) for pt in points if pt.router is None} if n_c else set()
+        out["classes"][name] = {"items": n_c, "projections": len(keys)}
+    out["whole_table"] = sum(pt.router is not None for pt in points)
+    return out
+
+
+def sweep_sums(
+    o: Outcomes,
+    points: Sequence[PolicyPoint],
+    *,
+    mask: np.ndarray | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+    batch: int | None = None,
+    memory_mb: float | None = None,
+    cut_points: bool = True,
+    latency: bool | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """The sweep table of ``points`` (see :func:`~routerlab.workbench.sweep.sweep`), each class's distinct
+    projections simulated once on that class's items."""
+    p = len(points)
+    sel = np.ones(o.n_items, bool) if mask is None else np.asarray(mask, bool)
+    cols_all = np.flatnonzero(sel)
+    if len(cols_all) == 0:
+        raise WorkbenchError("no items selected")
+    if latency is None:
+        latency = p * len(cols_all) <= LATENCY_WORK
+    w = bootstrap_weights(len(cols_all), bootstrap, seed) if bootstrap else None
+    rank = np.cumsum(sel) - 1  # an item's row in the bootstrap weights (its place among the selected items)
+    tick = progress or (lambda _n: None)
+    groups = by_temperature(o, points) or [(o, list(range(p)))]
+    parts: list[tuple[list[int], Partial, np.ndarray | None]] = []
+    for ov, idx in groups:
+        pts = [points[i] for i in idx]
+        a = ov.dense()
+        _encode(pts, a, ov.policy)  # every point checked against the whole table (the sub-tables trust it)
+        base = escalate_mask(ov.policy.confidence.escalate_on)
+        whole = [i for i, pt in enumerate(pts) if pt.router is not None]
+        split = [i for i, pt in enumerate(pts) if pt.router is None]
+        total = _zeros(len(pts), a.t, list(ov.scorers), bootstrap or None, latency)
+        lat_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (projection row of each split policy, latencies)
+        if split:
+            for c in range(len(COMPLEXITY_CLASSES)):
+                items = np.flatnonzero(sel & (a.cls == c))
+                if len(items) == 0:
+                    continue  # a class with no item in the split: its settings change nothing
+                keys: dict[PolicyPoint, int] = {}
+                row = np.array([keys.setdefault(project(pts[i], c, a.t, base), len(keys)) for i in split])
+                sub = a.take(items)
+                wc = None if w is None else w[rank[items]]
+                size = batch or batch_size(len(items), memory_mb=memory_mb)
+                got = _simulated(
+                    ov, list(keys), sub, np.arange(len(items)), wc, cut_points=cut_points, latency=latency,
+                    batch=size, tick=tick,
+                )  # fmt: skip
+                here = got.rows(row)
+                if latency and got.latency is not None:
+                    lat_parts.append((row, got.latency))
+                here.latency = None
+                total = _add_rows(total, np.asarray(split), here)
+        if whole:
+            size = batch or batch_size(len(cols_all), memory_mb=memory_mb)
+            wpts = [pts[i] for i in whole]
+            got = _simulated(ov, wpts, a, cols_all, w, cut_points=cut_points, latency=latency, batch=size, tick=tick)
+            lat_whole = got.latency
+            got.latency = None
+            total = _add_rows(total, np.asarray(whole), got)
+        else:
+            lat_whole = None
+        total.n = len(cols_all)
+        total.latency = None
+        pct = _percentiles(len(pts), split, lat_parts, whole, lat_whole) if latency else None
+        parts.append((idx, total, pct))
+    frames = []
+    for idx, s, pct in parts:
+        frames.append((idx, finalize([points[i] for i in idx], s, len(o.tiers), latency=pct)))
+    if len(frames) == 1:
+        return frames[0][1]
+    df = pd.concat([f for _, f in frames], ignore_index=True)
+    order = np.empty(p, np.int64)
+    order[np.concatenate([np.asarray(i, np.int64) for i, _ in frames])] = np.arange(p)
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _add_rows(total: Partial, rows: np.ndarray, part: Partial) -> Partial:
+    """``total`` with ``part``'s sums (one row per entry of ``rows``) added at those rows."""
+    total.cost[rows] += part.cost
+    for sc in total.q:
+        total.q[sc][rows] += part.q[sc]
+        total.qn[sc][rows] += part.qn[sc]
+        if total.qw is not None and part.qw is not None and total.vw is not None and part.vw is not None:
+            total.qw[sc][rows] += part.qw[sc]
+            total.vw[sc][rows] += part.vw[sc]
+    total.escalated[rows] += part.escalated
+    total.failed[rows] += part.failed
+    total.tiers[rows] += part.tiers
+    total.premium[rows] += part.premium
+    return total
+
+
+def _percentiles(
+    p: int,
+    split: list[int],
+    lat_parts: list[tuple[np.ndarray, np.ndarray]],
+    whole: list[int],
+    lat_whole: np.ndarray | None,
+    chunk: int = 256,
+) -> np.ndarray:
+    """(P, 2): each policy's exact p50 and p95 latency over all its items (its projections' latencies
+    side by side; a percentile does not depend on the items' order)."""
+    out = np.full((p, 2), np.nan)
+    for i in range(0, len(split), chunk):
+        sl = slice(i, i + chunk)
+        rows = np.concatenate([lat[row[sl]] for row, lat in lat_parts], axis=1)
+        out[np.asarray(split[sl])] = np.percentile(rows, [50, 95], axis=1).T
+    if whole and lat_whole is not None:
+        out[np.asarray(whole)] = np.percentile(lat_whole, [50, 95], axis=1).T
+    return out
