@@ -38,7 +38,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
@@ -222,6 +222,12 @@ class RouterPolicy:
             object.__setattr__(self, "routing", MappingProxyType(filled))
         # re-validate through the dict form so that objects built in code obey the same rules
         validate_policy(self)
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # the read-only mappings cannot be pickled: send them as dicts (sweep shards go to other processes)
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["routing"], state["provenance"] = dict(self.routing), dict(self.provenance)
+        return (_unpickle_policy, (state,))
 
     def tier_index(self, name: str) -> int:
         for i, t in enumerate(self.tiers):
@@ -913,3 +919,8 @@ class PolicyHolder:
                         )
                     )
             return self._policy
+
+
+def _unpickle_policy(state: dict[str, Any]) -> RouterPolicy:
+    proxies = {k: MappingProxyType(state[k]) for k in ("routing", "provenance")}
+    return RouterPolicy(**{**state, **proxies})

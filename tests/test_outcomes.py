@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from routerlab.data.cassettes import cassette_name, record
@@ -261,3 +262,27 @@ def test_export_keeps_the_production_cost_cap(recorded: tuple[Any, Path], tmp_pa
     exported = load_policy(out)
     assert exported.max_cost_per_query_usd == Decimal("0.05")
     assert exported.breaker.failure_threshold == 3 and exported.tiers == capped.tiers
+
+
+def test_a_parallel_build_gives_the_same_table(imported: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """80 mot_date items (draws, two sample temperatures) built by two processes in chunks equal the serial
+    build, a scorer registered in this process included (the workers are forked)."""
+    from routerlab.errors import WorkbenchError
+    from routerlab.workbench import outcomes as mod
+
+    ds = imported("mot_date")
+    register_scorer("brevity", lambda item, text, model: min(len(text), 100) / 100, replace=True)
+    kw: dict[str, Any] = {"scorers": ["exact", "brevity"], "progress": False}
+    items = ds.items[:80]
+    one = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "one", workers=1, **kw)
+    monkeypatch.setattr(mod, "BUILD_CHUNK", 30)  # 3 chunks, the last one short
+    two = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "two", workers=2, **kw)
+    pd.testing.assert_frame_equal(one.calls, two.calls, check_exact=True)
+    pd.testing.assert_frame_equal(one.samples, two.samples, check_exact=True)
+    assert sorted(one.variants) == sorted(two.variants) and one.variants
+    for vec, v in one.variants.items():
+        pd.testing.assert_frame_equal(v.calls, two.variants[vec].calls, check_exact=True)
+    assert one.calls["q_brevity"].notna().any()
+    monkeypatch.setenv("ROUTERLAB_BUILD_WORKERS", "many")
+    with pytest.raises(WorkbenchError, match="ROUTERLAB_BUILD_WORKERS must be a whole number"):
+        build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "three", **kw)

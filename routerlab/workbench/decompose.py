@@ -17,6 +17,7 @@ sums; the tests check it against the reference simulator on random tables).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -136,9 +137,16 @@ def sweep_sums(
     cut_points: bool = True,
     latency: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    executor: Any = None,
+    shards: int = 4,
 ) -> pd.DataFrame:
     """The sweep table of ``points`` (see :func:`~routerlab.workbench.sweep.sweep`), each class's distinct
-    projections simulated once on that class's items."""
+    projections simulated once on that class's items.
+
+    ``executor``: anything with a ``concurrent.futures``-style ``submit(fn, *args)`` whose futures have
+    ``result()`` (a ``ProcessPoolExecutor``, a Dask ``distributed.Client``): each class's items are cut
+    into ``shards`` parts, each simulated as one task, and the parts' exact sums added up (the same table
+    as without it). Policies with a learned start router run in this process."""
     p = len(points)
     sel = np.ones(o.n_items, bool) if mask is None else np.asarray(mask, bool)
     cols_all = np.flatnonzero(sel)
@@ -167,13 +175,34 @@ def sweep_sums(
                     continue  # a class with no item in the split: its settings change nothing
                 keys: dict[PolicyPoint, int] = {}
                 row = np.array([keys.setdefault(project(pts[i], c, a.t, base), len(keys)) for i in split])
-                sub = a.take(items)
-                wc = None if w is None else w[rank[items]]
                 size = batch or batch_size(len(items), memory_mb=memory_mb)
-                got = _simulated(
-                    ov, list(keys), sub, np.arange(len(items)), wc, cut_points=cut_points, latency=latency,
-                    batch=size, tick=tick,
-                )  # fmt: skip
+                if executor is None:
+                    sub = a.take(items)
+                    wc = None if w is None else w[rank[items]]
+                    got = _simulated(
+                        ov, list(keys), sub, np.arange(len(items)), wc, cut_points=cut_points, latency=latency,
+                        batch=size, tick=tick,
+                    )  # fmt: skip
+                else:  # the class's items in shards, one task each: their sums add up (latencies side by side)
+                    light = _light(ov)
+                    futures = [
+                        executor.submit(
+                            _shard,
+                            light,
+                            list(keys),
+                            a.take(part),
+                            None if w is None else w[rank[part]],
+                            cut_points,
+                            latency,
+                            size,
+                        )  # fmt: skip
+                        for part in np.array_split(items, min(shards, len(items)))
+                    ]
+                    results = [f.result() for f in futures]
+                    got = results[0]
+                    for r in results[1:]:
+                        got = got + r
+                    tick(len(keys))
                 here = got.rows(row)
                 if latency and got.latency is not None:
                     lat_parts.append((row, got.latency))
@@ -201,6 +230,29 @@ def sweep_sums(
     order = np.empty(p, np.int64)
     order[np.concatenate([np.asarray(i, np.int64) for i, _ in frames])] = np.arange(p)
     return df.iloc[order].reset_index(drop=True)
+
+
+def _light(o: Outcomes) -> Outcomes:
+    """``o`` without its rows (what a shard's simulation reads of it: the policy, tiers and scorers)."""
+    return dataclasses.replace(
+        o, calls=o.calls.iloc[:0], samples=o.samples.iloc[:0], items=o.items.iloc[:0], variants={}
+    )
+
+
+def _shard(
+    o: Outcomes,
+    pts: list[PolicyPoint],
+    arrays: DenseTable,
+    weights: np.ndarray | None,
+    cut_points: bool,
+    latency: bool,
+    batch: int,
+) -> Partial:
+    """One task of a sharded sweep: ``pts`` on the items of ``arrays`` (run in a worker process)."""
+    return _simulated(
+        o, pts, arrays, np.arange(arrays.n), weights, cut_points=cut_points, latency=latency, batch=batch,
+        tick=lambda _n: None,
+    )  # fmt: skip
 
 
 def _add_rows(total: Partial, rows: np.ndarray, part: Partial) -> Partial:

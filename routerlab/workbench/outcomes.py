@@ -646,11 +646,15 @@ def build_outcomes(
     progress: bool = True,
     k_max: int | None = None,
     variants: bool = True,
+    workers: int | None = None,
 ) -> Outcomes:
     """Replay every recorded call once and score it; cached as Parquet (see the module docstring).
     ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples.
     Where the manifest lists several sample temperatures for a tier (``sample_temperatures``) each
-    other combination is replayed too, as :attr:`Outcomes.variants` (``variants=False``: not)."""
+    other combination is replayed too, as :attr:`Outcomes.variants` (``variants=False``: not).
+
+    ``workers``: processes that replay and score the items, in chunks (default ``$ROUTERLAB_BUILD_WORKERS``,
+    else every core for 1,000 items or more and one below that); the table is the same for any number."""
     cdir = Path(cassette_dir)
     try:
         manifest = read_manifest(cdir)  # read once: ks, adaptive k's draws and the sample temperatures
@@ -669,7 +673,7 @@ def build_outcomes(
     if calls_p.exists() and samples_p.exists():
         calls, samples = pd.read_parquet(calls_p), pd.read_parquet(samples_p)
     else:
-        calls, samples = _build(items, policy, cdir, scorers, ks, progress, k_max)
+        calls, samples = _build(items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)))
         cache.mkdir(parents=True, exist_ok=True)
         _atomic_parquet(calls, calls_p)
         _atomic_parquet(samples, samples_p)
@@ -693,7 +697,7 @@ def build_outcomes(
             if vec != base:  # each a whole table, as if the ladder had been recorded at those temperatures
                 others[vec] = build_outcomes(
                     items, policy.with_sample_temperatures(vec), cdir, scorers=scorers, ks=ks,
-                    cache_dir=cache_dir, progress=progress, k_max=k_max, variants=False,
+                    cache_dir=cache_dir, progress=progress, k_max=k_max, variants=False, workers=workers,
                 )  # fmt: skip
     return Outcomes(
         calls,
@@ -711,6 +715,22 @@ def build_outcomes(
     )
 
 
+def _workers(workers: int | None, n_items: int) -> int:
+    if workers is None:
+        env = os.environ.get("ROUTERLAB_BUILD_WORKERS")
+        if env:
+            try:
+                workers = int(env)
+            except ValueError:
+                msg = f"ROUTERLAB_BUILD_WORKERS must be a whole number of processes, got {env!r}"
+                raise WorkbenchError(msg) from None
+        else:
+            workers = (os.cpu_count() or 1) if n_items >= 1000 else 1
+    if workers < 1:
+        raise WorkbenchError(f"the outcome build needs at least 1 worker process, got {workers}")
+    return workers
+
+
 def _default_cache() -> Path:
     return default_cache_dir() / "outcomes"
 
@@ -719,7 +739,64 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+#: Items per task of a parallel outcome-table build (see :func:`build_outcomes`'s ``workers``).
+BUILD_CHUNK = 64
+
+
 def _build(
+    items: Sequence[EvalItem],
+    policy: RouterPolicy,
+    cdir: Path,
+    scorers: Sequence[str],
+    ks: Sequence[int],
+    progress: bool,
+    k_max: int | None = None,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The calls and samples tables of ``items``: in this process, or cut into chunks of
+    :data:`BUILD_CHUNK` items built by ``workers`` processes (rows in item order either way)."""
+    if workers <= 1 or len(items) <= BUILD_CHUNK:
+        return _build_part(items, policy, cdir, scorers, ks, progress, k_max)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [(i, min(i + BUILD_CHUNK, len(items))) for i in range(0, len(items), BUILD_CHUNK)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=f"outcome table ({workers} processes)", unit="item")
+    # forked workers read the items and settings from this module (eval items hold read-only mappings, which
+    # do not pickle) and see the scorers registered in this process (register_scorer, entry points)
+    _BUILD_STATE[:] = [(items, policy, cdir, scorers, ks, k_max)]
+    parts: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            futures = [ex.submit(_build_chunk, a, b) for a, b in chunks]
+            for (a, b), f in zip(chunks, futures, strict=True):
+                parts.append(f.result())
+                if bar is not None:
+                    bar.update(b - a)
+    finally:
+        _BUILD_STATE.clear()
+        if bar is not None:
+            bar.close()
+    calls = pd.concat([p[0] for p in parts], ignore_index=True)
+    samples = pd.concat([p[1] for p in parts], ignore_index=True)
+    return calls, samples
+
+
+_BUILD_STATE: list[tuple[Any, ...]] = []
+
+
+def _build_chunk(start: int, stop: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One task of a parallel build (in a forked worker): the items ``start:stop`` of the build in hand."""
+    items, policy, cdir, scorers, ks, k_max = _BUILD_STATE[0]
+    return _build_part(items[start:stop], policy, cdir, scorers, ks, False, k_max)
+
+
+def _build_part(
     items: Sequence[EvalItem],
     policy: RouterPolicy,
     cdir: Path,
