@@ -654,7 +654,8 @@ def build_outcomes(
     other combination is replayed too, as :attr:`Outcomes.variants` (``variants=False``: not).
 
     ``workers``: processes that replay and score the items, in chunks (default ``$ROUTERLAB_BUILD_WORKERS``,
-    else every core for 1,000 items or more and one below that); the table is the same for any number."""
+    else every core from two chunks of :data:`BUILD_CHUNK` items, one below that); the table is the same for
+    any number."""
     cdir = Path(cassette_dir)
     try:
         manifest = read_manifest(cdir)  # read once: ks, adaptive k's draws and the sample temperatures
@@ -725,7 +726,7 @@ def _workers(workers: int | None, n_items: int) -> int:
                 msg = f"ROUTERLAB_BUILD_WORKERS must be a whole number of processes, got {env!r}"
                 raise WorkbenchError(msg) from None
         else:
-            workers = (os.cpu_count() or 1) if n_items >= 1000 else 1
+            workers = (os.cpu_count() or 1) if n_items >= 2 * BUILD_CHUNK else 1
     if workers < 1:
         raise WorkbenchError(f"the outcome build needs at least 1 worker process, got {workers}")
     return workers

@@ -1,0 +1,69 @@
+"""The outcome-table build: milliseconds per item, in one process and in parallel worker processes.
+
+Issue 15's goals: under 2 ms per item warm; 1M items under 30 minutes on two cores. The build replays
+every recorded call of every item from its cassette through the router's own request and response code,
+prices it, computes the sample agreements (three similarities) and majority votes, and scores every
+answer and sample. Each row times whole ``build_outcomes`` calls into a fresh cache folder (so nothing is
+read from the Parquet cache), the temperature variants left out (``variants=False``, one table). "Warm":
+the process has built a table before (imports, the stemmer, the price book loaded) and the cassettes are
+in the OS file cache. Every row is --rounds interleaved rounds (at least 3), min / median / max. The 1M
+projection is the median ms per item x 1,000,000 (the build is linear in items: no step looks across
+items).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from _common import interleaved, machine, spread, table, workspace
+
+from routerlab.workbench.outcomes import build_outcomes
+from routerlab.workbench.scoring import applicable_scorers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="mot_date,alpaca_eval,arena_bench_v1")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the parallel rows")
+    ap.add_argument("--root", help="workspace with the datasets imported (default: import into a temp dir)")
+    args = ap.parse_args()
+    sets = {}
+    for name in args.datasets.split(","):
+        policy, items, cassettes, _base = workspace(name, args.root)
+        scorers = applicable_scorers(items, [t.model for t in policy.tiers])
+        sets[name] = (policy, items, cassettes, scorers)
+        build_outcomes(items[:20], policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(), progress=False)
+
+    def case(name: str, workers: int) -> object:
+        policy, items, cassettes, scorers = sets[name]
+        return lambda: build_outcomes(
+            items, policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(prefix="rl-build-"),
+            progress=False, variants=False, workers=workers,
+        )  # fmt: skip
+
+    cases = {(n, w): case(n, w) for n in sets for w in sorted({1, args.workers})}
+    times = interleaved({f"{n}/{w}": fn for (n, w), fn in cases.items()}, args.rounds)  # type: ignore[misc]
+    rows = []
+    verdicts = []
+    for (name, w), _fn in cases.items():
+        n = len(sets[name][1])
+        t = times[f"{name}/{w}"]
+        ms = [x / n * 1000 for x in t]
+        med = sorted(ms)[len(ms) // 2]
+        rows.append([name, f"{n:,}", str(w), spread(t, "{:.1f}"), spread(ms, "{:.1f}"), f"{med * 1e6 / 60_000:,.0f}"])
+        if w == args.workers:
+            proj = med * 1e6 / 60_000
+            verdicts.append([name, f"{med:.1f} ms per item ({w} processes)", "met" if med < 2 else "MISSED",
+                             f"{proj:,.0f} min", "met" if proj < 30 else "MISSED"])  # fmt: skip
+    print("# outcome-table build, ms per item (warm; fresh cache folder each run; no temperature variants)")
+    print(f"machine: {machine()}; {args.rounds} interleaved rounds, min / median / max\n")
+    print(table(["dataset", "items", "processes", "seconds", "ms per item", "1M items, projected min"], rows))
+    print()
+    print(table(["dataset", "warm build", "goal < 2 ms/item", "1M items projected", "goal < 30 min"], verdicts))
+
+
+if __name__ == "__main__":
+    main()
