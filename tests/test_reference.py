@@ -410,6 +410,7 @@ def test_the_random_tables_exercise_every_branch() -> None:
 )
 def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plant a bug in the sweep's inputs or logic; the property check must notice within a few seeds."""
+    from routerlab.workbench import kernel as kernel_mod
     from routerlab.workbench import sweep as sweep_mod
 
     real_dense = Outcomes.dense
@@ -437,7 +438,7 @@ def test_a_planted_divergence_is_caught(plant: str, monkeypatch: pytest.MonkeyPa
         return a
 
     if plant == "temperature_ignored":  # the sweep simulates every point on the table's own temperatures
-        monkeypatch.setattr(sweep_mod, "by_temperature", lambda o, pts: None)
+        monkeypatch.setattr(kernel_mod, "by_temperature", lambda o, pts: None)
         caught = [seed for seed in SEEDS[:8] if check(seed)[0]]
     elif plant == "fallback_to_single":
         real_simulate = sweep_mod.simulate
@@ -594,8 +595,8 @@ def test_a_planted_projection_bug_is_caught(plant: str, monkeypatch: pytest.Monk
 
 
 def test_classes_without_items_are_not_simulated() -> None:
+    from routerlab.decision import escalate_mask
     from routerlab.workbench.decompose import plan, project
-    from routerlab.workbench.sweep import escalate_mask
 
     o = random_table(3)
     t = len(o.tiers)

@@ -27,23 +27,23 @@ import pandas as pd
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.decision import escalate_mask
 from routerlab.errors import WorkbenchError
-from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
-from routerlab.workbench.sweep import (
-    _NO_CAP_PICO,
+from routerlab.workbench.kernel import (
+    NO_CAP_PICO,
     NO_CHECK,
     Partial,
     PolicyPoint,
     SimResult,
-    _encode,
     batch_size,
     bootstrap_weights,
     by_temperature,
     concat_partials,
+    encode,
     finalize,
     reduce_sim,
     simulate,
     simulate_cut,
 )
+from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
 
 #: Exact latency percentiles for every policy of a sweep when policies x items is at most this (they
 #: need each policy's whole latency vector); above it only on request (``latency=True``), else NaN: the
@@ -57,7 +57,7 @@ def project(pt: PolicyPoint, cls: int, n_tiers: int, base_mask: int) -> PolicyPo
     ``base_mask``: the ladder policy's unusable-answer reasons (:func:`~routerlab.decision.escalate_mask`)."""
     t = n_tiers
     s = pt.start[cls]
-    cap = None if pt.cap_usd is None or pt.cap_usd * PICO >= _NO_CAP_PICO else pt.cap_usd
+    cap = None if pt.cap_usd is None or pt.cap_usd * PICO >= NO_CAP_PICO else pt.cap_usd
     mode = pt.cap_mode if cap is not None else "worst_case"
     whole = COMPLEXITY_CLASSES
     if s >= t - 1:  # one call at the final tier: nothing to check, nothing to escalate to
@@ -162,7 +162,7 @@ def sweep_sums(
     for ov, idx in groups:
         pts = [points[i] for i in idx]
         a = ov.dense()
-        _encode(pts, a, ov.policy)  # every point checked against the whole table (the sub-tables trust it)
+        encode(pts, a, ov.policy)  # every point checked against the whole table (the sub-tables trust it)
         base = escalate_mask(ov.policy.confidence.escalate_on)
         whole = [i for i, pt in enumerate(pts) if pt.router is not None]
         split = [i for i, pt in enumerate(pts) if pt.router is None]
