@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from routerlab.pricing import (
 from routerlab.types import Usage
 
 ROOT = Path(__file__).resolve().parents[1]
+# the installed release (pyproject admits any 0.2.x from 0.2.3): the source string names it, whichever it is
+GP = f"genai-prices {importlib.metadata.version('genai-prices')}"
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +40,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
-# (provider, model, input USD/MTok, output USD/MTok) from genai-prices 0.2.3
+# (provider, model, input USD/MTok, output USD/MTok) from genai-prices 0.2.3 (unchanged in 0.2.5)
 FACTS = [
     ("openai", "gpt-4o-mini-2024-07-18", "0.15", "0.60"),
     ("openai", "gpt-4o-2024-05-13", "5", "15"),
@@ -79,7 +82,7 @@ USAGES = [
 
 
 def test_price_source_version() -> None:
-    assert price_source_version() == "genai-prices 0.2.3"
+    assert price_source_version() == GP
 
 
 @pytest.mark.parametrize(("provider", "model", "inp", "out"), FACTS)
@@ -96,12 +99,12 @@ def test_known_prices(provider: str, model: str, inp: str, out: str) -> None:
         Decimal(inp),
         Decimal(out),
     )
-    assert price.source.startswith("genai-prices 0.2.3: ")
+    assert price.source.startswith(f"{GP}: ")
     assert book.price(model, provider=provider) == price
 
 
 def test_source_names_provider_and_model() -> None:
-    assert lookup_price("gpt-4o-mini-2024-07-18", provider="openai").source == "genai-prices 0.2.3: openai/gpt-4o-mini"
+    assert lookup_price("gpt-4o-mini-2024-07-18", provider="openai").source == f"{GP}: openai/gpt-4o-mini"
 
 
 def test_result_type_is_decimal() -> None:

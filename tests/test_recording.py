@@ -397,11 +397,18 @@ def test_force_swap_interrupted_leaves_the_old_recording(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]  # no temporary folder left behind
 
     seen: list[httpx.Request] = []
-    forced = record(items, policy, out, client=mock(ok_handler(seen)), api_keys=KEYS, progress=False, mode="all")
+
+    def reworded(request: httpx.Request) -> httpx.Response:
+        # a different answer, so the check below does not hinge on the recorded latency differing
+        seen.append(request)
+        body = json.loads(request.content)
+        return httpx.Response(200, json=openai_completion(body["model"], ["re-recorded"] * body.get("n", 1), 12, 5))
+
+    forced = record(items, policy, out, client=mock(reworded), api_keys=KEYS, progress=False, mode="all")
     assert len(seen) == 4 * per_item(policy) == forced.requests_recorded and forced.requests_replayed == 0
     after = folder_bytes(out)
     assert after.keys() == before.keys() and after["NOTES.md"] == before["NOTES.md"]
-    assert any(after[k] != before[k] for k in after if k.endswith(".json"))
+    assert all(after[k] != before[k] and b"re-recorded" in after[k] for k in after if k.startswith("item-"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]
 
 
