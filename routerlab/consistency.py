@@ -44,9 +44,25 @@ _SPACES = re.compile(r"\s+")
 _WRAPPERS = "\"'`*()[] "
 
 
+def _matcher() -> type[difflib.SequenceMatcher[str]]:
+    """cydifflib's SequenceMatcher when it is installed (a C++ port of difflib: the same matching
+    blocks, so the same ratio, about 4x faster; the workbench extra installs it), else difflib's own."""
+    try:
+        import cydifflib  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return difflib.SequenceMatcher
+    return cydifflib.SequenceMatcher  # type: ignore[no-any-return]
+
+
+_MATCHER: list[type[difflib.SequenceMatcher[str]]] = []  # chosen at the first comparison
+
+
+@lru_cache(maxsize=8192)  # the samples of one item are compared again by each k and each draw
 def difflib_similarity(a: str, b: str) -> float:
-    """Character-level ratio of the lower-cased texts."""
-    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+    """Character-level ratio of the lower-cased texts (``difflib.SequenceMatcher(None, a, b).ratio()``)."""
+    if not _MATCHER:
+        _MATCHER.append(_matcher())
+    return float(_MATCHER[0](None, a.lower(), b.lower()).ratio())
 
 
 def rougel_similarity(a: str, b: str) -> float:
@@ -189,6 +205,7 @@ def check_answer_pattern(pattern: str) -> None:
         ) from None
 
 
+@lru_cache(maxsize=16_384)  # each sample is compared with every other, so its answer is asked for again
 def match_answer(text: str, pattern: str = DEFAULT_ANSWER_PATTERN) -> str | None:
     """The normalised answer ``pattern`` finds in ``text``, or None when it finds none.
 

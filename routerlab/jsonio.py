@@ -44,35 +44,38 @@ def _reject_constant(name: str) -> Any:
 
 
 def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Invalid(f"duplicate key {key!r} in a JSON object", key)
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # rare: find the first key given twice, for the message
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Invalid(f"duplicate key {key!r} in a JSON object", key)
+            seen.add(key)
     return out
 
 
+# a JSON string literal (escapes included); one left open runs to the end of the text
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)  # the unrolled loop: fast in re
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
 def _too_deep(text: str) -> bool:
-    """Whether brackets outside strings nest deeper than MAX_DEPTH (checked before decoding)."""
+    """Whether brackets outside strings nest deeper than MAX_DEPTH (checked before decoding).
+
+    String literals are cut out and everything but brackets dropped by regular expressions, so
+    the Python loop only visits the brackets themselves."""
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return False
+    outside = _STRING.sub("", text)
+    if outside.count("[") + outside.count("{") <= MAX_DEPTH:  # most brackets were in strings (cassette bodies)
+        return False
     depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
+    for ch in _NOT_BRACKET.sub("", outside):
+        if ch in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 return True
-        elif ch in "]}":
+        else:
             depth -= 1
     return False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from routerlab import PolicyError, load_policy
 from routerlab.data.evalset import load_evalset
 from routerlab.data.importers import load_outputs
 from routerlab.errors import DataError
-from routerlab.jsonio import MAX_DEPTH, atomic_write_text
+from routerlab.jsonio import MAX_DEPTH, _too_deep, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = (REPO / "policies" / "example.json").read_text(encoding="utf-8")
@@ -83,6 +84,37 @@ def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None
     path = tmp_path / "e.jsonl"
     path.write_text(json.dumps({"id": "a", "prompt": "[" * 5000 + "{" * 5000}) + "\n", encoding="utf-8")
     assert load_evalset(path)[0].prompt.startswith("[[[")
+
+
+def _depth_by_walk(text: str) -> bool:
+    """The plain character walk the regex-based depth check must agree with."""
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def test_depth_check_agrees_with_a_character_walk() -> None:
+    seed = 20261206
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    alphabet = ['"', "\\", "[", "]", "{", "}", "a", ",", ":"]
+    for _ in range(2000):
+        n = rng.choice([50, 300, 1000])
+        weights = [rng.random() for _ in alphabet]
+        text = "".join(rng.choices(alphabet, weights, k=n))
+        if rng.random() < 0.7:  # near the limit, so a bracket counted wrongly changes the answer
+            text = "[" * rng.randint(180, 215) + text
+        assert _too_deep(text) == _depth_by_walk(text), text
 
 
 def test_atomic_write_is_readable_by_others_and_keeps_an_existing_mode(tmp_path: Path) -> None:

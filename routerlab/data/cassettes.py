@@ -32,6 +32,7 @@ the item, tier and model and the closest recorded request.
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
 import hashlib
 import json
@@ -111,6 +112,7 @@ def request_key(method: str, url: str, body: bytes | str | None) -> tuple[str, s
     return (method.upper(), _strip_secret_query(url), canonical_body(body))
 
 
+@functools.lru_cache(maxsize=4096)  # a study sends thousands of requests to a handful of URLs
 def _strip_secret_query(url: str) -> str:
     u = httpx.URL(url)
     params = [(k, v) for k, v in u.params.multi_items() if k.lower() not in SECRET_QUERY]
