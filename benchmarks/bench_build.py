@@ -67,13 +67,25 @@ def main() -> None:
         rows.append([name, f"{n:,}", str(w), spread(t, "{:.1f}"), spread(ms, "{:.1f}"), f"{med * 1e6 / 60_000:,.0f}"])
         if w == args.workers:
             proj = med * 1e6 / 60_000
-            verdicts.append([name, f"{med:.1f} ms per item ({w} processes)", "met" if med < 2 else "MISSED",
+            verdicts.append([name, f"{med:.2f} ms per item ({w} processes)", "met" if med < 2 else "MISSED",
                              f"{proj:,.0f} min", "met" if proj < 30 else "MISSED"])  # fmt: skip
     print("# outcome-table build, ms per item (warm; fresh cache folder each run; no temperature variants)")
     print(f"machine: {machine()}; {args.rounds} interleaved rounds, min / median / max\n")
     print(table(["dataset", "items", "processes", "seconds", "ms per item", "1M items, projected min"], rows))
     print()
     print(table(["dataset", "warm build", "goal < 2 ms/item", "1M items projected", "goal < 30 min"], verdicts))
+    mem = []
+    for name, (policy, items, cassettes, scorers) in sets.items():
+        o = build_outcomes(items, policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(), progress=False,
+                           variants=False)  # fmt: skip
+        n = len(items)
+        total = int(o.calls.memory_usage(deep=True).sum() + o.samples.memory_usage(deep=True).sum())
+        text = int(o.calls["text"].memory_usage(deep=True) + o.samples["text"].memory_usage(deep=True))
+        mem.append([name, f"{len(o.calls) / n:.1f}", f"{len(o.samples) / n:.1f}", f"{total / n / 1e3:.1f}",
+                    f"{text / total:.0%}", f"{total / n * 1e6 / 1e9:.1f}"])  # fmt: skip
+    print("\n# the built tables in memory (pandas deep memory_usage of calls + samples)")
+    print(table(["dataset", "call rows per item", "sample rows per item", "kB per item", "of it texts",
+                 "1M items, projected GB"], mem))  # fmt: skip
 
 
 if __name__ == "__main__":
