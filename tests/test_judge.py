@@ -363,7 +363,7 @@ def test_a_registered_judge_scores_an_outcome_table(tmp_path: Path) -> None:
     single = o.calls[o.calls["variant"] == "single"].set_index(["item_id", "tier_index"])["q_judge10"]
     assert single[("q0", 0)] == 1.0 and single[("q1", 0)] == 0.0 and single[("q2", 0)] == 0.0
     assert all(single[(f"q{i}", 1)] == 1.0 for i in range(3))
-    distinct = {(r.item_id, r.text) for r in o.samples.itertuples()}
+    distinct = set(zip(o.samples["item_id"], o.sample_texts(), strict=True))
     assert len(judge_fake.requests) == judge.stats().sent == len(distinct)
     assert "q_judge10" in o.samples.columns and o.samples["q_judge10"].notna().all()
 

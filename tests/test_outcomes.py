@@ -101,9 +101,9 @@ def test_schema_and_exact_costs(recorded: tuple[Any, Path], tmp_path: Path) -> N
         "agree_answer",
         "q_exact",
         "q_rougeL",
-        "text",
     ):
         assert col in calls.columns, col
+    assert "text" not in calls.columns and "text" not in o.samples.columns  # texts live in their own file
     assert sorted(calls["variant"].unique()) == ["k2", "single"]
     assert len(calls) == 4 * 3  # single on both tiers + k2 on the non-final one
     single0 = calls[(calls["variant"] == "single") & (calls["tier_index"] == 0)].iloc[0]
@@ -112,8 +112,12 @@ def test_schema_and_exact_costs(recorded: tuple[Any, Path], tmp_path: Path) -> N
     k2 = calls[calls["variant"] == "k2"].set_index("item_id")
     assert k2.loc["q0", "agree_answer"] == 1.0 and k2.loc["q1", "agree_answer"] == 0.0
     assert not calls["latency_estimated"].any()  # recorded latencies came with the cassettes
-    assert set(o.samples.columns) >= {"item_id", "tier_index", "variant", "sample", "text", "q_exact"}
+    assert set(o.samples.columns) >= {"item_id", "tier_index", "variant", "sample", "q_exact"}
     assert len(o.samples) == 4 * (1 + 2 + 1)
+    texts = o.sample_texts()
+    assert len(texts) == len(o.samples) and texts.index.equals(o.samples.index)
+    assert o.texts_path is not None and (o.texts_path.stat().st_mode & 0o777) == 0o644
+    assert all(t.startswith("A: ") for t in texts)
 
 
 def test_cached_and_rebuilt_when_a_cassette_changes(recorded: tuple[Any, Path], tmp_path: Path) -> None:
@@ -121,7 +125,7 @@ def test_cached_and_rebuilt_when_a_cassette_changes(recorded: tuple[Any, Path], 
     cache = tmp_path / "cache"
     a = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
     files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and all(f.startswith(a.key) for f in files)
+    assert len(files) == 3 and all(f.startswith(a.key) for f in files)  # calls, samples, texts
     b = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
     assert b.key == a.key and b.calls.equals(a.calls)
     path = cdir / cassette_name("q0")
@@ -135,7 +139,7 @@ def test_cached_and_rebuilt_when_a_cassette_changes(recorded: tuple[Any, Path], 
     seal_cassettes(cdir)  # a deliberate edit: re-hash the manifest, or the integrity check refuses the file
     c = build_outcomes(ITEMS, policy, cdir, scorers=["exact"], cache_dir=cache, progress=False)
     assert c.key != a.key
-    assert "A: 7" in c.calls["text"].tolist()
+    assert "A: 7" in c.sample_texts().tolist()
     d = build_outcomes(ITEMS, policy, cdir, scorers=["exact", "rougeL"], cache_dir=cache, progress=False)
     assert d.key != c.key  # settings are part of the key too
 
@@ -279,6 +283,10 @@ def test_a_parallel_build_gives_the_same_table(imported: Any, tmp_path: Path, mo
     two = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "two", workers=2, **kw)
     pd.testing.assert_frame_equal(one.calls, two.calls, check_exact=True)
     pd.testing.assert_frame_equal(one.samples, two.samples, check_exact=True)
+    pd.testing.assert_series_equal(one.sample_texts(), two.sample_texts(), check_exact=True)
+    # the texts file, streamed chunk by chunk, lines up row for row with the samples it was scored from
+    brevity = two.sample_texts().map(lambda t: min(len(t), 100) / 100)
+    assert brevity.to_numpy().tolist() == two.samples["q_brevity"].to_numpy().tolist()
     assert sorted(one.variants) == sorted(two.variants) and one.variants
     for vec, v in one.variants.items():
         pd.testing.assert_frame_equal(v.calls, two.variants[vec].calls, check_exact=True)

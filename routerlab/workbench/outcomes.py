@@ -21,9 +21,15 @@ the real adapters and prices it with the real price book, giving two tables:
     output_tokens, cached_tokens, usage_estimated, latency_ms,
     latency_estimated, agree_<similarity> (agreement of the samples; NaN for
     single), q_<scorer> (quality of the answer the router would return: the
-    first sample), text.
+    first sample).
 ``samples`` (one row per item, tier, variant and sample)
-    item_id, tier_index, variant, sample, text, q_<scorer>.
+    item_id, tier_index, variant, sample, unusable, q_<scorer>.
+
+The answer texts live in a third file, away from the numbers: one ``text``
+column, row for row with ``samples``, streamed there chunk by chunk as the
+build goes (:meth:`Outcomes.sample_texts` reads it). A call's answer is the
+text of its first sample row. So the tables in memory hold only numbers and
+keys; texts were 45-90 % of their memory.
 
 Latency comes from the ``x-routerlab-latency-ms`` header recorded with each
 response; imported outputs have none, so it is estimated as
@@ -40,6 +46,7 @@ import hashlib
 import itertools
 import json
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -115,8 +122,28 @@ class Outcomes:
     # the temperature knob: the same items replayed with other sample temperatures at some non-final tiers
     # (every combination the cassettes hold), by temperature vector (see :meth:`at_temperatures`)
     variants: dict[tuple[float, ...], Outcomes] = field(default_factory=dict, repr=False, compare=False)
+    # the answer texts, one per ``samples`` row in its order, kept in their own Parquet file away from the
+    # numbers (see :meth:`sample_texts`); None where ``samples`` holds a ``text`` column itself
+    texts_path: Path | None = field(default=None, repr=False, compare=False)
     _dense: tuple[pd.DataFrame, DenseTable] | None = field(default=None, init=False, repr=False, compare=False)
     _start_scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def sample_texts(self) -> pd.Series:
+        """The text of every ``samples`` row (same index), read from the texts file on each call: the
+        tables in memory hold only numbers and keys, so a million-item table does not carry its texts."""
+        if "text" in self.samples:
+            return self.samples["text"]
+        if self.texts_path is None:
+            raise WorkbenchError("this outcome table has no texts (no samples.text column and no texts file)")
+        try:
+            got = pd.read_parquet(self.texts_path, columns=["text"])["text"]
+        except (OSError, ValueError, KeyError) as e:
+            raise WorkbenchError(f"{self.texts_path}: cannot read the outcome table's texts ({e})") from None
+        if len(got) != len(self.samples):
+            raise WorkbenchError(
+                f"{self.texts_path}: {len(got):,} texts for {len(self.samples):,} sample rows; rebuild the table"
+            )
+        return got.set_axis(self.samples.index)
 
     def start_scores(self, router: StartRouter) -> np.ndarray:
         """(non-final tiers, items): the learned start router's score of every item, computed by the
@@ -671,11 +698,14 @@ def build_outcomes(
     key, cassettes_sha256 = _hashes(policy, cdir, items, ks, scorers, k_max)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"
-    if calls_p.exists() and samples_p.exists():
+    texts_p = cache / f"{key}-texts.parquet"
+    if calls_p.exists() and samples_p.exists() and texts_p.exists():
         calls, samples = pd.read_parquet(calls_p), pd.read_parquet(samples_p)
     else:
-        calls, samples = _build(items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)))
         cache.mkdir(parents=True, exist_ok=True)
+        calls, samples = _build(
+            items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)), texts_p
+        )  # fmt: skip
         _atomic_parquet(calls, calls_p)
         _atomic_parquet(samples, samples_p)
     item_df = (
@@ -713,6 +743,7 @@ def build_outcomes(
         key,
         cassettes_sha256,
         others,
+        texts_p,
     )
 
 
@@ -753,11 +784,74 @@ def _build(
     progress: bool,
     k_max: int | None = None,
     workers: int = 1,
+    texts_path: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The calls and samples tables of ``items``: in this process, or cut into chunks of
-    :data:`BUILD_CHUNK` items built by ``workers`` processes (rows in item order either way)."""
-    if workers <= 1 or len(items) <= BUILD_CHUNK:
-        return _build_part(items, policy, cdir, scorers, ks, progress, k_max)
+    :data:`BUILD_CHUNK` items built by ``workers`` processes (rows in item order either way).
+
+    With ``texts_path`` the samples' texts are streamed there, chunk by chunk as the chunks complete
+    (one ``text`` column, row for row with the samples table; written atomically), and the tables
+    returned hold no texts."""
+    with _TextSink(texts_path) as sink:
+        if workers <= 1 or len(items) <= BUILD_CHUNK:
+            calls, samples = _build_part(items, policy, cdir, scorers, ks, progress, k_max)
+            return calls, sink.take(samples)
+        return _build_parallel(items, policy, cdir, scorers, ks, progress, k_max, workers, sink)
+
+
+class _TextSink:
+    """Streams the ``text`` column of successive samples parts into one Parquet file (or keeps it)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.tmp: Path | None = None
+        self.writer: Any = None
+
+    def __enter__(self) -> _TextSink:
+        return self
+
+    def take(self, samples: pd.DataFrame) -> pd.DataFrame:
+        if self.path is None:
+            return samples
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"text": pa.array(samples["text"].astype(str).tolist(), pa.large_string())})
+        if self.writer is None:
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            os.close(fd)
+            self.tmp = Path(name)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+        return samples.drop(columns=["text"])
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.path is None:
+            return
+        if self.writer is None and exc_type is None:  # no samples at all: an empty texts file
+            self.take(pd.DataFrame({"text": pd.Series([], dtype=str)}))
+        if self.writer is not None:
+            self.writer.close()
+        if self.tmp is None:
+            return
+        if exc_type is not None:  # a failed build leaves no texts file behind
+            self.tmp.unlink(missing_ok=True)
+            return
+        os.chmod(self.tmp, 0o644)  # readable by other users, like every file routerlab writes
+        os.replace(self.tmp, self.path)
+
+
+def _build_parallel(
+    items: Sequence[EvalItem],
+    policy: RouterPolicy,
+    cdir: Path,
+    scorers: Sequence[str],
+    ks: Sequence[int],
+    progress: bool,
+    k_max: int | None,
+    workers: int,
+    sink: _TextSink,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -776,7 +870,8 @@ def _build(
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
             futures = [ex.submit(_build_chunk, a, b) for a, b in chunks]
             for (a, b), f in zip(chunks, futures, strict=True):
-                parts.append(f.result())
+                c, smp = f.result()
+                parts.append((c, sink.take(smp)))
                 if bar is not None:
                     bar.update(b - a)
     finally:
@@ -826,7 +921,6 @@ def _build_part(
         for name, fn in scorer_fns.items():
             v = fn(it, texts[0], model) if texts else None
             row[f"q_{name}"] = np.nan if v is None else float(v)
-        row["text"] = texts[0] if texts else ""
         call_rows.append({**base, **row})
         for j, text in enumerate(texts):
             srow: dict[str, Any] = {

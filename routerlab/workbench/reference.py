@@ -64,10 +64,11 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
     sims = list(o.similarities)
     out: dict[tuple[str, int, str], _Recorded] = {}
     cols = ["item_id", "tier_index", "variant", "k", "n_requests", "error_kind", "fatal", "cost_pico", "worst_pico"]
-    cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "text", "unusable"]
+    cols += ["reserve_pico", "input_tokens", "output_tokens", "cached_tokens", "latency_ms", "unusable"]
     cols += ["missing", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "short_latency_ms"]
     texts: dict[tuple[str, int, str], list[str]] = {}
-    for iid, ti, v, text in o.samples[["item_id", "tier_index", "variant", "text"]].itertuples(index=False, name=None):
+    keyed = o.samples[["item_id", "tier_index", "variant"]].assign(text=o.sample_texts())
+    for iid, ti, v, text in keyed.itertuples(index=False, name=None):
         texts.setdefault((str(iid), int(ti), str(v)), []).append(str(text))
     sim_cols = [f"agree_{s}" for s in sims]
     pick_cols = [f"{c}_{s}" for s in sims for c in ("pick", "agree_pick", "pbits") if f"pick_{s}" in o.calls]
@@ -87,7 +88,7 @@ def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
             )
         key = (str(r["item_id"]), int(r["tier_index"]), str(r["variant"]))
         reply = TierReply(
-            texts=tuple(texts.get(key) or [str(r["text"])]),
+            texts=tuple(texts.get(key) or [""]),  # a call with no samples (an error) has no text
             usage=Usage(int(r["input_tokens"]), int(r["output_tokens"]), cache_read_tokens=int(r["cached_tokens"])),
             cost_usd=_usd(r["cost_pico"]),
             reserve_usd=_usd(r["reserve_pico"]),
