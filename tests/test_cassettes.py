@@ -596,3 +596,46 @@ def test_fast_path_equals_vcrpy_playback_on_imported_mot_date(mot_date_20: impor
     # and the same cassettes replay through the router with a policy variant on the same ladder
     variant = policy.with_changes(confidence=replace(policy.confidence, similarity="answer"))
     assert len(list(replay_items(variant, mot_date_20.cassettes, items))) == 20
+
+
+# ---------------------------------------------------------------- request keys without re-parsing
+
+
+def _random_json(rng: Any, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 3 else 5)
+    if kind == 0:
+        return rng.choice([0, -1, 7, 10**20, 2**63])
+    if kind == 1:
+        return rng.choice([0.1, 1e-7, 1e21, -0.0, 2.5, 1 / 3, 0.30000000000000004])
+    if kind == 2:
+        return rng.choice(["", "plain", "ünïcødé ✓", 'quote " and \\ back', "line\nbreak", "\u2028", "\x00"])
+    if kind == 3:
+        return rng.choice([True, False])
+    if kind == 4:
+        return None
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["model", "messages", "n", "temperature", "b", "a", "Z", "é", "tools", "10", "2"]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def test_spec_key_equals_the_key_of_the_encoded_request() -> None:
+    import random
+
+    seed = 1515
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    urls = ["https://api.openai.com/v1/chat/completions", "https://x.test/v1/messages?api-key=sk-1&x=2",
+            "HTTPS://Host.Example:8443/a%20b/c?key=secret"]  # fmt: skip
+    for _ in range(2000):
+        extra = _random_json(rng, 1)
+        body = {"model": "m", "payload": _random_json(rng), **(extra if isinstance(extra, dict) else {})}
+        spec = RequestSpec(rng.choice(["post", "POST"]), rng.choice(urls), {}, body)
+        assert cassettes.spec_key(spec) == cassettes.request_key(spec.method, spec.url, spec.content()), body
+    # and every request a real policy needs for a multi-turn item with tools
+    policy = load_policy(Path(__file__).resolve().parents[1] / "policies" / "example.json")
+    item = EvalItem.from_prompt("t1", "What is the date tomorrow? ✓")
+    specs = [n.spec for n in needed_requests(policy, item, ks=[2, 3])]
+    assert len(specs) >= 3
+    for spec in specs:
+        assert cassettes.spec_key(spec) == cassettes.request_key(spec.method, spec.url, spec.content())

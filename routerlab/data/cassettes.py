@@ -112,6 +112,13 @@ def request_key(method: str, url: str, body: bytes | str | None) -> tuple[str, s
     return (method.upper(), _strip_secret_query(url), canonical_body(body))
 
 
+def spec_key(spec: RequestSpec) -> tuple[str, str, str]:
+    """:func:`request_key` of a request the router builds, straight from its body dict: the same key
+    without encoding the body and parsing it back (the outcome build keys thousands of them)."""
+    body = json.dumps(spec.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return (spec.method.upper(), _strip_secret_query(spec.url), body)
+
+
 @functools.lru_cache(maxsize=4096)  # a study sends thousands of requests to a handful of URLs
 def _strip_secret_query(url: str) -> str:
     u = httpx.URL(url)
@@ -158,14 +165,14 @@ def needed_requests(
     sampled requests (k samples, draws, completions) at each of those temperatures: the temperature knob.
     """
     needs = _needed(policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max)
-    seen = {(n.tier_index, request_key(n.spec.method, n.spec.url, n.spec.content())) for n in needs}
+    seen = {(n.tier_index, spec_key(n.spec)) for n in needs}
     for i, temps in sorted((sample_temperatures or {}).items()):
         for t in temps:
             if t == policy.sample_temperature(i):
                 continue
             at = policy.with_sample_temperatures([t if j == i else None for j in range(i + 1)])
             for n in _needed(at, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max):
-                key = (n.tier_index, request_key(n.spec.method, n.spec.url, n.spec.content()))
+                key = (n.tier_index, spec_key(n.spec))
                 if n.tier_index == i and key not in seen:
                     seen.add(key)
                     needs.append(n)
@@ -198,7 +205,7 @@ def _needed(
         for signal, k in variants:
             api_key = (keys or {}).get(tier.api_key_env, DUMMY_KEY) if tier.api_key_env else None
             specs, samples = tier_requests(policy, i, messages, signal, max_tokens, api_key, k=k)
-            counts = Counter(request_key(s.method, s.url, s.content()) for s in specs)
+            counts = Counter(spec_key(s) for s in specs)
             per_request = samples if len(specs) == 1 else 1
             top_up = None
             if per_request > 1:  # an n=k request: a server that ignores n is completed by single requests
@@ -209,7 +216,7 @@ def _needed(
                     return tier_requests(policy, i, messages, "consistency", mt, key, k=k, top_up=m)[0]
 
             for s in specs:
-                key = (i, request_key(s.method, s.url, s.content()))
+                key = (i, spec_key(s))
                 prev = needs.get(key)
                 needs[key] = (s, max(counts[key[1]], prev[1] if prev else 0), per_request, top_up)
         limit = (sample_limits or {}).get(i)
@@ -220,8 +227,8 @@ def _needed(
             api_key = (keys or {}).get(tier.api_key_env, DUMMY_KEY) if tier.api_key_env else None
             first, _ = tier_requests(policy, i, messages, "consistency", max_tokens, api_key, k=2)
             (d,) = tier_requests(policy, i, messages, "consistency", max_tokens, api_key, k=2, top_up=1)[0]
-            dkey = request_key(d.method, d.url, d.content())
-            in_first = sum(request_key(s.method, s.url, s.content()) == dkey for s in first)
+            dkey = spec_key(d)
+            in_first = sum(spec_key(s) == dkey for s in first)
             if upto > 2:
                 prev = needs.get((i, dkey))
                 needs[(i, dkey)] = (d, max(in_first + upto - 2, prev[1] if prev else 0), 1, None)
@@ -503,7 +510,7 @@ class _Recorder:
             answers[request_key(rq.method, rq.uri, rq.body)].append(rs)
 
         def ensure(need: RequestNeed) -> None:
-            key = request_key(need.spec.method, need.spec.url, need.spec.content())
+            key = spec_key(need.spec)
             for _ in range(need.count):
                 if have[key] > 0:
                     have[key] -= 1
@@ -521,7 +528,7 @@ class _Recorder:
                 if need.top_up is None:
                     continue
                 # a server that answered n=k with fewer choices: record the single requests that complete it
-                key = request_key(need.spec.method, need.spec.url, need.spec.content())
+                key = spec_key(need.spec)
                 tier = self.policy.tiers[need.tier_index]
                 for rs in answers.get(key, [])[:1]:
                     got_n = _choices(tier.provider, rs, tier.model)
@@ -732,7 +739,7 @@ def _missing(
             policy, item, ks=ks, keys=keys, sample_limits=sample_limits, k_max=k_max,
             sample_temperatures=sample_temperatures,
         ):  # fmt: skip
-            key = request_key(need.spec.method, need.spec.url, need.spec.content())
+            key = spec_key(need.spec)
             took = min(have[key], need.count)
             have[key] -= took
             report.requests_replayed += took

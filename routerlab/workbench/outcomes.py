@@ -68,7 +68,7 @@ from routerlab.data.cassettes import (
     read_manifest,
     recorded_temperatures,
     replay_keys,
-    request_key,
+    spec_key,
 )
 from routerlab.data.evalset import EvalItem
 from routerlab.data.paths import default_cache_dir
@@ -556,7 +556,7 @@ def _variant_row(
     def play(specs: Sequence[Any]) -> list[Reply] | None:
         out: list[Reply] = []
         for s in specs:
-            key = request_key(s.method, s.url, s.content())
+            key = spec_key(s)
             recorded = index.get(key, [])
             n = played[key]
             if n >= len(recorded):
