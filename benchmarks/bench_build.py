@@ -40,8 +40,10 @@ def main() -> None:
         sets[name] = (policy, items, cassettes, scorers)
         build_outcomes(items[:20], policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(), progress=False)
 
-    def case(name: str, workers: int) -> object:
+    def case(name: str, workers: int, half: bool = False) -> object:
         policy, items, cassettes, scorers = sets[name]
+        if half:
+            items = items[: len(items) // 2]
 
         def run() -> None:
             # no text-level memo survives from an earlier run: at a million items every text is new
@@ -56,7 +58,9 @@ def main() -> None:
         return run
 
     cases = {(n, w): case(n, w) for n in sets for w in sorted({1, args.workers})}
-    times = interleaved({f"{n}/{w}": fn for (n, w), fn in cases.items()}, args.rounds)  # type: ignore[misc]
+    runs = {f"{n}/{w}": fn for (n, w), fn in cases.items()}
+    runs.update({f"{n}/{args.workers}/half": case(n, args.workers, half=True) for n in sets})
+    times = interleaved(runs, args.rounds)  # type: ignore[arg-type]
     rows = []
     verdicts = []
     for (name, w), _fn in cases.items():
@@ -74,6 +78,19 @@ def main() -> None:
     print(table(["dataset", "items", "processes", "seconds", "ms per item", "1M items, projected min"], rows))
     print()
     print(table(["dataset", "warm build", "goal < 2 ms/item", "1M items projected", "goal < 30 min"], verdicts))
+    # the fixed part of a build (the worker pool, the Parquet writes) is spread over few items here; the
+    # marginal cost, from the same round's half-set and full-set runs, is what a larger set adds per item
+    slopes = []
+    for name, (_p, items, _c, _s) in sets.items():
+        n, h = len(items), len(items) // 2
+        full, half = times[f"{name}/{args.workers}"], times[f"{name}/{args.workers}/half"]
+        per = [(f - hf) / (n - h) * 1000 for f, hf in zip(full, half, strict=True)]  # ms per item, each round
+        med_full = sorted(full)[len(full) // 2]
+        med_per = sorted(per)[len(per) // 2]
+        slopes.append([name, f"{h:,} -> {n:,}", spread(per, "{:.2f}"),
+                       f"{(med_full + med_per / 1000 * (1_000_000 - n)) / 60:,.0f}"])  # fmt: skip
+    print(f"\n# marginal cost per item ({args.workers} processes): (full-set s - half-set s) / items added, per round")
+    print(table(["dataset", "items", "marginal ms per item", "1M items from the marginal cost, min"], slopes))
     mem = []
     for name, (policy, items, cassettes, scorers) in sets.items():
         o = build_outcomes(items, policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(), progress=False,
