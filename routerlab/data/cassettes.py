@@ -1042,7 +1042,11 @@ def verify_cassette(path: str | os.PathLike[str]) -> bytes:
 
     Raises :class:`DataError` naming the file when it changed since it was recorded.
     """
-    p = Path(path)
+    return _verified_bytes(Path(path))[0]
+
+
+def _verified_bytes(p: Path) -> tuple[bytes, bool]:
+    """(the cassette's bytes, whether the manifest lists a sha256 for it, which they matched)."""
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -1055,7 +1059,7 @@ def verify_cassette(path: str | os.PathLike[str]) -> bytes:
                 f"{p}: cassette changed since it was recorded (sha256 {actual[:12]}..., the manifest lists "
                 f"{expected[:12]}...); restore it, or record the folder again with routerlab record --force"
             )
-    return data
+    return data, expected is not None
 
 
 # ---------------------------------------------------------------- replay
@@ -1068,8 +1072,10 @@ class RecordedResponse:
     body: bytes
 
 
-def _load_interactions(path: Path, raw: bytes | None = None) -> list[dict[str, Any]]:
-    """A cassette's interactions (from ``raw``, its bytes, when already read)."""
+def _load_interactions(path: Path, raw: bytes | None = None, *, verified: bool = False) -> list[dict[str, Any]]:
+    """A cassette's interactions (from ``raw``, its bytes, when already read). ``verified``: the bytes match
+    the manifest's sha256, so they are a cassette routerlab wrote (its bodies are strings, its nesting a few
+    levels): the depth pre-check, a regex pass over the whole file, is skipped."""
     if raw is None:
         data = read_json(path, _data_error(path), what="cassette")
     else:
@@ -1077,7 +1083,7 @@ def _load_interactions(path: Path, raw: bytes | None = None) -> list[dict[str, A
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: is not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
-        data = loads(text, _data_error(path))
+        data = loads(text, _data_error(path), check_depth=not verified)
     inter = data.get("interactions") if isinstance(data, dict) else None
     if not isinstance(inter, list):
         raise DataError(f"{path}: not a vcrpy cassette (no 'interactions' list)")
@@ -1097,7 +1103,8 @@ def load_cassette_index(path: Path) -> dict[tuple[str, str, str], list[RecordedR
     The file is checked against its folder's manifest first (:func:`verify_cassette`).
     """
     index: dict[tuple[str, str, str], list[RecordedResponse]] = defaultdict(list)
-    for n, it in enumerate(_load_interactions(path, verify_cassette(path))):
+    raw, verified = _verified_bytes(path)
+    for n, it in enumerate(_load_interactions(path, raw, verified=verified)):
         try:
             rq, rs = it["request"], it["response"]
             key = request_key(rq["method"], rq["uri"], _body_bytes(rq.get("body")))
