@@ -207,6 +207,11 @@ class EvalItem:
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickled as its eval-set JSON object (its read-only mappings do not pickle), so items travel to
+        worker processes and cluster workers (a parallel outcome-table build) and load back unchanged."""
+        return (_item_from_object, (self.to_json(),))
+
     @classmethod
     def from_prompt(cls, id: str, prompt: str, **kwargs: Any) -> EvalItem:
         """An item whose conversation is the single user message ``prompt``."""

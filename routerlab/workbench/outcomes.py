@@ -41,14 +41,16 @@ the cassette files, the ladder and the settings; any change rebuilds them.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -674,6 +676,7 @@ def build_outcomes(
     k_max: int | None = None,
     variants: bool = True,
     workers: int | None = None,
+    executor: Any = None,
 ) -> Outcomes:
     """Replay every recorded call once and score it; cached as Parquet (see the module docstring).
     ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples.
@@ -682,8 +685,18 @@ def build_outcomes(
 
     ``workers``: processes that replay and score the items, in chunks (default ``$ROUTERLAB_BUILD_WORKERS``,
     else every core from two chunks of :data:`BUILD_CHUNK` items, one below that); the table is the same for
-    any number."""
+    any number.
+
+    ``executor``: build the chunks as tasks on it instead: anything with a ``concurrent.futures``-style
+    ``submit`` (a ``ProcessPoolExecutor``, a Dask ``distributed.Client``). Each task gets its items, the
+    policy and the cassette folder's path, which its worker must be able to read (a local cluster, or a
+    shared filesystem), and the scorers by name (a cluster's workers need custom scorers installed as
+    entry points). At most a few tasks run ahead of the one being written, so memory stays flat.
+
+    The rows are streamed to disk chunk by chunk as the build goes, so the build's memory does not grow
+    with the number of items until the finished tables are read back."""
     cdir = Path(cassette_dir)
+
     try:
         manifest = read_manifest(cdir)  # read once: ks, adaptive k's draws and the sample temperatures
     except DataError:
@@ -704,10 +717,9 @@ def build_outcomes(
     else:
         cache.mkdir(parents=True, exist_ok=True)
         calls, samples = _build(
-            items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)), texts_p
+            items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)), texts_p,
+            (calls_p, samples_p), executor,
         )  # fmt: skip
-        _atomic_parquet(calls, calls_p)
-        _atomic_parquet(samples, samples_p)
     item_df = (
         calls[["item_id", "complexity"]]
         .drop_duplicates("item_id")
@@ -729,6 +741,7 @@ def build_outcomes(
                 others[vec] = build_outcomes(
                     items, policy.with_sample_temperatures(vec), cdir, scorers=scorers, ks=ks,
                     cache_dir=cache_dir, progress=progress, k_max=k_max, variants=False, workers=workers,
+                    executor=executor,
                 )  # fmt: skip
     return Outcomes(
         calls,
@@ -767,8 +780,13 @@ def _default_cache() -> Path:
     return default_cache_dir() / "outcomes"
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+def _write_arrow(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    def write(tmp: Path) -> None:
+        pq.write_table(table, tmp)
+
+    atomic_write(path, write)
 
 
 #: Items per task of a parallel outcome-table build (see :func:`build_outcomes`'s ``workers``).
@@ -785,32 +803,133 @@ def _build(
     k_max: int | None = None,
     workers: int = 1,
     texts_path: Path | None = None,
+    tables_path: tuple[Path, Path] | None = None,
+    executor: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The calls and samples tables of ``items``: in this process, or cut into chunks of
-    :data:`BUILD_CHUNK` items built by ``workers`` processes (rows in item order either way).
+    """The calls and samples tables of ``items``, built in chunks of :data:`BUILD_CHUNK` items: in this
+    process, by ``workers`` forked processes, or as tasks on ``executor``; rows in item order either way.
 
-    With ``texts_path`` the samples' texts are streamed there, chunk by chunk as the chunks complete
-    (one ``text`` column, row for row with the samples table; written atomically), and the tables
-    returned hold no texts."""
-    with _TextSink(texts_path) as sink:
-        if workers <= 1 or len(items) <= BUILD_CHUNK:
-            calls, samples = _build_part(items, policy, cdir, scorers, ks, progress, k_max)
-            return calls, sink.take(samples)
-        return _build_parallel(items, policy, cdir, scorers, ks, progress, k_max, workers, sink)
+    Each chunk's rows are streamed to disk as it completes (no finished chunk stays in memory): the texts
+    to ``texts_path`` (one ``text`` column, row for row with the samples table), the numbers to part
+    files that become the two Parquet files of ``tables_path`` (calls, samples) at the end, each written
+    atomically. The tables returned are read back from those files and hold no texts."""
+    chunks = [(i, min(i + BUILD_CHUNK, len(items))) for i in range(0, len(items), BUILD_CHUNK)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        how = "" if executor is None and workers <= 1 else f" ({_how(executor, workers)})"
+        bar = tqdm(total=len(items), desc=f"outcome table{how}", unit="item")
+    with _TableSink(texts_path, tables_path) as sink:
+        try:
+            if executor is not None:
+                payload = (policy, str(cdir), list(scorers), list(ks), k_max)
+
+                def submit(ab: tuple[int, int]) -> Any:
+                    return executor.submit(_build_items, list(items[ab[0] : ab[1]]), *payload)
+
+                for (a, b), got in _in_order(chunks, submit, window=2 * max(workers, 2)):
+                    sink.add(*got)
+                    if bar is not None:
+                        bar.update(b - a)
+            elif workers <= 1 or len(items) <= BUILD_CHUNK:
+                tick = None if bar is None else bar.update
+                for a, b in chunks:
+                    sink.add(*_build_part(items[a:b], policy, cdir, scorers, ks, tick, k_max))
+            else:
+                _build_forked(items, policy, cdir, scorers, ks, k_max, workers, chunks, sink, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return sink.tables()
 
 
-class _TextSink:
-    """Streams the ``text`` column of successive samples parts into one Parquet file (or keeps it)."""
+def _how(executor: Any, workers: int) -> str:
+    return f"{workers} processes" if executor is None else type(executor).__name__
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+
+def _in_order(jobs: Sequence[Any], submit: Callable[[Any], Any], *, window: int) -> Iterator[tuple[Any, Any]]:
+    """(job, result) for each of ``jobs`` in order, at most ``window`` of them submitted ahead, so a slow
+    task does not leave every later result waiting in memory."""
+    pending: collections.deque[tuple[Any, Any]] = collections.deque()
+    it = iter(jobs)
+    for job in itertools.islice(it, window):
+        pending.append((job, submit(job)))
+    while pending:
+        job, fut = pending.popleft()
+        res = fut.result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, submit(nxt)))
+        yield job, res
+
+
+def _build_items(
+    items: list[EvalItem], policy: RouterPolicy, cdir: str, scorers: list[str], ks: list[int], k_max: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One task of a build on an executor (a process pool, a Dask cluster's worker): the tables of
+    ``items``, read from the cassettes in ``cdir`` (a path the worker can read)."""
+    return _build_part(items, policy, Path(cdir), scorers, ks, None, k_max)
+
+
+class _TableSink:
+    """Streams successive (calls, samples) parts to disk: the samples' texts into one Parquet file, the
+    numbers into part files under a temporary folder, joined into the two tables' files at the end."""
+
+    def __init__(self, texts_path: Path | None, tables_path: tuple[Path, Path] | None) -> None:
+        self.path = texts_path
+        self.tables_path = tables_path
         self.tmp: Path | None = None
         self.writer: Any = None
+        self.parts_dir: Path | None = None
+        self.parts: list[tuple[Any, Any]] = []  # the part files (or, without tables_path, the Arrow tables)
 
-    def __enter__(self) -> _TextSink:
+    def __enter__(self) -> _TableSink:
+        if self.tables_path is not None:
+            parent = self.tables_path[0].parent
+            self.parts_dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.tables_path[0].name}.parts."))
         return self
 
-    def take(self, samples: pd.DataFrame) -> pd.DataFrame:
+    def add(self, calls: pd.DataFrame, samples: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        samples = self._take_texts(samples)
+        tables = tuple(pa.Table.from_pandas(df, preserve_index=False) for df in (calls, samples))
+        if self.parts_dir is None:
+            self.parts.append(tables)
+            return
+        n = len(self.parts)
+        files = (self.parts_dir / f"calls-{n:07d}.parquet", self.parts_dir / f"samples-{n:07d}.parquet")
+        for table, f in zip(tables, files, strict=True):
+            pq.write_table(table, f)
+        self.parts.append(files)
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The whole calls and samples tables (written to ``tables_path`` first, when given)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = []
+        for j in range(2):
+            if self.parts_dir is None:
+                got = [p[j] for p in self.parts]
+            else:
+                got = [pq.read_table(p[j], memory_map=True) for p in self.parts]
+            if not got:
+                out.append(pd.DataFrame())
+                continue
+            # a column all null in one chunk (no errors there, say) takes the type it has in the others; an
+            # integer column null somewhere becomes float, as pandas' concat makes it
+            table = pa.concat_tables(got, promote_options="permissive")
+            del got
+            if self.tables_path is not None:
+                _write_arrow(table, self.tables_path[j])
+            out.append(table.to_pandas())
+            del table
+        return out[0], out[1]
+
+    def _take_texts(self, samples: pd.DataFrame) -> pd.DataFrame:
         if self.path is None:
             return samples
         import pyarrow as pa
@@ -826,10 +945,12 @@ class _TextSink:
         return samples.drop(columns=["text"])
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.parts_dir is not None:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
         if self.path is None:
             return
         if self.writer is None and exc_type is None:  # no samples at all: an empty texts file
-            self.take(pd.DataFrame({"text": pd.Series([], dtype=str)}))
+            self._take_texts(pd.DataFrame({"text": pd.Series([], dtype=str)}))
         if self.writer is not None:
             self.writer.close()
         if self.tmp is None:
@@ -841,46 +962,34 @@ class _TextSink:
         os.replace(self.tmp, self.path)
 
 
-def _build_parallel(
+def _build_forked(
     items: Sequence[EvalItem],
     policy: RouterPolicy,
     cdir: Path,
     scorers: Sequence[str],
     ks: Sequence[int],
-    progress: bool,
     k_max: int | None,
     workers: int,
-    sink: _TextSink,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    chunks: list[tuple[int, int]],
+    sink: _TableSink,
+    bar: Any,
+) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    chunks = [(i, min(i + BUILD_CHUNK, len(items))) for i in range(0, len(items), BUILD_CHUNK)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc=f"outcome table ({workers} processes)", unit="item")
-    # forked workers read the items and settings from this module (eval items hold read-only mappings, which
-    # do not pickle) and see the scorers registered in this process (register_scorer, entry points)
+    # forked workers read the items and settings from this module (nothing is pickled on the way in) and
+    # see the scorers registered in this process (register_scorer, entry points)
     _BUILD_STATE[:] = [(items, policy, cdir, scorers, ks, k_max)]
-    parts: list[tuple[pd.DataFrame, pd.DataFrame]] = []
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-            futures = [ex.submit(_build_chunk, a, b) for a, b in chunks]
-            for (a, b), f in zip(chunks, futures, strict=True):
-                c, smp = f.result()
-                parts.append((c, sink.take(smp)))
+            jobs = _in_order(chunks, lambda ab: ex.submit(_build_chunk, *ab), window=4 * workers)
+            for (a, b), (c, smp) in jobs:
+                sink.add(c, smp)
                 if bar is not None:
                     bar.update(b - a)
     finally:
         _BUILD_STATE.clear()
-        if bar is not None:
-            bar.close()
-    calls = pd.concat([p[0] for p in parts], ignore_index=True)
-    samples = pd.concat([p[1] for p in parts], ignore_index=True)
-    return calls, samples
 
 
 _BUILD_STATE: list[tuple[Any, ...]] = []
@@ -889,7 +998,7 @@ _BUILD_STATE: list[tuple[Any, ...]] = []
 def _build_chunk(start: int, stop: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One task of a parallel build (in a forked worker): the items ``start:stop`` of the build in hand."""
     items, policy, cdir, scorers, ks, k_max = _BUILD_STATE[0]
-    return _build_part(items[start:stop], policy, cdir, scorers, ks, False, k_max)
+    return _build_part(items[start:stop], policy, cdir, scorers, ks, None, k_max)
 
 
 def _build_part(
@@ -898,7 +1007,7 @@ def _build_part(
     cdir: Path,
     scorers: Sequence[str],
     ks: Sequence[int],
-    progress: bool,
+    tick: Callable[[int], Any] | None,
     k_max: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     prices = PriceBook()
@@ -908,11 +1017,6 @@ def _build_part(
     scorer_fns = {name: get_scorer(name, answer_pattern=policy.confidence.answer_pattern) for name in scorers}
     call_rows: list[dict[str, Any]] = []
     sample_rows: list[dict[str, Any]] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="outcome table", unit="item")
     n_tiers = len(policy.tiers)
 
     def add_rows(it: EvalItem, t: int, row: dict[str, Any], texts: Sequence[str], first_sample: int,
@@ -1002,10 +1106,8 @@ def _build_part(
                         drow[f"agree_{name}"] = v.first()
                     put_votes(drow, votes)
                     add_rows(it, t, drow, dr.texts[:1], m - 1, [b], base)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        if tick is not None:
+            tick(1)
     calls = pd.DataFrame(call_rows)
     calls["cost_pico"] = calls["cost_pico"].astype("int64")
     calls["worst_pico"] = calls["worst_pico"].astype("int64")
