@@ -41,24 +41,28 @@ from _common import machine, spread, table, workspace
 
 HERE = Path(__file__).resolve()
 
+# (policies, items, how many of the full grid, decomposed, table on disk)
 QUICK = [
-    ("default", 1_000, None, True),
-    ("default", 10_000, None, True),
-    ("default", 100_000, None, True),
-    ("full", 10_000, 100, True),
-    ("full", 10_000, 1_000, True),
-    ("full", 10_000, 10_000, True),
-    ("full", 10_000, 1_000, False),
+    ("default", 1_000, None, True, False),
+    ("default", 10_000, None, True, False),
+    ("default", 100_000, None, True, False),
+    ("default", 100_000, None, True, True),
+    ("full", 10_000, 100, True, False),
+    ("full", 10_000, 1_000, True, False),
+    ("full", 10_000, 10_000, True, False),
+    ("full", 10_000, 1_000, False, False),
 ]
 FULL = [
-    *QUICK[:3],
-    ("default", 1_000_000, None, True),
-    ("full", 100_000, 100, True),
-    ("full", 100_000, 1_000, True),
-    ("full", 100_000, 10_000, True),
-    ("full", 100_000, 100_000, True),
-    ("full", 100_000, 362_880, True),
-    ("full", 100_000, 1_000, False),
+    *QUICK[:4],
+    ("default", 1_000_000, None, True, False),
+    ("default", 1_000_000, None, True, True),
+    ("default", 3_000_000, None, True, True),
+    ("full", 100_000, 100, True, False),
+    ("full", 100_000, 1_000, True, False),
+    ("full", 100_000, 10_000, True, False),
+    ("full", 100_000, 100_000, True, False),
+    ("full", 100_000, 362_880, True, False),
+    ("full", 100_000, 1_000, False, False),
 ]
 
 
@@ -98,6 +102,78 @@ def synthetic(o: Any, n: int, seed: int = 0) -> tuple[Any, Any, Any]:
     return big, src, cls
 
 
+def disk_files(o: Any, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """The synthetic table of :func:`synthetic` (same seed: the same copies and classes) as real calls and
+    samples Parquet files, written 20,000 items at a time (for the out-of-core rows; run in its own
+    process, so the timed process's peak memory is its own)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from routerlab.classifier import COMPLEXITY_CLASSES
+
+    files = (folder / f"x{n}-calls.parquet", folder / f"x{n}-samples.parquet")
+    if all(f.exists() for f in files):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, o.n_items, n)
+    cls = rng.integers(0, len(COMPLEXITY_CLASSES), n)
+    names = np.asarray(COMPLEXITY_CLASSES, object)
+    for src_table, f in zip((o.calls, o.samples), files, strict=True):
+        pos = pd.Index(o.items["item_id"]).get_indexer(src_table["item_id"])
+        order = np.argsort(pos, kind="stable")
+        counts = np.bincount(pos, minlength=o.n_items)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        tmp = f.with_suffix(".tmp")
+        writer = None
+        for lo in range(0, n, 20_000):
+            s = src[lo : lo + 20_000]
+            c = counts[s]
+            rows = order[np.repeat(starts[s], c) + (np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c))]
+            part = src_table.iloc[rows].reset_index(drop=True)
+            who = np.repeat(np.arange(lo, lo + len(s)), c)
+            part["item_id"] = [f"s{i}" for i in who]
+            if "complexity" in part:
+                part["complexity"] = names[cls[who]]
+            t = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t.cast(writer.schema))
+        assert writer is not None
+        writer.close()
+        tmp.replace(f)
+    return files
+
+
+def on_disk(o: Any, n: int, files: tuple[Path, Path], seed: int = 0) -> Any:
+    """The table of :func:`disk_files` opened on disk (nothing of its rows read)."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from routerlab.classifier import COMPLEXITY_CLASSES
+    from routerlab.workbench import tablefiles
+
+    rng = np.random.default_rng(seed)
+    rng.integers(0, o.n_items, n)  # the source items (as in synthetic): only the classes are needed here
+    cls = rng.integers(0, len(COMPLEXITY_CLASSES), n)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"s{i}" for i in range(n)],
+            "complexity": np.asarray(COMPLEXITY_CLASSES, object)[cls],
+            "class_index": cls,
+            "position": np.arange(n),
+        }
+    )
+    return dataclasses.replace(
+        o, items=items, variants={}, key=f"{o.key}-x{n}-disk", calls=tablefiles.schema_frame(files[0]),
+        samples=tablefiles.schema_frame(files[1]), files=files, on_disk=True,
+    )  # fmt: skip
+
+
 def sample_table(o: Any, src: Any, cls: Any, rows: Any) -> Any:
     """The items ``rows`` of the synthetic table as a real outcome table (their calls and samples copied
     from the source items, renamed and reclassed), for the reference simulator."""
@@ -109,6 +185,7 @@ def sample_table(o: Any, src: Any, cls: Any, rows: Any) -> Any:
     from routerlab.classifier import COMPLEXITY_CLASSES
 
     ids = o.items["item_id"].to_numpy()
+    with_text = o.samples.assign(text=o.sample_texts())  # the reference reads the answers themselves
     calls, samples = [], []
     by_call = o.calls.groupby("item_id", sort=False).indices
     by_sample = o.samples.groupby("item_id", sort=False).indices
@@ -117,7 +194,7 @@ def sample_table(o: Any, src: Any, cls: Any, rows: Any) -> Any:
         c = o.calls.iloc[by_call[iid]].copy()
         c["item_id"], c["complexity"] = f"s{r}", cname
         calls.append(c)
-        s = o.samples.iloc[by_sample.get(iid, [])].copy()
+        s = with_text.iloc[by_sample.get(iid, [])].copy()
         s["item_id"] = f"s{r}"
         samples.append(s)
     items = pd.DataFrame(
@@ -130,7 +207,7 @@ def sample_table(o: Any, src: Any, cls: Any, rows: Any) -> Any:
     )
     return dataclasses.replace(
         o, calls=pd.concat(calls, ignore_index=True), samples=pd.concat(samples, ignore_index=True), items=items,
-        variants={}, key=f"{o.key}-sample",
+        variants={}, key=f"{o.key}-sample", texts_path=None,
     )  # fmt: skip
 
 
@@ -170,7 +247,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from routerlab.workbench.sweep import default_grid, summarize, sweep
 
     o = base_table(spec["dataset"], spec["root"])
-    big, src, cls = synthetic(o, spec["items"])
+    if spec.get("disk"):
+        files = disk_files(o, spec["items"], Path(spec["root"]) / "scale-tables")
+        big = on_disk(o, spec["items"], files)
+        rng0 = np.random.default_rng(0)
+        src = rng0.integers(0, o.n_items, spec["items"])
+        cls = rng0.integers(0, 3, spec["items"])
+    else:
+        big, src, cls = synthetic(o, spec["items"])
     if spec["grid"] == "default":
         points = default_grid(big).points(big)
     else:
@@ -217,21 +301,34 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the goal sizes: 1M items, 362,880 policies at 100k (long)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per sweep (default 200)")
     ap.add_argument("--root", help="workspace with the dataset imported (default: import into a temp dir)")
+    ap.add_argument("--only", help="run only the rows whose items are in this comma-separated list")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--make-disk", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.make_disk:
+        spec = json.loads(args.make_disk)
+        disk_files(base_table(spec["dataset"], spec["root"]), spec["items"], Path(spec["root"]) / "scale-tables")
         return
     if args.rounds < 3:
         raise SystemExit(f"at least 3 interleaved rounds are needed for a min/median/max, got {args.rounds}")
     _policy, _items, _cassettes, root = workspace(args.dataset, args.root)
     base_table(args.dataset, str(root))  # build the outcome table once: the workers read its cache
     cases = FULL if args.full else QUICK
+    if args.only:
+        keep = {int(x) for x in args.only.split(",")}
+        cases = [c for c in cases if c[1] in keep]
+    for _grid, n, _p, _dec, disk in cases:
+        if disk:  # write the table's files first, in a process of their own (not timed)
+            spec0 = {"dataset": args.dataset, "root": str(root), "items": n}
+            subprocess.run([sys.executable, str(HERE), "--make-disk", json.dumps(spec0)], check=True)
     got: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     for r in range(args.rounds):
-        for i, (grid, n, p, dec) in enumerate(cases):
+        for i, (grid, n, p, dec, disk) in enumerate(cases):
             spec = {"dataset": args.dataset, "root": str(root), "grid": grid, "items": n, "policies": p or 0,
-                    "decompose": dec, "bootstrap": args.bootstrap}  # fmt: skip
+                    "decompose": dec, "bootstrap": args.bootstrap, "disk": disk}  # fmt: skip
             out = subprocess.run(
                 [sys.executable, str(HERE), "--worker", json.dumps(spec)], capture_output=True, text=True,
                 env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -241,39 +338,43 @@ def main() -> None:
             got[i].append(json.loads(out.stdout.strip().splitlines()[-1]))
             last = got[i][-1]
             print(
-                f"round {r + 1}: {grid} grid, {n:,} items, {last['policies']:,} policies, decompose={dec}: "
+                f"round {r + 1}: {grid} grid, {n:,} items, {last['policies']:,} policies, decompose={dec}, "
+                f"on disk={disk}: "
                 f"{last['seconds']:.1f} s, peak {last['peak_mb']:,.0f} MB",
                 file=sys.stderr,
                 flush=True,
             )
     rows = []
-    for i, (grid, n, _p, dec) in enumerate(cases):
+    for i, (grid, n, _p, dec, disk) in enumerate(cases):
         runs = got[i]
         pol = runs[0]["policies"]
         secs = [x["seconds"] for x in runs]
         diffs = sorted({c for x in runs for c in x["ref_diff"]})
         rows.append([
             f"{grid} grid" + ("" if grid == "default" or pol == 362_880 else " (sample)"), f"{n:,}", f"{pol:,}",
-            "yes" if dec else "no", f"{runs[0]['sims']:,}", spread(secs, "{:,.1f}"),
+            "yes" if dec else "no", "disk (DuckDB)" if disk else "memory", f"{runs[0]['sims']:,}",
+            spread(secs, "{:,.1f}"),
             spread([s / (pol * n) * 1e9 for s in secs], "{:,.1f}"), spread([x["peak_mb"] for x in runs], "{:,.0f}"),
             "identical" if not diffs else "DIFFERS: " + ", ".join(diffs),
         ])  # fmt: skip
     print(f"# the sweep at scale ({args.dataset}'s items copied, random classes; {args.bootstrap} bootstrap resamples)")
     print(f"machine: {machine()}; {args.rounds} interleaved rounds, min / median / max; one fresh process per run\n")
-    head = ["policies", "items", "n policies", "decomposed", "projections (sum over classes)", "seconds",
+    head = ["policies", "items", "n policies", "decomposed", "table in", "projections (sum over classes)", "seconds",
             "ns per policy-item", "peak RSS MB", "reference check (4 policies x 200 items)"]  # fmt: skip
     print(table(head, rows))
     ratios = []
-    for i, (grid, n, p, dec) in enumerate(cases):
-        if not dec:
-            j = next(k for k, c in enumerate(cases) if c == (grid, n, p, True))
+    for i, (grid, n, p, dec, disk) in enumerate(cases):
+        if not dec and (grid, n, p, True, disk) in cases:
+            j = cases.index((grid, n, p, True, disk))
             rs = [a["seconds"] / b["seconds"] for a, b in zip(got[i], got[j], strict=True)]
             ratios.append([f"{p:,} of the full grid, {n:,} items", spread(rs, "{:,.1f}", "x")])
     if ratios:
         print()
         print(table(["undecomposed / decomposed sweep (same round)", "ratio"], ratios))
     goals = []
-    for i, (grid, n, p, _dec) in enumerate(cases):
+    for i, (grid, n, p, _dec, disk) in enumerate(cases):
+        if disk:
+            continue
         med = sorted(x["seconds"] for x in got[i])[len(got[i]) // 2]
         peak = max(x["peak_mb"] for x in got[i])
         if (grid, n, p) == ("full", 100_000, 362_880):

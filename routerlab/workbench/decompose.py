@@ -27,6 +27,7 @@ import pandas as pd
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.decision import escalate_mask
 from routerlab.errors import WorkbenchError
+from routerlab.workbench import tablefiles
 from routerlab.workbench.kernel import (
     NO_CAP_PICO,
     NO_CHECK,
@@ -42,8 +43,9 @@ from routerlab.workbench.kernel import (
     reduce_sim,
     simulate,
     simulate_cut,
+    sweep_memory_mb,
 )
-from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes
+from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes, Shard, in_order
 
 #: Exact latency percentiles for every policy of a sweep when policies x items is at most this (they
 #: need each policy's whole latency vector); above it only on request (``latency=True``), else NaN: the
@@ -113,7 +115,7 @@ def _simulated(
 def plan(o: Outcomes, points: Sequence[PolicyPoint], mask: np.ndarray | None = None) -> dict[str, Any]:
     """How the decomposed sweep would run ``points`` (for reports and benchmarks): per class, its items
     and distinct projections, and the policies simulated on the whole table (learned start routers)."""
-    a = o.dense()
+    a = o.facts()
     sel = np.ones(o.n_items, bool) if mask is None else mask
     base = escalate_mask(o.policy.confidence.escalate_on)
     out: dict[str, Any] = {"policies": len(points), "classes": {}, "whole_table": 0}
@@ -139,6 +141,7 @@ def sweep_sums(
     progress: Callable[[int], None] | None = None,
     executor: Any = None,
     shards: int = 4,
+    shard_items: int | None = None,
 ) -> pd.DataFrame:
     """The sweep table of ``points`` (see :func:`~routerlab.workbench.sweep.sweep`), each class's distinct
     projections simulated once on that class's items.
@@ -146,7 +149,12 @@ def sweep_sums(
     ``executor``: anything with a ``concurrent.futures``-style ``submit(fn, *args)`` whose futures have
     ``result()`` (a ``ProcessPoolExecutor``, a Dask ``distributed.Client``): each class's items are cut
     into ``shards`` parts, each simulated as one task, and the parts' exact sums added up (the same table
-    as without it). Policies with a learned start router run in this process."""
+    as without it). Policies with a learned start router run in this process.
+
+    A table on disk (:attr:`~routerlab.workbench.outcomes.Outcomes.on_disk`) is swept out of core: its
+    items in ranges of ``shard_items`` (default: what ``memory_mb`` holds, :func:`shard_size`), each range's
+    rows read by DuckDB and simulated class by class, the exact sums added up; with ``executor`` each range
+    is one task, which reads its own rows (the workers must see the table's files)."""
     p = len(points)
     sel = np.ones(o.n_items, bool) if mask is None else np.asarray(mask, bool)
     cols_all = np.flatnonzero(sel)
@@ -161,14 +169,31 @@ def sweep_sums(
     parts: list[tuple[list[int], Partial, np.ndarray | None]] = []
     for ov, idx in groups:
         pts = [points[i] for i in idx]
-        a = ov.dense()
+        a = ov.facts()  # in memory: the dense table; on disk: what the checks need, by DuckDB
         encode(pts, a, ov.policy)  # every point checked against the whole table (the sub-tables trust it)
         base = escalate_mask(ov.policy.confidence.escalate_on)
         whole = [i for i, pt in enumerate(pts) if pt.router is not None]
         split = [i for i, pt in enumerate(pts) if pt.router is None]
         total = _zeros(len(pts), a.t, list(ov.scorers), bootstrap or None, latency)
         lat_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (projection row of each split policy, latencies)
-        if split:
+        if whole and ov.on_disk:
+            raise WorkbenchError(
+                "policies with a learned start router are swept on a table in memory; this one is on disk "
+                "(load it with Outcomes.load(), or sweep the learned policies on a sample of the items)"
+            )
+        if split and ov.on_disk:
+            per_class = _on_disk(
+                ov, pts, split, sel, w, rank, base, cut_points=cut_points, latency=latency, batch=batch,
+                memory_mb=memory_mb, executor=executor, shard_items=shard_items,
+            )  # fmt: skip
+            for row, got in per_class:
+                tick(len(set(row.tolist())))
+                here = got.rows(row)
+                if latency and got.latency is not None:
+                    lat_parts.append((row, got.latency))
+                here.latency = None
+                total = _add_rows(total, np.asarray(split), here)
+        elif split:
             for c in range(len(COMPLEXITY_CLASSES)):
                 items = np.flatnonzero(sel & (a.cls == c))
                 if len(items) == 0:
@@ -230,6 +255,98 @@ def sweep_sums(
     order = np.empty(p, np.int64)
     order[np.concatenate([np.asarray(i, np.int64) for i, _ in frames])] = np.arange(p)
     return df.iloc[order].reset_index(drop=True)
+
+
+#: Bytes of memory per calls row of an item range read from disk: its rows as pandas and Arrow, and its
+#: dense arrays (measured on mot_date and arena_bench_v1 shards: 900-1,300).
+BYTES_PER_CALL_ROW = 1_500
+
+
+def shard_size(o: Outcomes, memory_mb: float | None = None) -> int:
+    """Items per range of an out-of-core sweep: as many as ``memory_mb`` (default: the sweep's memory
+    setting) holds at :data:`BYTES_PER_CALL_ROW` per calls row, at least 256."""
+    budget = (memory_mb if memory_mb is not None else sweep_memory_mb()) * 1e6
+    calls = o.files[0] if o.files is not None else None
+    rows = tablefiles.count_rows(calls) if o.on_disk and calls is not None else len(o.calls)
+    per_item = max(rows / max(o.n_items, 1), 1.0)
+    return max(256, int(budget / (BYTES_PER_CALL_ROW * per_item)))
+
+
+def _on_disk(
+    o: Outcomes,
+    pts: list[PolicyPoint],
+    split: list[int],
+    sel: np.ndarray,
+    w: np.ndarray | None,
+    rank: np.ndarray,
+    base: int,
+    *,
+    cut_points: bool,
+    latency: bool,
+    batch: int | None,
+    memory_mb: float | None,
+    executor: Any,
+    shard_items: int | None,
+) -> list[tuple[np.ndarray, Partial]]:
+    """Per class with items: (projection row of each split policy, the projections' sums over the class's
+    selected items), the table read from disk one item range at a time."""
+    facts = o.facts()
+    cls = facts.cls
+    jobs: list[tuple[int, list[PolicyPoint]]] = []
+    rows: dict[int, np.ndarray] = {}
+    for c in range(len(COMPLEXITY_CLASSES)):
+        if not (sel & (cls == c)).any():
+            continue  # a class with no item in the split: its settings change nothing
+        keys: dict[PolicyPoint, int] = {}
+        rows[c] = np.array([keys.setdefault(project(pts[i], c, facts.t, base), len(keys)) for i in split])
+        jobs.append((c, list(keys)))
+    size = shard_items or shard_size(o, memory_mb)
+    if size < 1:
+        raise WorkbenchError(f"shard_items must be at least 1, got {size}")
+    ranges = [(lo, min(lo + size, o.n_items)) for lo in range(0, o.n_items, size) if sel[lo : lo + size].any()]
+
+    def task(r: tuple[int, int]) -> tuple[Any, ...]:
+        lo, hi = r
+        local = {c: np.flatnonzero(sel[lo:hi] & (cls[lo:hi] == c)) for c, _ in jobs}
+        weights = None if w is None else {c: w[rank[lo + ix]] for c, ix in local.items()}
+        return (o.shard(lo, hi), jobs, local, weights, cut_points, latency, batch, memory_mb)
+
+    acc: dict[int, Partial] = {}
+    if executor is None:
+        results: Any = ((r, _disk_shard(*task(r))) for r in ranges)
+    else:
+        results = in_order(ranges, lambda r: executor.submit(_disk_shard, *task(r)), window=4)
+    for _r, got in results:
+        for c, part in got:
+            acc[c] = part if c not in acc else acc[c] + part
+    return [(rows[c], acc[c]) for c, _ in jobs if c in acc]
+
+
+def _disk_shard(
+    shard: Shard,
+    jobs: list[tuple[int, list[PolicyPoint]]],
+    local: dict[int, np.ndarray],
+    weights: dict[int, np.ndarray] | None,
+    cut_points: bool,
+    latency: bool,
+    batch: int | None,
+    memory_mb: float | None,
+) -> list[tuple[int, Partial]]:
+    """One item range of an out-of-core sweep (here or in a worker): its rows read, each class's
+    projections simulated on its selected items there."""
+    sub = shard.dense()
+    out = []
+    for c, keys in jobs:
+        ix = local[c]
+        if len(ix) == 0:
+            continue
+        size = batch or batch_size(len(ix), memory_mb=memory_mb)
+        got = _simulated(
+            shard.table, keys, sub.take(ix), np.arange(len(ix)), None if weights is None else weights[c],
+            cut_points=cut_points, latency=latency, batch=size, tick=lambda _n: None,
+        )  # fmt: skip
+        out.append((c, got))
+    return out
 
 
 def _light(o: Outcomes) -> Outcomes:

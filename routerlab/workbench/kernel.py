@@ -788,8 +788,8 @@ BYTES_PER_POLICY_ITEM = 256
 DEFAULT_SWEEP_MEMORY_MB = 2048.0
 
 
-def batch_size(n_items: int, *, memory_mb: float | None = None) -> int:
-    """Policies per sweep batch so that the temporaries stay within ``memory_mb`` (see :func:`sweep`)."""
+def sweep_memory_mb(memory_mb: float | None = None) -> float:
+    """The sweep's memory budget: ``memory_mb``, else ``$ROUTERLAB_SWEEP_MEMORY_MB``, else 2048."""
     import os
 
     if memory_mb is None:
@@ -800,5 +800,11 @@ def batch_size(n_items: int, *, memory_mb: float | None = None) -> int:
             raise WorkbenchError(f"ROUTERLAB_SWEEP_MEMORY_MB must be a number of megabytes, got {env!r}") from None
     if not memory_mb > 0:
         raise WorkbenchError(f"the sweep's memory budget must be positive, got {memory_mb} MB")
+    return memory_mb
+
+
+def batch_size(n_items: int, *, memory_mb: float | None = None) -> int:
+    """Policies per sweep batch so that the temporaries stay within ``memory_mb`` (see :func:`sweep`)."""
+    memory_mb = sweep_memory_mb(memory_mb)
     per_policy = BYTES_PER_POLICY_ITEM * max(n_items, 1)
     return int(min(4096, max(1, memory_mb * 2**20 // per_policy)))

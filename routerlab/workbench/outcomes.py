@@ -97,7 +97,9 @@ from routerlab.learned import StartRouter
 from routerlab.policy import RouterPolicy, policy_to_dict
 from routerlab.pricing import PriceBook, price_source_version
 from routerlab.types import Signal, Usage
+from routerlab.workbench import tablefiles
 from routerlab.workbench.scoring import get_scorer, scorer_fingerprint
+from routerlab.workbench.tablefiles import ItemIndex
 
 PICO = Decimal(10) ** 12
 TABLE_VERSION = "6"  # 2: per-character-class input estimate, reserve_pico; 3: letter runs count >= 1; 4: decision
@@ -127,6 +129,13 @@ class Outcomes:
     # the answer texts, one per ``samples`` row in its order, kept in their own Parquet file away from the
     # numbers (see :meth:`sample_texts`); None where ``samples`` holds a ``text`` column itself
     texts_path: Path | None = field(default=None, repr=False, compare=False)
+    # the Parquet files of ``calls`` and ``samples`` (None for a table made in memory); with ``on_disk`` the
+    # tables are not loaded (``calls`` and ``samples`` hold no rows) and the sweep reads them item range by
+    # item range with DuckDB (see :meth:`shard_dense`)
+    files: tuple[Path, Path] | None = field(default=None, repr=False, compare=False)
+    on_disk: bool = field(default=False, compare=False)
+    _index: ItemIndex | None = field(default=None, init=False, repr=False, compare=False)
+    _facts: DenseTable | None = field(default=None, init=False, repr=False, compare=False)
     _dense: tuple[pd.DataFrame, DenseTable] | None = field(default=None, init=False, repr=False, compare=False)
     _start_scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -141,11 +150,100 @@ class Outcomes:
             got = pd.read_parquet(self.texts_path, columns=["text"])["text"]
         except (OSError, ValueError, KeyError) as e:
             raise WorkbenchError(f"{self.texts_path}: cannot read the outcome table's texts ({e})") from None
-        if len(got) != len(self.samples):
-            raise WorkbenchError(
-                f"{self.texts_path}: {len(got):,} texts for {len(self.samples):,} sample rows; rebuild the table"
-            )
-        return got.set_axis(self.samples.index)
+        rows = tablefiles.count_rows(self.files[1]) if self.on_disk and self.files is not None else len(self.samples)
+        if len(got) != rows:
+            raise WorkbenchError(f"{self.texts_path}: {len(got):,} texts for {rows:,} sample rows; rebuild the table")
+        return got if self.on_disk else got.set_axis(self.samples.index)
+
+    # ------------------------------------------------------------ tables on disk (the out-of-core sweep)
+
+    def to_disk(self, folder: str | os.PathLike[str]) -> Outcomes:
+        """This table with its tables on disk only: written to ``folder`` as Parquet (unless they are
+        files already) and not held in memory; temperature variants likewise."""
+        if self.on_disk:
+            return self
+        files = self.files
+        if files is None:
+            d = Path(folder)
+            d.mkdir(parents=True, exist_ok=True)
+            files = (d / f"{self.key}-calls.parquet", d / f"{self.key}-samples.parquet")
+            for df, f in zip((self.calls, self.samples), files, strict=True):
+                _write_frame(df, f)
+        return replace(
+            self,
+            calls=tablefiles.schema_frame(files[0]),
+            samples=tablefiles.schema_frame(files[1]),
+            variants={vec: v.to_disk(folder) for vec, v in self.variants.items()},
+            files=files,
+            on_disk=True,
+        )
+
+    def load(self) -> Outcomes:
+        """This table with its tables read into memory (itself when they are)."""
+        if not self.on_disk or self.files is None:
+            return self
+        return replace(
+            self,
+            calls=pd.read_parquet(self.files[0]),
+            samples=pd.read_parquet(self.files[1]),
+            variants={vec: v.load() for vec, v in self.variants.items()},
+            on_disk=False,
+        )
+
+    def _disk_files(self) -> tuple[Path, Path]:
+        if self.files is None:
+            raise WorkbenchError("this outcome table has no files on disk (see Outcomes.to_disk)")
+        return self.files
+
+    def item_index(self) -> ItemIndex:
+        """Where each item's rows lie in the two files (read once, then kept)."""
+        if self._index is None:
+            calls, samples = self._disk_files()
+            idx = tablefiles.item_index(calls, samples)
+            if list(idx.item_id) != list(self.items["item_id"]):
+                raise WorkbenchError(f"{calls}: its items are not this table's items (in order); rebuild the table")
+            self._index = idx
+        return self._index
+
+    def call_columns(self, columns: list[str], *, variant: str | None = None) -> pd.DataFrame:
+        """Some columns of the calls table (the rows of one ``variant``), from memory or from disk."""
+        if not self.on_disk:
+            calls = self.calls if variant is None else self.calls[self.calls["variant"] == variant]
+            return calls[columns]
+        return tablefiles.read_columns(self._disk_files()[0], columns, variant=variant)
+
+    def facts(self) -> DenseTable:
+        """What a policy is checked against before it is simulated (:func:`~routerlab.workbench.kernel.encode`,
+        :func:`~routerlab.workbench.sweep.default_grid`): the recorded k counts per tier, the draws and how
+        far each item's reach, the complexity classes. In memory it is :meth:`dense`; on disk a
+        :class:`DenseTable` holding only those, computed by DuckDB (its per-call arrays are empty)."""
+        if not self.on_disk:
+            return self.dense()
+        if self._facts is None:
+            self._facts = _disk_facts(self, self._disk_files()[0])
+        return self._facts
+
+    def shard(self, lo: int, hi: int) -> Shard:
+        """Items ``lo:hi`` (positions) of a table on disk, as a small picklable task: its
+        :meth:`Shard.dense` reads just their rows (in a worker process or on a cluster, too)."""
+        idx = self.item_index()
+        facts = self.facts()
+        light = replace(
+            self,
+            calls=self.calls.iloc[:0],
+            samples=self.samples.iloc[:0],
+            items=self.items.iloc[lo:hi].reset_index(drop=True),
+            variants={},
+        )
+        return Shard(
+            light, (int(idx.calls_start[lo]), int(idx.calls_start[hi])),
+            (int(idx.samples_start[lo]), int(idx.samples_start[hi])), facts.k_max, facts.k_count, facts.n,
+        )  # fmt: skip
+
+    def shard_dense(self, lo: int, hi: int) -> DenseTable:
+        """The dense arrays of items ``lo:hi``, read from the files: equal to ``dense().take(range(lo, hi))``
+        of the same table in memory (a test checks it), draws padded to the whole table's."""
+        return self.shard(lo, hi).dense()
 
     def start_scores(self, router: StartRouter) -> np.ndarray:
         """(non-final tiers, items): the learned start router's score of every item, computed by the
@@ -202,9 +300,60 @@ class Outcomes:
 
     def dense(self) -> DenseTable:
         """The calls table as dense arrays (built once; rebuilt if ``calls`` is replaced)."""
+        if self.on_disk:
+            raise WorkbenchError(
+                f"this outcome table ({self.n_items:,} items) is on disk, not in memory: the sweep reads it in "
+                "item ranges, but this needs it whole; load it with Outcomes.load() (or build_outcomes(load=True))"
+            )
         if self._dense is None or self._dense[0] is not self.calls:
             self._dense = (self.calls, _build_dense(self))
         return self._dense[1]
+
+
+# the columns the dense arrays are built from (the rest, such as model names and token counts, is not read
+# for an item range of a table on disk)
+_DENSE_COLUMNS = (
+    "item_id", "tier_index", "variant", "sample", "error_kind", "fatal", "unusable", "cost_pico", "worst_pico",
+    "reserve_pico", "latency_ms", "topup_worst_pico", "short_cost_pico", "short_reserve_pico", "short_latency_ms",
+)  # fmt: skip
+_DENSE_PREFIXES = ("q_", "agree_", "pick_", "pbits_")
+
+
+def _dense_columns(frame: pd.DataFrame) -> list[str]:
+    return [str(c) for c in frame.columns if c in _DENSE_COLUMNS or str(c).startswith(_DENSE_PREFIXES)]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Items of a table on disk (see :meth:`Outcomes.shard`): the table without rows, its items cut to the
+    shard's, the shard's row runs in the two files, and what the whole table's draws and k counts are."""
+
+    table: Outcomes
+    calls_rows: tuple[int, int]
+    samples_rows: tuple[int, int]
+    k_max: int
+    k_count_all: np.ndarray
+    n_all: int
+
+    @property
+    def n(self) -> int:
+        return self.table.n_items
+
+    def dense(self) -> DenseTable:
+        """The shard's dense arrays, its rows read from the files by DuckDB."""
+        calls_p, samples_p = self.table._disk_files()
+        part = replace(
+            self.table,
+            calls=tablefiles.read_rows(calls_p, *self.calls_rows, columns=_dense_columns(self.table.calls)),
+            samples=tablefiles.read_rows(samples_p, *self.samples_rows, columns=_dense_columns(self.table.samples)),
+            on_disk=False,
+        )
+        if len(part.items) and (
+            part.calls["item_id"].iloc[0] != part.items["item_id"].iloc[0]
+            or part.calls["item_id"].iloc[-1] != part.items["item_id"].iloc[-1]
+        ):
+            raise WorkbenchError(f"{calls_p}: rows out of step with the table's items; rebuild the table")
+        return _build_dense(part, k_max=self.k_max, k_count_all=self.k_count_all, n_all=self.n_all)
 
 
 @dataclass
@@ -316,15 +465,65 @@ _ITEM_AXIS = {
 }
 
 
-def _build_dense(o: Outcomes) -> DenseTable:
+def _write_frame(df: pd.DataFrame, path: Path) -> None:
+    def write(tmp: Path) -> None:
+        df.to_parquet(tmp, index=False)
+
+    atomic_write(path, write)
+
+
+def _disk_facts(o: Outcomes, calls_p: Path) -> DenseTable:
+    """:meth:`Outcomes.facts` of a table on disk: k counts, draws and each item's reach by DuckDB queries,
+    computed as :func:`_build_dense` computes them."""
+    n, t = o.n_items, len(o.tiers)
+    tk, nk = max(t - 1, 1), max(len(o.ks), 1)
+    k_count = np.zeros((nk, tk), np.int64)
+    counts = tablefiles.query(
+        f"SELECT variant, tier_index, count(*) AS n FROM {tablefiles.source(calls_p)} "
+        "WHERE variant LIKE 'k%' GROUP BY variant, tier_index"
+    )
+    for v, ti, c in counts.itertuples(index=False):
+        k = int(str(v)[1:])
+        if k in o.ks and ti < tk:
+            k_count[o.ks.index(k), int(ti)] = int(c)
+    top = tablefiles.query(f"SELECT max(draw) AS m FROM {tablefiles.source(calls_p)} WHERE variant LIKE 'd%'")
+    kmax = max(2, int(top["m"].iloc[0]) if len(top) and pd.notna(top["m"].iloc[0]) else 2)
+    big = 1 << 20
+    d_have = np.zeros((n, tk), np.int64)
+    if 2 in o.ks:
+        reach = tablefiles.query(
+            f"SELECT item_id, tier_index, max(CASE WHEN error_kind IS NOT NULL THEN {big} "
+            f"WHEN variant = 'k2' THEN 2 ELSE draw END) AS have FROM {tablefiles.source(calls_p)} "
+            "WHERE variant = 'k2' OR variant LIKE 'd%' GROUP BY item_id, tier_index"
+        )
+        pos = pd.Index(o.items["item_id"]).get_indexer(reach["item_id"])
+        ti = reach["tier_index"].to_numpy(np.int64)
+        ok = (pos >= 0) & (ti < tk)
+        d_have[pos[ok], ti[ok]] = reach["have"].to_numpy(np.int64)[ok]
+    e1, e2, e3, e4 = (np.zeros((0,) * d) for d in (1, 2, 3, 4))
+    return DenseTable(
+        n, t, o.items["class_index"].to_numpy(), e2, e2, e2, e2, e2, e2, {}, list(o.ks), list(o.similarities),
+        e3, e3, e3, e3, e3, e3, e3, e3, e3, e3, {}, e4, k_count, k_max=kmax, d_have=d_have,
+    )  # fmt: skip
+
+
+def _build_dense(
+    o: Outcomes, *, k_max: int = 2, k_count_all: np.ndarray | None = None, n_all: int | None = None
+) -> DenseTable:
+    """The dense arrays of ``o``'s rows. For one item range of a larger table: ``k_max``, the draws of the
+    whole table (the arrays are padded to them), and its ``k_count`` over ``n_all`` items (a tier recorded
+    for every item there counts as recorded for every item here, as :meth:`DenseTable.take` counts it)."""
     calls = o.calls
-    pos = {iid: i for i, iid in enumerate(o.items["item_id"])}
-    n, t = len(pos), len(o.tiers)
-    _check_complete(calls, n, t)
-    ii = calls["item_id"].map(pos).to_numpy()
-    ti = calls["tier_index"].to_numpy()
+    index = pd.Index(o.items["item_id"])
+    n, t = len(index), len(o.tiers)
+    ii = _positions(index, calls["item_id"], "calls")
+    ti = calls["tier_index"].to_numpy(np.int64)
+    codes, names = pd.factorize(calls["variant"])
+    _check_complete(calls, n, t, key=(ii * max(t, 1) + ti) * max(len(names), 1) + codes)
+    variant_is = {str(v): codes == c for c, v in enumerate(names)}
+    none = np.zeros(len(calls), bool)
     err = np.where(calls["error_kind"].isna(), 0, np.where(calls["fatal"], 2, 1))
-    single = (calls["variant"] == "single").to_numpy()
+    single = variant_is.get("single", none)
 
     def grid(values: np.ndarray, mask: np.ndarray, shape: tuple[int, ...], fill: Any, dtype: Any) -> np.ndarray:
         out = np.full(shape, fill, dtype=dtype)
@@ -357,7 +556,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
     agree = np.full((len(sims), nk, n, tk), np.nan)
     k_count = np.zeros((nk, tk), np.int64)
     for j, k in enumerate(ks):
-        m = (calls["variant"] == f"k{k}").to_numpy()
+        m = variant_is.get(f"k{k}", none)
         k_cost[j][ii[m], ti[m]] = calls["cost_pico"].to_numpy()[m]
         k_worst[j][ii[m], ti[m]] = calls["worst_pico"].to_numpy()[m]
         k_res[j][ii[m], ti[m]] = calls["reserve_pico"].to_numpy()[m]
@@ -373,21 +572,22 @@ def _build_dense(o: Outcomes) -> DenseTable:
         for si, sim in enumerate(sims):
             agree[si, j][ii[m], ti[m]] = calls[f"agree_{sim}"].to_numpy(dtype=float)[m]
         k_count[j] = np.bincount(ti[m], minlength=tk)[:tk]
+    if k_count_all is not None:  # an item range of a larger table: count as DenseTable.take does
+        k_count = np.where(k_count_all == n_all, n, 0).astype(np.int64)
     cls = o.items["class_index"].to_numpy()
     nsim = len(sims)
     k_pick = np.zeros((nsim, nk, n, tk), np.int64)
     k_pagree = np.full((nsim, nk, n, tk), np.nan)
     k_pbad = np.zeros((nsim, nk, n, tk), np.int8)
     for j, k in enumerate(ks):
-        m = (calls["variant"] == f"k{k}").to_numpy()
+        m = variant_is.get(f"k{k}", none)
         for si, sim in enumerate(sims):
             if f"pick_{sim}" in calls:
                 k_pick[si, j][ii[m], ti[m]] = np.maximum(calls[f"pick_{sim}"].to_numpy()[m], 0)
                 k_pagree[si, j][ii[m], ti[m]] = calls[f"agree_pick_{sim}"].to_numpy(dtype=float)[m]
                 k_pbad[si, j][ii[m], ti[m]] = calls[f"pbits_{sim}"].to_numpy()[m]
-    variants = calls["variant"].astype(str)
-    draw_of = np.array([int(v[1:]) if v.startswith("d") else 0 for v in variants], np.int64)
-    kmax = max(2, int(draw_of.max()) if len(draw_of) else 2)
+    draw_of = np.array([int(v[1:]) if str(v).startswith("d") else 0 for v in names], np.int64)[codes]
+    kmax = max(2, k_max, int(draw_of.max()) if len(draw_of) else 2)
     nd = kmax - 2
     d_cost = np.zeros((nd, n, tk), np.int64)
     d_worst = np.zeros((nd, n, tk), np.int64)
@@ -416,7 +616,7 @@ def _build_dense(o: Outcomes) -> DenseTable:
     big = 1 << 20
     d_have = np.zeros((n, tk), np.int64)
     if 2 in ks:
-        m2 = (calls["variant"] == "k2").to_numpy()
+        m2 = variant_is.get("k2", none)
         d_have[ii[m2], ti[m2]] = np.where(err[m2] > 0, big, 2)
         for d in range(nd):
             m = draw_of == d + 3
@@ -424,9 +624,9 @@ def _build_dense(o: Outcomes) -> DenseTable:
             d_have[at] = np.where(err[m] > 0, big, np.maximum(d_have[at], d + 3))
     jn = max(max(ks, default=1), kmax)
     samples = o.samples
-    s_ii = samples["item_id"].map(pos).to_numpy()
-    s_ti = samples["tier_index"].to_numpy()
-    s_j = samples["sample"].to_numpy()
+    s_ii = _positions(index, samples["item_id"], "samples")  # (an item range may hold no sample rows at all)
+    s_ti = samples["tier_index"].to_numpy(np.int64)
+    s_j = samples["sample"].to_numpy(np.int64)
     s_var = samples["variant"].astype(str).to_numpy()
     k_sq = {sc: np.full((nk, n, tk, jn), np.nan) for sc in o.scorers}
     for j, k in enumerate(ks):
@@ -480,10 +680,22 @@ def _build_dense(o: Outcomes) -> DenseTable:
     )
 
 
-def _check_complete(calls: pd.DataFrame, n_items: int, n_tiers: int) -> None:
+def _positions(index: pd.Index, ids: pd.Series, what: str) -> np.ndarray:
+    """Each row's item position (a row of an item the items table lacks is a DataError)."""
+    pos = index.get_indexer(pd.Index(ids)) if len(ids) else np.zeros(0, np.int64)
+    if (pos < 0).any():
+        raise DataError(f"outcome table: {what} rows of item {ids[pos < 0].iloc[0]!r}, which is not among its items")
+    return np.asarray(pos, np.int64)
+
+
+def _check_complete(calls: pd.DataFrame, n_items: int, n_tiers: int, *, key: np.ndarray | None = None) -> None:
     """Every (item, tier) has one single-call row and at most one row per k variant, k rows only at
-    non-final tiers: a gap or a duplicate would otherwise read as a free, successful call."""
-    dup = calls.duplicated(["item_id", "tier_index", "variant"])
+    non-final tiers: a gap or a duplicate would otherwise read as a free, successful call. ``key``: one
+    integer per row for (item, tier, variant), which finds duplicates faster than the three columns."""
+    if key is not None:
+        dup = pd.Series(pd.Index(key).duplicated(), index=calls.index)
+    else:
+        dup = calls.duplicated(["item_id", "tier_index", "variant"])
     if dup.any():
         r = calls[dup].iloc[0]
         raise DataError(f"outcome table: item {r['item_id']!r}, tier {r['tier_index']}, {r['variant']} appears twice")
@@ -677,6 +889,7 @@ def build_outcomes(
     variants: bool = True,
     workers: int | None = None,
     executor: Any = None,
+    load: bool | None = None,
 ) -> Outcomes:
     """Replay every recorded call once and score it; cached as Parquet (see the module docstring).
     ``k_max`` (default: the cassette manifest's) replays adaptive k's draws up to that many samples.
@@ -694,7 +907,13 @@ def build_outcomes(
     entry points). At most a few tasks run ahead of the one being written, so memory stays flat.
 
     The rows are streamed to disk chunk by chunk as the build goes, so the build's memory does not grow
-    with the number of items until the finished tables are read back."""
+    with the number of items until the finished tables are read back.
+
+    ``load``: read the tables into memory (True), or leave them on disk (False: :attr:`Outcomes.on_disk`;
+    the sweep reads them item range by item range with DuckDB, the rest of the workbench needs
+    :meth:`Outcomes.load`). None (default): on disk when the calls table has more rows than
+    ``$ROUTERLAB_OUT_OF_CORE_ROWS`` (default :data:`DEFAULT_OUT_OF_CORE_ROWS`; a million mot_date items, with
+    their draws, are 13M rows)."""
     cdir = Path(cassette_dir)
 
     try:
@@ -712,26 +931,30 @@ def build_outcomes(
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     calls_p, samples_p = cache / f"{key}-calls.parquet", cache / f"{key}-samples.parquet"
     texts_p = cache / f"{key}-texts.parquet"
-    if calls_p.exists() and samples_p.exists() and texts_p.exists():
-        calls, samples = pd.read_parquet(calls_p), pd.read_parquet(samples_p)
-    else:
+    if not (calls_p.exists() and samples_p.exists() and texts_p.exists()):
         cache.mkdir(parents=True, exist_ok=True)
-        calls, samples = _build(
+        _build(
             items, policy, cdir, scorers, ks, progress, k_max, _workers(workers, len(items)), texts_p,
-            (calls_p, samples_p), executor,
+            (calls_p, samples_p), executor, load=False,
         )  # fmt: skip
-    item_df = (
-        calls[["item_id", "complexity"]]
-        .drop_duplicates("item_id")
-        .reset_index(drop=True)
-        .assign(
-            class_index=lambda d: d["complexity"].map({c: i for i, c in enumerate(COMPLEXITY_CLASSES)}),
-            position=lambda d: np.arange(len(d)),
-        )
+    on_disk = not load if load is not None else tablefiles.count_rows(calls_p) > out_of_core_rows()
+    index: ItemIndex | None = None
+    if on_disk:
+        calls, samples = tablefiles.schema_frame(calls_p), tablefiles.schema_frame(samples_p)
+        index = tablefiles.item_index(calls_p, samples_p)
+        item_df = pd.DataFrame({"item_id": index.item_id, "complexity": index.complexity})
+        variant_names = tablefiles.distinct(calls_p, "variant")
+    else:
+        calls, samples = pd.read_parquet(calls_p), pd.read_parquet(samples_p)
+        item_df = calls[["item_id", "complexity"]].drop_duplicates("item_id").reset_index(drop=True)
+        variant_names = list(calls["variant"].unique())
+    item_df = item_df.assign(
+        class_index=lambda d: d["complexity"].map({c: i for i, c in enumerate(COMPLEXITY_CLASSES)}),
+        position=lambda d: np.arange(len(d)),
     )
     texts = {it.id: classifier_text(it.messages, policy.classifier.read) for it in items}
     item_df["request_text"] = item_df["item_id"].map(texts)  # what the learned start router reads
-    present_ks = sorted({int(v[1:]) for v in calls["variant"].unique() if str(v).startswith("k")})
+    present_ks = sorted({int(v[1:]) for v in variant_names if str(v).startswith("k")})
     others: dict[tuple[float, ...], Outcomes] = {}
     if recorded:
         base = tuple(policy.sample_temperature(i) for i in range(len(policy.tiers) - 1))
@@ -741,9 +964,9 @@ def build_outcomes(
                 others[vec] = build_outcomes(
                     items, policy.with_sample_temperatures(vec), cdir, scorers=scorers, ks=ks,
                     cache_dir=cache_dir, progress=progress, k_max=k_max, variants=False, workers=workers,
-                    executor=executor,
+                    executor=executor, load=not on_disk,
                 )  # fmt: skip
-    return Outcomes(
+    out = Outcomes(
         calls,
         samples,
         item_df,
@@ -757,7 +980,30 @@ def build_outcomes(
         cassettes_sha256,
         others,
         texts_p,
+        (calls_p, samples_p),
+        on_disk,
     )
+    out._index = index
+    return out
+
+
+#: Calls rows above which :func:`build_outcomes` leaves a table on disk (``$ROUTERLAB_OUT_OF_CORE_ROWS``).
+DEFAULT_OUT_OF_CORE_ROWS = 20_000_000
+OUT_OF_CORE_ENV = "ROUTERLAB_OUT_OF_CORE_ROWS"
+
+
+def out_of_core_rows() -> int:
+    """The size (calls rows) above which an outcome table stays on disk and is swept from there."""
+    env = os.environ.get(OUT_OF_CORE_ENV)
+    if not env:
+        return DEFAULT_OUT_OF_CORE_ROWS
+    try:
+        value = int(env)
+    except ValueError:
+        raise WorkbenchError(f"{OUT_OF_CORE_ENV} must be a whole number of calls rows, got {env!r}") from None
+    if value < 0:
+        raise WorkbenchError(f"{OUT_OF_CORE_ENV} must be at least 0, got {value}")
+    return value
 
 
 def _workers(workers: int | None, n_items: int) -> int:
@@ -780,15 +1026,6 @@ def _default_cache() -> Path:
     return default_cache_dir() / "outcomes"
 
 
-def _write_arrow(table: Any, path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    def write(tmp: Path) -> None:
-        pq.write_table(table, tmp)
-
-    atomic_write(path, write)
-
-
 #: Items per task of a parallel outcome-table build (see :func:`build_outcomes`'s ``workers``).
 BUILD_CHUNK = 64
 
@@ -805,6 +1042,7 @@ def _build(
     texts_path: Path | None = None,
     tables_path: tuple[Path, Path] | None = None,
     executor: Any = None,
+    load: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The calls and samples tables of ``items``, built in chunks of :data:`BUILD_CHUNK` items: in this
     process, by ``workers`` forked processes, or as tasks on ``executor``; rows in item order either way.
@@ -828,7 +1066,7 @@ def _build(
                 def submit(ab: tuple[int, int]) -> Any:
                     return executor.submit(_build_items, list(items[ab[0] : ab[1]]), *payload)
 
-                for (a, b), got in _in_order(chunks, submit, window=2 * max(workers, 2)):
+                for (a, b), got in in_order(chunks, submit, window=2 * max(workers, 2)):
                     sink.add(*got)
                     if bar is not None:
                         bar.update(b - a)
@@ -841,14 +1079,14 @@ def _build(
         finally:
             if bar is not None:
                 bar.close()
-        return sink.tables()
+        return sink.tables(load=load)
 
 
 def _how(executor: Any, workers: int) -> str:
     return f"{workers} processes" if executor is None else type(executor).__name__
 
 
-def _in_order(jobs: Sequence[Any], submit: Callable[[Any], Any], *, window: int) -> Iterator[tuple[Any, Any]]:
+def in_order(jobs: Sequence[Any], submit: Callable[[Any], Any], *, window: int) -> Iterator[tuple[Any, Any]]:
     """(job, result) for each of ``jobs`` in order, at most ``window`` of them submitted ahead, so a slow
     task does not leave every later result waiting in memory."""
     pending: collections.deque[tuple[Any, Any]] = collections.deque()
@@ -905,28 +1143,39 @@ class _TableSink:
             pq.write_table(table, f)
         self.parts.append(files)
 
-    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The whole calls and samples tables (written to ``tables_path`` first, when given)."""
+    def tables(self, *, load: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The whole calls and samples tables. With ``tables_path`` the parts are joined into its two files
+        one part at a time (memory: one part) and, with ``load``, read back; ``load=False`` returns them
+        as zero-row frames with the tables' columns (the table stays on disk)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         out = []
         for j in range(2):
-            if self.parts_dir is None:
+            if self.parts_dir is None or self.tables_path is None:
                 got = [p[j] for p in self.parts]
-            else:
-                got = [pq.read_table(p[j], memory_map=True) for p in self.parts]
-            if not got:
-                out.append(pd.DataFrame())
+                if not got:
+                    out.append(pd.DataFrame())
+                    continue
+                # a column all null in one chunk (no errors there, say) takes the type it has in the others;
+                # an integer column null somewhere becomes float, as pandas' concat makes it
+                out.append(pa.concat_tables(got, promote_options="permissive").to_pandas())
                 continue
-            # a column all null in one chunk (no errors there, say) takes the type it has in the others; an
-            # integer column null somewhere becomes float, as pandas' concat makes it
-            table = pa.concat_tables(got, promote_options="permissive")
-            del got
-            if self.tables_path is not None:
-                _write_arrow(table, self.tables_path[j])
-            out.append(table.to_pandas())
-            del table
+            files = [p[j] for p in self.parts]
+            schemas = [pq.read_schema(f) for f in files]
+            schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata() if schemas else None
+            target = self.tables_path[j]
+
+            def write(tmp: Path, files: list[Path] = files, schema: Any = schema) -> None:
+                if schema is None:
+                    pd.DataFrame().to_parquet(tmp, index=False)
+                    return
+                with pq.ParquetWriter(tmp, schema) as w:
+                    for f in files:
+                        w.write_table(pq.read_table(f).select(schema.names).cast(schema))
+
+            atomic_write(target, write)
+            out.append(pd.read_parquet(target) if load else pq.read_schema(target).empty_table().to_pandas())
         return out[0], out[1]
 
     def _take_texts(self, samples: pd.DataFrame) -> pd.DataFrame:
@@ -983,7 +1232,7 @@ def _build_forked(
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-            jobs = _in_order(chunks, lambda ab: ex.submit(_build_chunk, *ab), window=4 * workers)
+            jobs = in_order(chunks, lambda ab: ex.submit(_build_chunk, *ab), window=4 * workers)
             for (a, b), (c, smp) in jobs:
                 sink.add(c, smp)
                 if bar is not None:

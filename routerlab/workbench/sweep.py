@@ -118,12 +118,12 @@ def threshold_grid(
     With ``mask`` (e.g. the dev split) only those items' agreements are used, so the test split
     plays no part in choosing the grid.
     """
-    calls = o.calls
+    calls = o.call_columns(["item_id", "tier_index", f"agree_{similarity}"], variant=f"k{k}")
     if mask is not None:
         calls = calls[calls["item_id"].isin(set(o.items["item_id"][mask]))]
     out = []
     for ti in range(len(o.tiers) - 1):
-        sel = calls[(calls["tier_index"] == ti) & (calls["variant"] == f"k{k}")][f"agree_{similarity}"]
+        sel = calls[calls["tier_index"] == ti][f"agree_{similarity}"]
         vals = sel.dropna().to_numpy()
         if len(vals) == 0:
             out.append([1.0])
@@ -199,7 +199,7 @@ def default_grid(o: Outcomes, *, caps: Iterable[Decimal | None] | None = None, n
     """
     if caps is None:
         caps = (o.policy.max_cost_per_query_usd,)
-    a = o.dense()
+    a = o.facts()
     ks: list[int] = []
     k_tiers: list[tuple[int, ...] | None] = []
     for j, k in enumerate(a.ks):
@@ -291,6 +291,7 @@ def sweep(
     decompose: bool = True,
     latency: bool | None = None,
     executor: Any = None,
+    shard_items: int | None = None,
 ) -> pd.DataFrame:
     """Simulate and summarise every policy (in batches, to bound memory); returns the sweep table.
 
@@ -313,7 +314,11 @@ def sweep(
 
     ``executor``: run the decomposed sweep's simulations as tasks on it, sharded by items (a
     ``concurrent.futures.ProcessPoolExecutor``, or a Dask ``distributed.Client`` for a cluster); the
-    numbers are the same as in one process."""
+    numbers are the same as in one process.
+
+    A table on disk (``build_outcomes(load=False)``, or above ``$ROUTERLAB_OUT_OF_CORE_ROWS``; see
+    :attr:`~routerlab.workbench.outcomes.Outcomes.on_disk`) is swept out of core: DuckDB reads its items
+    ``shard_items`` at a time (default: what ``memory_mb`` holds), the same numbers as in memory."""
     if points is None:
         points = default_grid(o)
     pts = points.points(o, mask=mask) if isinstance(points, Grid) else list(points)
@@ -328,10 +333,13 @@ def sweep(
         df = sweep_sums(
             o, pts, mask=mask, bootstrap=bootstrap, seed=seed, batch=batch, memory_mb=memory_mb,
             cut_points=cut_points, latency=latency, progress=None if bar is None else bar.update, executor=executor,
+            shard_items=shard_items,
         )  # fmt: skip
     else:
         if executor is not None:
             raise WorkbenchError("an executor runs the decomposed sweep only (decompose=True)")
+        if o.on_disk:
+            raise WorkbenchError("a table on disk is swept by the decomposed sweep only (decompose=True)")
         a = o.dense()
         size = batch or batch_size(a.n, memory_mb=memory_mb)
         frames = []
