@@ -21,7 +21,9 @@ from test_reference import SEEDS, random_points, random_table, threshold_familie
 
 from routerlab.errors import WorkbenchError  # noqa: E402
 from routerlab.workbench.outcomes import build_outcomes  # noqa: E402
-from routerlab.workbench.sweep import default_grid, sweep  # noqa: E402
+from routerlab.workbench.reference import simulate_reference  # noqa: E402
+from routerlab.workbench.study import per_item_single  # noqa: E402
+from routerlab.workbench.sweep import default_grid, evaluate, sweep  # noqa: E402
 
 
 def _arrays_equal(x: Any, y: Any, name: str) -> None:
@@ -91,6 +93,13 @@ def test_what_needs_the_whole_table_in_memory_says_so(tmp_path: Path) -> None:
     disk = o.to_disk(tmp_path)
     with pytest.raises(WorkbenchError, match=r"on disk, not in memory.*Outcomes.load\(\)"):
         disk.dense()
+    plain = [p for p in random_points(o, 25, seed) if p.router is None]
+    with pytest.raises(WorkbenchError, match="reference simulator needs it whole"):
+        simulate_reference(disk, plain[:2])
+    with pytest.raises(WorkbenchError, match="ROUTERLAB_OUT_OF_CORE_ROWS above its calls rows"):
+        evaluate(disk, plain[0], bootstrap=0)
+    with pytest.raises(WorkbenchError, match="per-item table needs it whole"):
+        per_item_single(disk, "s1")
     learned = [p for p in random_points(o, 25, seed) if p.router is not None]
     with pytest.raises(WorkbenchError, match="learned start router are swept on a table in memory"):
         sweep(disk, learned, bootstrap=0)

@@ -94,6 +94,7 @@ def check_policy(
     seed: int = 0,
 ) -> CheckResult:
     """Replay the ``mask`` items (default all) through the candidate and the reference; see the module doc."""
+    o.require_loaded("the policy check")
     _same_ladder(o, candidate, "candidate")
     cand = point_from_policy(candidate, o.policy)
     if production is not None:

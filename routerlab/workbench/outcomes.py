@@ -190,6 +190,16 @@ class Outcomes:
             on_disk=False,
         )
 
+    def require_loaded(self, what: str) -> None:
+        """Raise a :class:`WorkbenchError` saying why, when the table is on disk: ``what`` needs it whole."""
+        if self.on_disk:
+            raise WorkbenchError(
+                f"this outcome table ({self.n_items:,} items) is on disk, not in memory: the sweep reads it in "
+                f"item ranges, but {what} needs it whole; load it with Outcomes.load() (or "
+                f"build_outcomes(load=True), or set ${OUT_OF_CORE_ENV} above its calls rows to keep such tables "
+                "in memory)"
+            )
+
     def _disk_files(self) -> tuple[Path, Path]:
         if self.files is None:
             raise WorkbenchError("this outcome table has no files on disk (see Outcomes.to_disk)")
@@ -300,11 +310,7 @@ class Outcomes:
 
     def dense(self) -> DenseTable:
         """The calls table as dense arrays (built once; rebuilt if ``calls`` is replaced)."""
-        if self.on_disk:
-            raise WorkbenchError(
-                f"this outcome table ({self.n_items:,} items) is on disk, not in memory: the sweep reads it in "
-                "item ranges, but this needs it whole; load it with Outcomes.load() (or build_outcomes(load=True))"
-            )
+        self.require_loaded("the dense arrays")
         if self._dense is None or self._dense[0] is not self.calls:
             self._dense = (self.calls, _build_dense(self))
         return self._dense[1]

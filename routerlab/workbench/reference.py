@@ -61,6 +61,7 @@ def _usd(pico: Any) -> Decimal:
 
 def recorded_replies(o: Outcomes) -> dict[tuple[str, int, str], _Recorded]:
     """Every (item_id, tier_index, variant) of the table as the reply the router would have accounted."""
+    o.require_loaded("the reference simulator")
     sims = list(o.similarities)
     out: dict[tuple[str, int, str], _Recorded] = {}
     cols = ["item_id", "tier_index", "variant", "k", "n_requests", "error_kind", "fatal", "cost_pico", "worst_pico"]
@@ -141,6 +142,7 @@ def _variant(call: TierCall) -> str:
 def sample_quality(o: Outcomes) -> dict[tuple[str, int, str, int], dict[str, float]]:
     """(item_id, tier_index, variant, sample) -> quality of that sample; adaptive k's draw ``m`` is
     sample ``m - 1`` of the k=2 call it continues."""
+    o.require_loaded("the reference simulator")
     out: dict[tuple[str, int, str, int], dict[str, float]] = {}
     cols = ["item_id", "tier_index", "variant", "sample"] + [f"q_{s}" for s in o.scorers]
     for row in o.samples[cols].itertuples(index=False, name=None):

@@ -123,6 +123,7 @@ def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) ->
     A call that failed scores 0, as a failed route does in the sweep (not NaN, which means
     "the scorer does not apply" and would drop the item from the tier's mean).
     """
+    o.require_loaded("the per-item table")
     c = o.calls[o.calls["variant"] == "single"]
     if mask is not None:
         keep = set(o.items["item_id"][mask])
@@ -191,6 +192,7 @@ def run_study(
     scorers = [*applicable_scorers(items, models), scorer]
     scorers = sorted(set(scorers), key=scorers.index)
     o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
+    o.require_loaded("a study (its reports, audit and exported policy)")
     degenerate = degenerate_scorer(o.calls, scorer, answer_pattern=pattern)
     tune, calibrate, test = split_three(o, split, seed=SPLIT_SEED)
     dev = tune | calibrate
@@ -301,6 +303,7 @@ def tier_table(study: Study) -> pd.DataFrame:
 
 def capture_summary(o: Outcomes) -> pd.DataFrame:
     """What the cassettes hold, per tier and call kind: items, requests, samples, tokens, spend, errors."""
+    o.require_loaded("the capture summary")
     c = o.calls.assign(samples=o.calls["k"], errors=o.calls["error_kind"].notna())
     g = c.groupby(["tier_index", "tier", "model", "variant"], sort=True)
     out = g.agg(
