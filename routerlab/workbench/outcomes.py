@@ -310,7 +310,7 @@ class Outcomes:
 
     def dense(self) -> DenseTable:
         """The calls table as dense arrays (built once; rebuilt if ``calls`` is replaced)."""
-        self.require_loaded("the dense arrays")
+        self.require_loaded("building its dense arrays")
         if self._dense is None or self._dense[0] is not self.calls:
             self._dense = (self.calls, _build_dense(self))
         return self._dense[1]
