@@ -148,3 +148,17 @@ def test_a_failed_build_leaves_no_files(tmp_path: Path) -> None:
         sink.add(pd.DataFrame({"item_id": ["a"]}), pd.DataFrame({"item_id": ["a"], "text": ["x"]}))
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("with_texts", [True, False])
+def test_a_chunk_without_sample_rows_joins_like_concat(tmp_path: Path, with_texts: bool) -> None:
+    """A chunk whose every call failed has no sample rows (a frame with no columns): it adds nothing."""
+    paths = (tmp_path / "k-calls.parquet", tmp_path / "k-samples.parquet")
+    c1, s1 = pd.DataFrame({"item_id": ["a"], "cost_pico": [1]}), pd.DataFrame({"item_id": ["a"], "text": ["x"]})
+    c2, s2 = pd.DataFrame({"item_id": ["b"], "cost_pico": [0]}), pd.DataFrame([])
+    with mod._TableSink(tmp_path / "k-texts.parquet" if with_texts else None, paths) as sink:
+        sink.add(c1, s1)
+        sink.add(c2, s2)
+        calls, samples = sink.tables()
+    assert calls["item_id"].tolist() == ["a", "b"] and samples["item_id"].tolist() == ["a"]
+    assert ("text" in samples) is not with_texts

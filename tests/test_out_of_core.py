@@ -166,3 +166,14 @@ def test_a_dask_cluster_on_loopback_sweeps_a_table_on_disk(tmp_path: Path) -> No
             ranges = -(-o.n_items // 3)  # per temperature group of the points (a table and its variant)
             groups = len({o.resolve_temperatures(p.temperatures) for p in pts})
             assert len(ran) == ranges * groups and set(ran) <= set(workers), ran
+
+
+def test_to_disk_writes_the_frames_in_hand_and_checks_the_range_size(tmp_path: Path) -> None:
+    o = random_table(5).to_disk(tmp_path / "a").load()  # a table that came from files
+    changed = dataclasses.replace(o, calls=o.calls.assign(q_s1=0.25))
+    disk = changed.to_disk(tmp_path / "b")
+    assert disk.files is not None and disk.files[0].parent == tmp_path / "b"
+    pts = [p for p in random_points(o, 8, 5) if p.router is None]
+    pd.testing.assert_frame_equal(sweep(changed, pts, bootstrap=0), sweep(disk, pts, bootstrap=0), check_exact=True)
+    with pytest.raises(WorkbenchError, match="shard_items must be at least 1, got 0"):
+        sweep(disk, pts, bootstrap=0, shard_items=0)

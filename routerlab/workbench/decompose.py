@@ -300,7 +300,7 @@ def _on_disk(
         keys: dict[PolicyPoint, int] = {}
         rows[c] = np.array([keys.setdefault(project(pts[i], c, facts.t, base), len(keys)) for i in split])
         jobs.append((c, list(keys)))
-    size = shard_items or shard_size(o, memory_mb)
+    size = shard_size(o, memory_mb) if shard_items is None else shard_items
     if size < 1:
         raise WorkbenchError(f"shard_items must be at least 1, got {size}")
     ranges = [(lo, min(lo + size, o.n_items)) for lo in range(0, o.n_items, size) if sel[lo : lo + size].any()]

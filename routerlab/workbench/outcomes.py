@@ -158,17 +158,15 @@ class Outcomes:
     # ------------------------------------------------------------ tables on disk (the out-of-core sweep)
 
     def to_disk(self, folder: str | os.PathLike[str]) -> Outcomes:
-        """This table with its tables on disk only: written to ``folder`` as Parquet (unless they are
-        files already) and not held in memory; temperature variants likewise."""
+        """This table with its tables on disk only: its frames written to ``folder`` as Parquet and not
+        held in memory; temperature variants likewise."""
         if self.on_disk:
             return self
-        files = self.files
-        if files is None:
-            d = Path(folder)
-            d.mkdir(parents=True, exist_ok=True)
-            files = (d / f"{self.key}-calls.parquet", d / f"{self.key}-samples.parquet")
-            for df, f in zip((self.calls, self.samples), files, strict=True):
-                _write_frame(df, f)
+        d = Path(folder)  # written even when the table came from files: its frames may have been replaced since
+        d.mkdir(parents=True, exist_ok=True)
+        files = (d / f"{self.key}-calls.parquet", d / f"{self.key}-samples.parquet")
+        for df, f in zip((self.calls, self.samples), files, strict=True):
+            _write_frame(df, f)
         return replace(
             self,
             calls=tablefiles.schema_frame(files[0]),
@@ -1139,53 +1137,72 @@ class _TableSink:
         import pyarrow.parquet as pq
 
         samples = self._take_texts(samples)
-        tables = tuple(pa.Table.from_pandas(df, preserve_index=False) for df in (calls, samples))
+        # a part with no columns (a chunk whose every call failed has no sample rows) adds nothing, as in concat
+        tables = [
+            pa.Table.from_pandas(df, preserve_index=False) if len(df.columns) else None for df in (calls, samples)
+        ]
         if self.parts_dir is None:
-            self.parts.append(tables)
+            self.parts.append((tables[0], tables[1]))
             return
         n = len(self.parts)
-        files = (self.parts_dir / f"calls-{n:07d}.parquet", self.parts_dir / f"samples-{n:07d}.parquet")
-        for table, f in zip(tables, files, strict=True):
-            pq.write_table(table, f)
-        self.parts.append(files)
+        names = (self.parts_dir / f"calls-{n:07d}.parquet", self.parts_dir / f"samples-{n:07d}.parquet")
+        files: list[Path | None] = []
+        for table, f in zip(tables, names, strict=True):
+            if table is not None:
+                pq.write_table(table, f)
+            files.append(None if table is None else f)
+        self.parts.append((files[0], files[1]))
 
     def tables(self, *, load: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The whole calls and samples tables. With ``tables_path`` the parts are joined into its two files
         one part at a time (memory: one part) and, with ``load``, read back; ``load=False`` returns them
         as zero-row frames with the tables' columns (the table stays on disk)."""
+        out = []
+        written: list[Path] = []
+        try:
+            for j in range(2):
+                out.append(self._table(j, load, written))
+        except BaseException:
+            for f in written:  # both files or neither
+                f.unlink(missing_ok=True)
+            raise
+        return out[0], out[1]
+
+    def _table(self, j: int, load: bool, written: list[Path]) -> pd.DataFrame:
+        """Table ``j`` (0 calls, 1 samples) joined from its parts."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        out = []
-        for j in range(2):
-            if self.parts_dir is None or self.tables_path is None:
-                got = [p[j] for p in self.parts]
-                if not got:
-                    out.append(pd.DataFrame())
-                    continue
-                # a column all null in one chunk (no errors there, say) takes the type it has in the others;
-                # an integer column null somewhere becomes float, as pandas' concat makes it
-                out.append(pa.concat_tables(got, promote_options="permissive").to_pandas())
-                continue
-            files = [p[j] for p in self.parts]
-            schemas = [pq.read_schema(f) for f in files]
-            schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata() if schemas else None
-            target = self.tables_path[j]
+        got = [p[j] for p in self.parts if p[j] is not None]
+        if self.parts_dir is None or self.tables_path is None:
+            if not got:
+                return pd.DataFrame()
+            # a column all null in one chunk (no errors there, say) takes the type it has in the others; an
+            # integer column null somewhere becomes float, as pandas' concat makes it
+            frame: pd.DataFrame = pa.concat_tables(got, promote_options="permissive").to_pandas()
+            return frame
+        files: list[Path] = got
+        schemas = [pq.read_schema(f) for f in files]
+        schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata() if schemas else None
+        target = self.tables_path[j]
 
-            def write(tmp: Path, files: list[Path] = files, schema: Any = schema) -> None:
-                if schema is None:
-                    pd.DataFrame().to_parquet(tmp, index=False)
-                    return
-                with pq.ParquetWriter(tmp, schema) as w:
-                    for f in files:
-                        w.write_table(pq.read_table(f).select(schema.names).cast(schema))
+        def write(tmp: Path) -> None:
+            if schema is None:
+                pd.DataFrame().to_parquet(tmp, index=False)
+                return
+            with pq.ParquetWriter(tmp, schema) as w:
+                for f in files:
+                    w.write_table(pq.read_table(f).select(schema.names).cast(schema))
 
-            atomic_write(target, write)
-            out.append(pd.read_parquet(target) if load else pq.read_schema(target).empty_table().to_pandas())
-        return out[0], out[1]
+        atomic_write(target, write)
+        written.append(target)
+        if load:
+            return pd.read_parquet(target)
+        empty: pd.DataFrame = pq.read_schema(target).empty_table().to_pandas()
+        return empty
 
     def _take_texts(self, samples: pd.DataFrame) -> pd.DataFrame:
-        if self.path is None:
+        if self.path is None or "text" not in samples:  # (a part with no sample rows has no columns)
             return samples
         import pyarrow as pa
         import pyarrow.parquet as pq

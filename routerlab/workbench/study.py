@@ -191,8 +191,8 @@ def run_study(
     scorer = resolve_scorer(scorer or DEFAULT_SCORER.get(name), items, models, answer_pattern=pattern)
     scorers = [*applicable_scorers(items, models), scorer]
     scorers = sorted(set(scorers), key=scorers.index)
-    o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress)
-    o.require_loaded("a study (its reports, audit and exported policy)")
+    # a study's reports, audit and export need the whole table: in memory whatever its size
+    o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress, load=True)
     degenerate = degenerate_scorer(o.calls, scorer, answer_pattern=pattern)
     tune, calibrate, test = split_three(o, split, seed=SPLIT_SEED)
     dev = tune | calibrate
