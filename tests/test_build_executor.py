@@ -162,3 +162,32 @@ def test_a_chunk_without_sample_rows_joins_like_concat(tmp_path: Path, with_text
         calls, samples = sink.tables()
     assert calls["item_id"].tolist() == ["a", "b"] and samples["item_id"].tolist() == ["a"]
     assert ("text" in samples) is not with_texts
+
+
+def test_a_failed_task_cancels_the_tasks_queued_behind_it() -> None:
+    class Fut:
+        def __init__(self, job: int) -> None:
+            self.job, self.cancelled = job, False
+
+        def result(self) -> int:
+            if self.job == 1:
+                raise RuntimeError("task 1 failed")
+            return self.job
+
+        def cancel(self) -> bool:
+            self.cancelled = True
+            return True
+
+    made: list[Fut] = []
+
+    def submit(job: int) -> Fut:
+        made.append(Fut(job))
+        return made[-1]
+
+    got = []
+    with pytest.raises(RuntimeError, match="task 1 failed"):
+        for job, res in mod.in_order(range(10), submit, window=3):
+            got.append((job, res))
+    assert got == [(0, 0)]
+    assert [f.job for f in made] == [0, 1, 2, 3]  # never more than the window ahead
+    assert [f.job for f in made if f.cancelled] == [2, 3]

@@ -1092,18 +1092,23 @@ def _how(executor: Any, workers: int) -> str:
 
 def in_order(jobs: Sequence[Any], submit: Callable[[Any], Any], *, window: int) -> Iterator[tuple[Any, Any]]:
     """(job, result) for each of ``jobs`` in order, at most ``window`` of them submitted ahead, so a slow
-    task does not leave every later result waiting in memory."""
+    task does not leave every later result waiting in memory. When a task fails, the ones submitted after
+    it are cancelled (those already running finish) and its error is raised."""
     pending: collections.deque[tuple[Any, Any]] = collections.deque()
     it = iter(jobs)
     for job in itertools.islice(it, window):
         pending.append((job, submit(job)))
-    while pending:
-        job, fut = pending.popleft()
-        res = fut.result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append((nxt, submit(nxt)))
-        yield job, res
+    try:
+        while pending:
+            job, fut = pending.popleft()
+            res = fut.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, submit(nxt)))
+            yield job, res
+    finally:  # a failed task (or a caller that stops early): the tasks still queued are not run for nothing
+        for _job, fut in pending:
+            fut.cancel()
 
 
 def _build_items(
