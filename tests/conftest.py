@@ -149,3 +149,17 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Import
         return done[name]
 
     return get
+
+
+@pytest.fixture
+def loopback_dask() -> Iterator[Any]:
+    """A Dask client of a two-worker local cluster bound to 127.0.0.1 (the test is skipped without
+    ``distributed``, the ``cluster`` extra)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

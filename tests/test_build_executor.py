@@ -68,25 +68,21 @@ def test_a_spawned_process_pool_builds_the_same_table(
 
 
 def test_a_dask_cluster_on_loopback_builds_the_same_table(
-    imported: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    imported: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback_dask: Any
 ) -> None:
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     ds = imported("mot_date")
     items = ds.items[:48]
     kw: dict[str, Any] = {"scorers": ["exact"], "progress": False, "variants": False}
     one = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "one", workers=1, **kw)
     monkeypatch.setattr(mod, "BUILD_CHUNK", 16)
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        workers = client.scheduler_info()["workers"]
-        assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
-        with distributed.get_task_stream(client) as stream:
-            two = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "two", executor=client, **kw)
-        ran = [t["worker"] for t in stream.data if str(t["key"]).startswith("_build_items")]
+    client = loopback_dask
+    workers = client.scheduler_info()["workers"]
+    assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
+    with distributed.get_task_stream(client) as stream:
+        two = build_outcomes(items, ds.policy, ds.cassettes, cache_dir=tmp_path / "two", executor=client, **kw)
+    ran = [t["worker"] for t in stream.data if str(t["key"]).startswith("_build_items")]
     _same(one, two)
     assert len(ran) == 3 and set(ran) <= set(workers), ran  # the three chunks ran on the cluster
 

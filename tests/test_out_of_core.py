@@ -143,29 +143,25 @@ def test_a_build_left_on_disk_sweeps_as_the_loaded_one(
         build_outcomes(items, ds.policy, ds.cassettes, **kw)
 
 
-def test_a_dask_cluster_on_loopback_sweeps_a_table_on_disk(tmp_path: Path) -> None:
+def test_a_dask_cluster_on_loopback_sweeps_a_table_on_disk(tmp_path: Path, loopback_dask: Any) -> None:
     """Each item range is one task; the cluster's workers read their rows from the files themselves."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        workers = client.scheduler_info()["workers"]
-        for seed in SEEDS[:3]:
-            print(f"seed={seed}")
-            o = random_table(seed)
-            pts = [p for p in random_points(o, 20, seed) if p.router is None]
-            disk = o.to_disk(tmp_path / str(seed))
-            one = sweep(o, pts, bootstrap=20, seed=seed)
-            with distributed.get_task_stream(client) as stream:
-                two = sweep(disk, pts, bootstrap=20, seed=seed, shard_items=3, executor=client)
-            pd.testing.assert_frame_equal(one, two, check_exact=True)
-            ran = [t["worker"] for t in stream.data if str(t["key"]).startswith("_disk_shard")]
-            ranges = -(-o.n_items // 3)  # per temperature group of the points (a table and its variant)
-            groups = len({o.resolve_temperatures(p.temperatures) for p in pts})
-            assert len(ran) == ranges * groups and set(ran) <= set(workers), ran
+    import distributed
+
+    client = loopback_dask
+    workers = client.scheduler_info()["workers"]
+    for seed in SEEDS[:3]:
+        print(f"seed={seed}")
+        o = random_table(seed)
+        pts = [p for p in random_points(o, 20, seed) if p.router is None]
+        disk = o.to_disk(tmp_path / str(seed))
+        one = sweep(o, pts, bootstrap=20, seed=seed)
+        with distributed.get_task_stream(client) as stream:
+            two = sweep(disk, pts, bootstrap=20, seed=seed, shard_items=3, executor=client)
+        pd.testing.assert_frame_equal(one, two, check_exact=True)
+        ran = [t["worker"] for t in stream.data if str(t["key"]).startswith("_disk_shard")]
+        ranges = -(-o.n_items // 3)  # per temperature group of the points (a table and its variant)
+        groups = len({o.resolve_temperatures(p.temperatures) for p in pts})
+        assert len(ran) == ranges * groups and set(ran) <= set(workers), ran
 
 
 def test_to_disk_writes_the_frames_in_hand_and_checks_the_range_size(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,26 +37,22 @@ def test_a_process_pool_gives_the_same_table() -> None:
             pd.testing.assert_frame_equal(one, many, check_exact=True)
 
 
-def test_a_dask_cluster_on_loopback_gives_the_same_table() -> None:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        workers = client.scheduler_info()["workers"]
-        assert len(workers) == 2 and all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
-        ran: list[str] = []
-        for seed in SEEDS[:4]:
-            print(f"seed={seed}")
-            o, pts, mask = _case(seed)
-            one = sweep(o, pts, mask=mask, bootstrap=30, seed=seed)  # type: ignore[arg-type]
-            with distributed.get_task_stream(client) as stream:
-                many = sweep(o, pts, mask=mask, bootstrap=30, seed=seed, executor=client)  # type: ignore[arg-type]
-            pd.testing.assert_frame_equal(one, many, check_exact=True)
-            ran += [t["worker"] for t in stream.data if str(t["key"]).startswith("_shard")]
-        assert ran and set(ran) == set(workers), ran  # the shards ran on the cluster's two workers
+def test_a_dask_cluster_on_loopback_gives_the_same_table(loopback_dask: Any) -> None:
+    import distributed
+
+    client = loopback_dask
+    workers = client.scheduler_info()["workers"]
+    assert len(workers) == 2 and all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
+    ran: list[str] = []
+    for seed in SEEDS[:4]:
+        print(f"seed={seed}")
+        o, pts, mask = _case(seed)
+        one = sweep(o, pts, mask=mask, bootstrap=30, seed=seed)  # type: ignore[arg-type]
+        with distributed.get_task_stream(client) as stream:
+            many = sweep(o, pts, mask=mask, bootstrap=30, seed=seed, executor=client)  # type: ignore[arg-type]
+        pd.testing.assert_frame_equal(one, many, check_exact=True)
+        ran += [t["worker"] for t in stream.data if str(t["key"]).startswith("_shard")]
+    assert ran and set(ran) == set(workers), ran  # the shards ran on the cluster's two workers
 
 
 def test_an_executor_needs_the_decomposed_sweep() -> None:

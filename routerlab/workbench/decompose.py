@@ -176,6 +176,7 @@ def sweep_sums(
         split = [i for i, pt in enumerate(pts) if pt.router is None]
         total = _zeros(len(pts), a.t, list(ov.scorers), bootstrap or None, latency)
         lat_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (projection row of each split policy, latencies)
+
         if whole and ov.on_disk:
             raise WorkbenchError(
                 "policies with a learned start router are swept on a table in memory; this one is on disk "
@@ -188,11 +189,7 @@ def sweep_sums(
             )  # fmt: skip
             for row, got in per_class:
                 tick(len(set(row.tolist())))
-                here = got.rows(row)
-                if latency and got.latency is not None:
-                    lat_parts.append((row, got.latency))
-                here.latency = None
-                total = _add_rows(total, np.asarray(split), here)
+                total = _fold(total, np.asarray(split), row, got, lat_parts if latency else None)
         elif split:
             for c in range(len(COMPLEXITY_CLASSES)):
                 items = np.flatnonzero(sel & (a.cls == c))
@@ -228,11 +225,7 @@ def sweep_sums(
                     for r in results[1:]:
                         got = got + r
                     tick(len(keys))
-                here = got.rows(row)
-                if latency and got.latency is not None:
-                    lat_parts.append((row, got.latency))
-                here.latency = None
-                total = _add_rows(total, np.asarray(split), here)
+                total = _fold(total, np.asarray(split), row, got, lat_parts if latency else None)
         if whole:
             size = batch or batch_size(len(cols_all), memory_mb=memory_mb)
             wpts = [pts[i] for i in whole]
@@ -370,6 +363,22 @@ def _shard(
         o, pts, arrays, np.arange(arrays.n), weights, cut_points=cut_points, latency=latency, batch=batch,
         tick=lambda _n: None,
     )  # fmt: skip
+
+
+def _fold(
+    total: Partial,
+    split: np.ndarray,
+    row: np.ndarray,
+    got: Partial,
+    lat_parts: list[tuple[np.ndarray, np.ndarray]] | None,
+) -> Partial:
+    """``total`` plus one class's projection sums ``got`` at the split policies ``split`` (``row``: each one's
+    projection); the projections' latencies go to ``lat_parts`` when it is given."""
+    here = got.rows(row)
+    if lat_parts is not None and got.latency is not None:
+        lat_parts.append((row, got.latency))
+    here.latency = None
+    return _add_rows(total, split, here)
 
 
 def _add_rows(total: Partial, rows: np.ndarray, part: Partial) -> Partial:
