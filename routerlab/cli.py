@@ -138,7 +138,7 @@ def _data_import(args: argparse.Namespace) -> int:
         res = import_outputs(
             load_outputs(src), load_ladder(args.ladder), name=name, root=args.root, ks=args.k or (2,),
             force=args.force, progress=not args.quiet, strict=args.strict, answer_pattern=args.answer_pattern,
-            k_max=args.k_max,
+            k_max=args.k_max, pack=args.pack,
         )  # fmt: skip
         for note in res.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -161,10 +161,38 @@ def _data_import(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
         k_max=args.k_max,
+        pack=args.pack,
     )
     print(
         f"{r.name}: {r.items} items -> {r.evalset}\n  ladder policy -> {r.policy}\n  cassettes -> {r.cassettes} "
         f"({r.requests_recorded} requests recorded this run)"
+    )
+    return 0
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from routerlab.data.cassettes import MANIFEST
+    from routerlab.data.packs import pack_cassettes, unpack_cassettes
+    from routerlab.data.studies import study_paths
+
+    folder = Path(args.folder)
+    if not (folder / MANIFEST).is_file():
+        try:
+            study = study_paths(args.folder, root=args.root).cassettes
+        except RouterlabError:
+            study = folder
+        if not (study / MANIFEST).is_file():
+            raise RouterlabError(f"{args.folder}: neither a cassette folder (no {folder / MANIFEST}) nor a study "
+                                 f"with cassettes (no {study / MANIFEST})")  # fmt: skip
+        folder = study
+    if args.unpack:
+        n = unpack_cassettes(folder)
+        print(f"{folder}: {n} cassette(s) written back as files; packs/ removed")
+        return 0
+    rep = pack_cassettes(folder, shard_bytes=args.shard_mb * 1024 * 1024)
+    print(
+        f"{folder}: {rep.packed} cassette(s) packed into {len(rep.shards)} new shard(s); the packs hold "
+        f"{rep.total_packed}, {rep.loose} loose cassette file(s) remain"
     )
     return 0
 
@@ -222,6 +250,7 @@ def _record(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         progress=not args.quiet,
         evalset_sha256=evalset_sha256(args.evalset),
+        pack_every=args.pack_every,
     )
     if rep.items_rerecorded:
         shown = ", ".join(rep.items_rerecorded[:10]) + (" ..." if len(rep.items_rerecorded) > 10 else "")
@@ -759,8 +788,30 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--root", help="where data/imported/ and cassettes/ go (default: the checkout)")
     im.add_argument("--mirror", help=mirror_help)
     im.add_argument("--force", action="store_true", help="re-create the cassettes from scratch")
+    im.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the cassettes in a few shard files (cassettes/NAME/packs/), packed as the "
+        "import goes, instead of one file per item (default: packed above 10,000 items)",
+    )
     im.add_argument("--quiet", action="store_true", help="no progress bars")
     im.set_defaults(func=_data_import)
+
+    pk = dsub.add_parser(
+        "pack",
+        help="move a cassette folder's files into a few shard files with an index (or back, with --unpack)",
+        description="A million items are a million cassette files, slow to list, copy and back up. This moves "
+        "a folder's item cassettes into FOLDER/packs/: shard files of the unchanged bytes (each cassette's "
+        "sha256 in the manifest still holds, outcome tables built before stay valid) and one index per shard. "
+        "Replay, the outcome-table build and recording read packed and loose cassettes alike; a cassette "
+        "recorded again is a loose file, which wins over its packed copy until the folder is packed again.",
+    )
+    pk.add_argument("folder", help="a cassette folder, or a study name (its cassettes)")
+    pk.add_argument("--root", help="workspace for a study name (default: the checkout, or $ROUTERLAB_WORKSPACE)")
+    pk.add_argument("--shard-mb", type=_positive, default=256, help="bytes per shard file, in MB (default 256)")
+    pk.add_argument("--unpack", action="store_true", help="write every packed cassette back as its own file")
+    pk.set_defaults(func=_data_pack)
 
     from routerlab.data.fromlogs import add_from_logs_parser
 
@@ -819,6 +870,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="retries of a 429/5xx/529/timeout/connection failure, after retry-after or a backoff (default 3)",
+    )
+    rec.add_argument(
+        "--pack-every",
+        type=_positive,
+        metavar="N",
+        help="record N items at a time and move their cassettes into the folder's packs before the next N, "
+        "so a large study is a few shard files, not one file per item (see routerlab data pack)",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_record)

@@ -4,6 +4,8 @@ Layout: one vcrpy cassette (JSON serializer) per eval-set item,
 ``<dir>/<item id>.json``, plus ``<dir>/manifest.json`` saying what was
 recorded (ladder, sample counts, eval-set hash). Per-item cassettes keep
 vcrpy's linear matching cheap and make a recording resumable item by item.
+A large folder keeps them in a few shard files instead (``<dir>/packs/``,
+:mod:`routerlab.data.packs`): every reader here finds a cassette either way.
 
 Recording sends, for every item, the requests the router could send it (built
 by :func:`routerlab.decision.tier_requests`, so the bodies are the router's own
@@ -53,13 +55,14 @@ from typing import Any, Literal
 import httpx
 import vcr  # imported here, not in the recording threads: vcr's own modules import each other circularly
 from vcr.filters import decode_response
-from vcr.persisters.filesystem import FilesystemPersister
+from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
 from vcr.request import Request as VcrRequest
-from vcr.serialize import serialize
+from vcr.serialize import deserialize, serialize
 from vcr.serializers import jsonserializer
 from vcr.serializers.compat import convert_to_bytes
 
 from routerlab.data.evalset import EvalItem
+from routerlab.data.packs import PACKS, cassette_exists, cassette_names, pack_cassettes, read_cassette
 from routerlab.decision import complexity_of, effective_max_tokens, tier_requests
 from routerlab.errors import (
     ConfigError,
@@ -289,7 +292,14 @@ class _AtomicPersister:
 
     @classmethod
     def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
-        return FilesystemPersister.load_cassette(cassette_path, serializer)
+        path = Path(cassette_path)
+        if path.is_file():
+            return FilesystemPersister.load_cassette(cassette_path, serializer)
+        try:  # a cassette in its folder's packs (routerlab.data.packs) plays as if it were the file
+            data = read_cassette(path)
+        except FileNotFoundError:
+            raise CassetteNotFoundError() from None
+        return deserialize(data.decode("utf-8"), serializer)
 
     @staticmethod
     def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
@@ -493,12 +503,13 @@ class _Recorder:
         sealed (edited by hand, or written by a run killed before it could update the manifest) is
         recorded again from scratch, never completed and re-sealed."""
         stale = False
-        if path.exists():
+        exists = cassette_exists(path)
+        if exists:
             try:
                 verify_cassette(path)
             except DataError:
                 stale = True
-        old = _loaded_interactions(path) if path.exists() and not stale else []
+        old = _loaded_interactions(path) if exists and not stale else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         new: list[tuple[Any, dict[str, Any]]] = []
         needs = needed_requests(
@@ -697,7 +708,7 @@ def _check_prices(policy: RouterPolicy) -> None:
 
 
 def _has_cassettes(folder: Path) -> bool:
-    return folder.is_dir() and any(p.name != MANIFEST for p in folder.glob("*.json"))
+    return folder.is_dir() and bool(cassette_names(folder))
 
 
 def _check_folder(out: Path, mode: str, evalset_sha256: str | None) -> None:
@@ -732,7 +743,7 @@ def _missing(
     """Mode ``none``: count what each item's cassette is missing; send and write nothing."""
     for item in items:
         path = out / cassette_name(item.id)
-        old = _loaded_interactions(path) if path.exists() else []
+        old = _loaded_interactions(path) if cassette_exists(path) else []
         have = Counter(request_key(rq.method, rq.uri, rq.body) for rq, _ in old)
         missing = 0
         for need in needed_requests(
@@ -760,7 +771,8 @@ def _swap_in(new: Path, out: Path) -> None:
         os.replace(new, out)
         return
     for p in out.iterdir():
-        if p.suffix not in (".json", ".tmp") and not (new / p.name).exists():
+        # the old packs hold the old recording: a folder recorded again in full does not keep them
+        if p.suffix not in (".json", ".tmp") and p.name != PACKS and not (new / p.name).exists():
             if p.is_dir():
                 shutil.copytree(p, new / p.name, symlinks=True)
             else:
@@ -798,8 +810,13 @@ def record(
     clock: Callable[[], float] = time.perf_counter,
     k_max: int | None = None,
     sample_temperatures: Mapping[int, Sequence[float]] | None = None,
+    pack_every: int | None = None,
 ) -> RecordReport:
     """Record every item's requests into ``out_dir`` (one cassette per item); resumable.
+
+    ``pack_every``: record the items that many at a time and move each batch's cassettes into the
+    folder's packs (:func:`routerlab.data.packs.pack_cassettes`) before the next, so a large study never
+    has more than that many cassette files; replay reads packed and loose cassettes alike.
 
     ``mode`` is vcrpy's record mode: ``new_episodes`` (default) records only what the cassettes are
     missing and never overwrites an answer; ``all`` (``force=True``) re-records everything into a
@@ -840,6 +857,8 @@ def record(
         raise ConfigError(f"concurrency must be a whole number of at least 1; got {concurrency!r}")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ConfigError(f"max_retries must be a whole number of at least 0; got {max_retries!r}")
+    if pack_every is not None and (not isinstance(pack_every, int) or isinstance(pack_every, bool) or pack_every < 1):
+        raise ConfigError(f"pack_every must be a whole number of at least 1; got {pack_every!r}")
     out = Path(out_dir)
     env = environ if environ is not None else os.environ
     ks = tuple(ks) if ks else (policy.confidence.k,)
@@ -890,7 +909,12 @@ def record(
     )
     done = False
     try:
-        recorder.run(items, target, on_item)
+        if pack_every is None:
+            recorder.run(items, target, on_item)
+        else:
+            for start in range(0, len(items), pack_every):
+                recorder.run(items[start : start + pack_every], target, on_item)
+                pack_cassettes(target)
         done = True
     finally:
         if bar is not None:
@@ -948,12 +972,14 @@ def _cassette_hashes(folder: Path, items: Sequence[EvalItem], *, fresh: bool) ->
     if not fresh and (folder / MANIFEST).is_file():
         earlier = read_manifest(folder).get("cassette_sha256")
         if isinstance(earlier, dict):
-            hashes = {str(k): str(v) for k, v in earlier.items() if (folder / str(k)).is_file()}
+            hashes = {str(k): str(v) for k, v in earlier.items() if cassette_exists(folder / str(k))}
     for item in items:
         name = cassette_name(item.id)
-        path = folder / name
-        if path.is_file():
-            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            data = read_cassette(folder / name)
+        except FileNotFoundError:
+            continue
+        hashes[name] = hashlib.sha256(data).hexdigest()
     return dict(sorted(hashes.items()))
 
 
@@ -961,9 +987,7 @@ def seal_cassettes(cassette_dir: str | os.PathLike[str]) -> dict[str, str]:
     """Re-hash every cassette in ``cassette_dir`` into its manifest (after a deliberate hand edit)."""
     folder = Path(cassette_dir)
     manifest = read_manifest(folder)
-    hashes = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.json")) if p.name != MANIFEST
-    }
+    hashes = {name: hashlib.sha256(read_cassette(folder / name)).hexdigest() for name in cassette_names(folder)}
     manifest["cassette_sha256"] = hashes
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return hashes
@@ -984,7 +1008,7 @@ def write_manifest(out: Path, policy: RouterPolicy, ks: Sequence[int], **extra: 
         t["base_url"] = _strip_secret_query(t["base_url"])
     data = {
         "format": "routerlab-cassettes/1",
-        "layout": "one vcrpy JSON cassette per item: <item id>.json",
+        "layout": "one vcrpy JSON cassette per item: <item id>.json, a file or in packs/ (routerlab.data.packs)",
         "ks": list(ks),
         "policy": policy_data,
         **{k: v for k, v in extra.items() if v is not None},
@@ -1048,7 +1072,7 @@ def verify_cassette(path: str | os.PathLike[str]) -> bytes:
 def _verified_bytes(p: Path) -> tuple[bytes, bool]:
     """(the cassette's bytes, whether the manifest lists a sha256 for it, which they matched)."""
     try:
-        data = p.read_bytes()
+        data = read_cassette(p)
     except OSError as e:
         raise DataError(f"{p}: cannot read cassette: {e.strerror or e}") from None
     expected = _listed_hashes(p.parent).get(p.name)
@@ -1077,13 +1101,16 @@ def _load_interactions(path: Path, raw: bytes | None = None, *, verified: bool =
     the manifest's sha256, so they are a cassette routerlab wrote (its bodies are strings, its nesting a few
     levels): the depth pre-check, a regex pass over the whole file, is skipped."""
     if raw is None:
-        data = read_json(path, _data_error(path), what="cassette")
-    else:
         try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: is not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
-        data = loads(text, _data_error(path), check_depth=not verified)
+            raw = read_cassette(path)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read cassette: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line}") from None
+    data = loads(text, _data_error(path), check_depth=not verified)
     inter = data.get("interactions") if isinstance(data, dict) else None
     if not isinstance(inter, list):
         raise DataError(f"{path}: not a vcrpy cassette (no 'interactions' list)")
@@ -1149,7 +1176,7 @@ class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             index = self._cache.get(item_id)
             if index is None:
                 path = self.dir / cassette_name(item_id)
-                if not path.exists():
+                if not cassette_exists(path):
                     raise ReplayMissError(f"no cassette for item {item_id!r} (expected {path})", item_id=item_id)
                 index = load_cassette_index(path)
                 if len(self._cache) >= self._cache_size:

@@ -41,6 +41,7 @@ import httpx
 from routerlab.data import datasets
 from routerlab.data.cassettes import ESTIMATED_HEADER, canonical_body, read_manifest, record
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, evalset_text
+from routerlab.data.packs import remove_packs
 from routerlab.data.paths import workspace_root
 from routerlab.data.studies import study_paths
 from routerlab.errors import DataError, DatasetError, EvalSetError, PolicyError, PricingError
@@ -474,6 +475,12 @@ class _Answers:
 # ---------------------------------------------------------------- import
 
 
+#: Imports of more items than this keep their cassettes in packs (``import_outputs(pack=None)``).
+PACK_ITEMS = 10_000
+#: A packing import packs its cassettes this many items at a time.
+PACK_EVERY = 5_000
+
+
 @dataclass(frozen=True)
 class ImportResult:
     name: str
@@ -500,9 +507,15 @@ def import_outputs(
     strict: bool = False,
     answer_pattern: str | None = None,
     k_max: int | None = None,
+    pack: bool | None = None,
 ) -> ImportResult:
     """Turn output rows into ``data/imported/<name>/evalset.jsonl``, a ladder policy and
     ``cassettes/<name>/`` (one vcrpy cassette per item).
+
+    ``pack``: keep the cassettes in a few shard files (``cassettes/<name>/packs/``, see
+    :mod:`routerlab.data.packs`), packed every :data:`PACK_EVERY` items as the import goes, so a
+    large import never has more cassette files than that. Default: packed above :data:`PACK_ITEMS`
+    items.
 
     Items lacking a row for some ladder model are left out and counted (``strict``: an error).
     ``answer_pattern`` (an extractor name such as ``boxed`` or ``last_number``, or a regex) says how
@@ -648,6 +661,7 @@ def import_outputs(
     if force and cassettes.exists():
         for p in cassettes.glob("*.json"):
             p.unlink()
+        remove_packs(cassettes)
     out_data.mkdir(parents=True, exist_ok=True)
     dump_evalset(items, evalset_path)
     dump_policy(policy, policy_path)
@@ -669,6 +683,7 @@ def import_outputs(
             measure_latency=False,
             k_max=k_max if sampled else None,
             sample_temperatures=variant_temps or None,
+            pack_every=PACK_EVERY if (pack if pack is not None else len(items) > PACK_ITEMS) else None,
         )
     return ImportResult(
         name, evalset_path, cassettes, policy_path, len(items), report.requests_recorded, dropped=len(dropped),
@@ -827,6 +842,7 @@ def import_dataset(
     force: bool = False,
     progress: bool = True,
     k_max: int | None = None,
+    pack: bool | None = None,
 ) -> ImportResult:
     """``routerlab data import NAME``: rows -> eval set + ladder policy + cassettes. ``k_max`` records
     adaptive k's draws up to that many samples (default: 6 for mot_date, whose tiers have 20 samples;
@@ -842,5 +858,5 @@ def import_dataset(
         k_max = MOT_DATE_K_MAX
     return import_outputs(
         rows, rungs, name=name, root=root, ks=ks, force=force, progress=progress, similarity=similarity,
-        k_max=k_max,
+        k_max=k_max, pack=pack,
     )  # fmt: skip

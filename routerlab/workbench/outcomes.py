@@ -73,6 +73,7 @@ from routerlab.data.cassettes import (
     spec_key,
 )
 from routerlab.data.evalset import EvalItem
+from routerlab.data.packs import read_cassette
 from routerlab.data.paths import default_cache_dir
 from routerlab.decision import (
     PreparedQuery,
@@ -871,7 +872,7 @@ def _hashes(
         h.update(json.dumps(it.to_json(), sort_keys=True, ensure_ascii=False).encode())
         p = cassette_dir / cassette_name(it.id)
         try:
-            data = p.read_bytes()
+            data = read_cassette(p)
         except FileNotFoundError:
             raise ReplayMissError(f"no cassette for item {it.id!r} (expected {p})", item_id=it.id) from None
         h.update(data)
