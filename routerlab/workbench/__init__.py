@@ -19,6 +19,7 @@ over re-splits), :mod:`~routerlab.workbench.check` (the regression gate),
 from routerlab.data.cassettes import record, replay_items
 from routerlab.data.evalset import EvalItem, dump_evalset, evalset_sha256, load_evalset
 from routerlab.data.importers import DEFAULT_LADDERS, import_dataset, import_outputs, load_ladder, load_outputs
+from routerlab.data.packs import pack_cassettes, unpack_cassettes
 from routerlab.data.paths import workspace_root
 from routerlab.data.studies import StudyPaths, create_study, study_paths
 from routerlab.policy import dump_policy, load_policy
@@ -123,6 +124,7 @@ __all__ = [
     "missing_keys",
     "open_dataset",
     "oracle_point",
+    "pack_cassettes",
     "pareto_frontier",
     "per_item",
     "plot_audit",
@@ -151,6 +153,7 @@ __all__ = [
     "study_paths",
     "summarize",
     "tier_table",
+    "unpack_cassettes",
     "workspace_root",
     "write_outputs",
 ]
