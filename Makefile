@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/mypy --strict routerlab
 
 bench: install
-	cd benchmarks && for b in bench_replay bench_sweep bench_scale bench_build bench_rouge bench_overhead fault_load bench_explorer; do ../$(PY) $$b.py || exit 1; done
+	cd benchmarks && for b in bench_replay bench_sweep bench_scale bench_build bench_storage bench_rouge bench_overhead fault_load bench_explorer; do ../$(PY) $$b.py || exit 1; done
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -15,10 +15,13 @@ linear in items: no step looks across items).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
-from _common import interleaved, machine, spread, table, workspace
+from _common import interleaved, machine, scaled_folder, spread, table, workspace
 
 from routerlab.consistency import difflib_similarity
 from routerlab.rouge import tokenize
@@ -32,10 +35,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the parallel rows")
     ap.add_argument("--root", help="workspace with the datasets imported (default: import into a temp dir)")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        metavar="N",
+        help="build N items per dataset: its items copied under new ids, each copy's answer texts marked so no "
+        "text repeats (so the fixed cost of a build is spread over N items, and no memo helps across copies)",
+    )
     args = ap.parse_args()
     sets = {}
     for name in args.datasets.split(","):
         policy, items, cassettes, _base = workspace(name, args.root)
+        if args.scale and args.scale > len(items):
+            out = Path(tempfile.mkdtemp(prefix="rl-build-scaled-")) / name
+            atexit.register(shutil.rmtree, out.parent, True)
+            items = scaled_folder(cassettes, items, args.scale, out, distinct=True)
+            cassettes = out
         scorers = applicable_scorers(items, [t.model for t in policy.tiers])
         sets[name] = (policy, items, cassettes, scorers)
         build_outcomes(items[:20], policy, cassettes, scorers=scorers, cache_dir=tempfile.mkdtemp(), progress=False)

@@ -17,40 +17,18 @@ same bytes read to both layouts, plus a seek per file to the loose one.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from _common import interleaved, machine, spread, table, workspace
+from _common import interleaved, machine, scaled_folder, spread, table, workspace
 
-from routerlab.data.cassettes import MANIFEST, cassette_name
-from routerlab.data.packs import PACKS, pack_cassettes, read_cassette
+from routerlab.data.cassettes import MANIFEST
+from routerlab.data.packs import PACKS, pack_cassettes
 from routerlab.workbench.outcomes import _hashes, build_outcomes
 from routerlab.workbench.scoring import applicable_scorers
-
-
-def scaled_folder(src: Path, items: list, n: int, out: Path) -> list:
-    """``out``: a cassette folder of ``n`` items copied from ``src``'s (new ids, the same bytes)."""
-    out.mkdir(parents=True)
-    manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
-    hashes = {}
-    made = []
-    for i in range(n):
-        it = items[i % len(items)]
-        new = replace(it, id=f"{it.id}~{i // len(items)}")
-        data = read_cassette(src / cassette_name(it.id))
-        name = cassette_name(new.id)
-        (out / name).write_bytes(data)
-        hashes[name] = hashlib.sha256(data).hexdigest()
-        made.append(new)
-    manifest["cassette_sha256"] = hashes
-    manifest.pop("evalset_sha256", None)
-    (out / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-    return made
 
 
 def main() -> None:

@@ -1131,10 +1131,14 @@ def load_cassette_index(path: Path) -> dict[tuple[str, str, str], list[RecordedR
     """
     index: dict[tuple[str, str, str], list[RecordedResponse]] = defaultdict(list)
     raw, verified = _verified_bytes(path)
+    keys: dict[tuple[str, str, bytes], tuple[str, str, str]] = {}  # a repeated request is keyed once
     for n, it in enumerate(_load_interactions(path, raw, verified=verified)):
         try:
             rq, rs = it["request"], it["response"]
-            key = request_key(rq["method"], rq["uri"], _body_bytes(rq.get("body")))
+            seen = (rq["method"], rq["uri"], _body_bytes(rq.get("body")))
+            key = keys.get(seen)
+            if key is None:
+                key = keys[seen] = request_key(*seen)
             headers = tuple(
                 (k, str(v))
                 for k, vals in rs.get("headers", {}).items()
