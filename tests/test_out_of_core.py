@@ -173,3 +173,50 @@ def test_to_disk_writes_the_frames_in_hand_and_checks_the_range_size(tmp_path: P
     pd.testing.assert_frame_equal(sweep(changed, pts, bootstrap=0), sweep(disk, pts, bootstrap=0), check_exact=True)
     with pytest.raises(WorkbenchError, match="shard_items must be at least 1, got 0"):
         sweep(disk, pts, bootstrap=0, shard_items=0)
+
+
+def _damaged(o: Any, kind: str, rng: random.Random) -> pd.DataFrame:
+    """``o``'s calls with one defect in one item's run of rows (the item's rows stay one run)."""
+    calls = o.calls.reset_index(drop=True)
+    t = len(o.tiers)
+    if kind == "duplicate":
+        at = rng.randrange(len(calls))
+        return pd.concat([calls.iloc[: at + 1], calls.iloc[at : at + 1], calls.iloc[at + 1 :]], ignore_index=True)
+    singles = calls.index[calls["variant"] == "single"]
+    if kind == "gap":
+        return calls.drop(index=rng.choice(list(singles))).reset_index(drop=True)
+    ks = calls.index[(calls["variant"] != "single") & (calls["tier_index"] == t - 2)]
+    at = rng.choice(list(ks))
+    row = calls.iloc[at : at + 1].assign(tier_index=t - 1)
+    return pd.concat([calls.iloc[: at + 1], row, calls.iloc[at + 1 :]], ignore_index=True)
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "gap", "final_k"])
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_a_defect_anywhere_on_disk_is_refused_before_any_range_is_swept(
+    seed: int, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-table check runs by DuckDB aggregates up front, with the error the table in memory gives."""
+    from routerlab.errors import DataError
+    from routerlab.workbench import tablefiles
+
+    o = random_table(seed)
+    while len(o.tiers) < 2 or not (o.calls["variant"] != "single").any():  # a table with k rows to misplace
+        seed += 1000
+        o = random_table(seed)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    bad = dataclasses.replace(o, calls=_damaged(o, kind, rng))
+    with pytest.raises(DataError) as mem:
+        bad.dense()
+    disk = bad.to_disk(tmp_path)
+
+    def no_reads(*a: Any, **k: Any) -> Any:
+        raise AssertionError("an item range was read before the whole-table check")
+
+    monkeypatch.setattr(tablefiles, "read_rows", no_reads)
+    with pytest.raises(DataError) as got:
+        disk.facts()
+    assert str(got.value) == str(mem.value)
+    with pytest.raises(DataError, match=r"^outcome table: "):
+        sweep(disk, random_points(o, 3, seed), shard_items=1)

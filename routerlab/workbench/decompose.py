@@ -167,10 +167,13 @@ def sweep_sums(
     tick = progress or (lambda _n: None)
     groups = by_temperature(o, points) or [(o, list(range(p)))]
     parts: list[tuple[list[int], Partial, np.ndarray | None]] = []
-    for ov, idx in groups:
-        pts = [points[i] for i in idx]
+    facts: list[DenseTable] = []
+    for ov, idx in groups:  # every table and point checked before anything is simulated
         a = ov.facts()  # in memory: the dense table; on disk: what the checks need, by DuckDB
-        encode(pts, a, ov.policy)  # every point checked against the whole table (the sub-tables trust it)
+        encode([points[i] for i in idx], a, ov.policy)  # against the whole table (the sub-tables trust it)
+        facts.append(a)
+    for (ov, idx), a in zip(groups, facts, strict=True):
+        pts = [points[i] for i in idx]
         base = escalate_mask(ov.policy.confidence.escalate_on)
         whole = [i for i, pt in enumerate(pts) if pt.router is not None]
         split = [i for i, pt in enumerate(pts) if pt.router is None]

@@ -130,9 +130,10 @@ def _frame(query: str) -> pd.DataFrame:
     return got
 
 
-def source(path: Path) -> str:
-    """The SQL table expression of a Parquet file (for :func:`query`)."""
-    return f"read_parquet({_lit(path)})"
+def source(path: Path, *, row_numbers: bool = False) -> str:
+    """The SQL table expression of a Parquet file (for :func:`query`); ``row_numbers``: with its
+    ``file_row_number`` column."""
+    return f"read_parquet({_lit(path)}{', file_row_number = true' if row_numbers else ''})"
 
 
 def query(sql: str) -> pd.DataFrame:
