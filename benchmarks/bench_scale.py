@@ -18,6 +18,8 @@ least 3: each round runs every row once, in order), printed as min / median / ma
 process checks the sweep against the reference simulator (the router's own decision procedure) on a
 sample: 4 random policies x 200 random items, the sweep of the whole table restricted to those items
 (``mask``) against the reference's routes of the same items, summarised alike; it prints what differs.
+"policies with exact p50/p95": the sweep's own latency columns (all policies up to 5e7 policy-items,
+above that the Pareto frontier's, filled by a second pass that is part of the timed seconds).
 "decompose=False" rows are the sweep without the per-class decomposition (every policy on every item),
 for the ratio.
 """
@@ -290,6 +292,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "before_mb": rss0,
         "policies": len(points),
         "sims": sims,
+        "latency_rows": int(df["latency_p50_ms"].notna().sum()),
         "ref_diff": diff,
     }
 
@@ -355,12 +358,14 @@ def main() -> None:
             "yes" if dec else "no", "disk (DuckDB)" if disk else "memory", f"{runs[0]['sims']:,}",
             spread(secs, "{:,.1f}"),
             spread([s / (pol * n) * 1e9 for s in secs], "{:,.1f}"), spread([x["peak_mb"] for x in runs], "{:,.0f}"),
+            f"{runs[0]['latency_rows']:,}",
             "identical" if not diffs else "DIFFERS: " + ", ".join(diffs),
         ])  # fmt: skip
     print(f"# the sweep at scale ({args.dataset}'s items copied, random classes; {args.bootstrap} bootstrap resamples)")
     print(f"machine: {machine()}; {args.rounds} interleaved rounds, min / median / max; one fresh process per run\n")
     head = ["policies", "items", "n policies", "decomposed", "table in", "projections (sum over classes)", "seconds",
-            "ns per policy-item", "peak RSS MB", "reference check (4 policies x 200 items)"]  # fmt: skip
+            "ns per policy-item", "peak RSS MB", "policies with exact p50/p95",
+            "reference check (4 policies x 200 items)"]  # fmt: skip
     print(table(head, rows))
     ratios = []
     for i, (grid, n, p, dec, disk) in enumerate(cases):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,16 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1; got {value!r}")
     return n
+
+
+def _megabytes(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes such as 2048; got {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of megabytes; got {value!r}")
+    return x
 
 
 def _grid_points(value: str) -> int:
@@ -364,22 +375,38 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _judged(args: argparse.Namespace) -> Iterator[str | None]:
+    """With ``--judge``: an LLM judge registered as the scorer ``judge`` (its calls recorded into the
+    study's cassettes once, replayed after), closed and summarised on the way out; yields the scorer."""
+    if not args.judge:
+        yield args.scorer
+        return
+    from routerlab.data.studies import study_paths
+    from routerlab.workbench.judge import register_judge
+
+    cassette = study_paths(args.name, root=args.root).cassettes / "judge.json"
+    judge = register_judge("judge", args.judge, cassette, record=not args.judge_offline)
+    try:
+        yield args.scorer or "judge"
+    finally:
+        judge.close()
+    js = judge.stats()
+    print(
+        f"judge: {js.sent} calls sent, {js.replayed} replayed from {cassette}, {js.unparseable} replies "
+        f"unparseable; spend this run ${js.spend_usd:.4f}"
+    )
+
+
 def _study(args: argparse.Namespace) -> Any:
     from routerlab.workbench.study import run_study
 
-    judge = None
-    if args.judge:  # an LLM judge, its calls recorded into the study's cassettes once, replayed after
-        from routerlab.data.studies import study_paths
-        from routerlab.workbench.judge import register_judge
-
-        cassette = study_paths(args.name, root=args.root).cassettes / "judge.json"
-        judge = register_judge("judge", args.judge, cassette, record=not args.judge_offline)
-    try:
-        st = run_study(
+    with _judged(args) as scorer:
+        return run_study(
             args.name,
             root=args.root,
             mirror=args.mirror,
-            scorer=args.scorer or ("judge" if judge is not None else None),
+            scorer=scorer,
             floor=args.floor,
             n_thresholds=args.thresholds,
             progress=not args.quiet,
@@ -390,16 +417,6 @@ def _study(args: argparse.Namespace) -> Any:
             budget_usd=None if getattr(args, "budget", None) is None else args.budget / 1000,
             cost_bound_usd=getattr(args, "cost_bound", None),
         )
-    finally:
-        if judge is not None:
-            judge.close()
-    if judge is not None:
-        js = judge.stats()
-        print(
-            f"judge: {js.sent} calls sent, {js.replayed} replayed from {cassette}, {js.unparseable} replies "
-            f"unparseable; spend this run ${js.spend_usd:.4f}"
-        )
-    return st
 
 
 def _reports_dir(args: argparse.Namespace) -> Path:
@@ -409,19 +426,60 @@ def _reports_dir(args: argparse.Namespace) -> Path:
     return Path(base / "reports" / str(args.name))
 
 
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Any]:
+    """The executor ``--workers`` or ``--dask`` asks for (None: neither), shut down on the way out."""
+    if args.dask:
+        try:
+            from distributed import Client
+        except ImportError:
+            msg = "--dask needs Dask's distributed scheduler: pip install 'routerlab[cluster]'"
+            raise RouterlabError(msg) from None
+        try:
+            client = Client(args.dask, timeout="10s")  # type: ignore[no-untyped-call]
+        except OSError as e:
+            raise RouterlabError(f"--dask {args.dask}: cannot reach the scheduler ({e})") from None
+        with client:
+            yield client
+    elif args.workers:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            yield pool
+    else:
+        yield None
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from routerlab.jsonio import atomic_write_text
+    from routerlab.workbench.study import sweep_study
 
-    st = _study(args)
+    load = {"auto": None, "memory": True, "disk": False}[args.table]
+    with _judged(args) as scorer, _executor(args) as executor:
+        got = sweep_study(
+            args.name, root=args.root, mirror=args.mirror, scorer=scorer, n_thresholds=args.thresholds,
+            split=args.split, progress=not args.quiet, workers=args.workers, executor=executor, load=load,
+            memory_mb=args.memory_mb,
+        )  # fmt: skip
     out = Path(args.out) if args.out else _reports_dir(args) / "sweep.csv"
-    df = st.sweep_dev
+    df = got.table
     atomic_write_text(out, df.to_csv(index=False))
-    q = f"quality_{st.scorer}"
-    print(f"{args.name}: swept {len(df)} policies on the dev split ({int(st.dev.sum())} queries) -> {out}")
+    q = f"quality_{got.scorer}"
+    where = "on disk, read by DuckDB item range by item range" if got.outcomes.on_disk else "in memory"
     print(
-        f"  {st.scorer}: {df[q].min():.4f} .. {df[q].max():.4f}; cost per 1k queries "
+        f"{args.name}: swept {len(df)} policies on the dev split ({int(got.dev.sum())} queries; outcome "
+        f"table {where}) -> {out}"
+    )
+    print(
+        f"  {got.scorer}: {df[q].min():.4f} .. {df[q].max():.4f}; cost per 1k queries "
         f"${df['cost_per_1k_usd'].min():.4f} .. ${df['cost_per_1k_usd'].max():.4f}"
     )
+    n_lat = int(df["latency_p50_ms"].notna().sum())
+    if n_lat < len(df):
+        print(
+            f"  latency p50/p95: exact for the {n_lat} policies on a frontier, not computed for the other "
+            f"{len(df) - n_lat} (too many policy-items; `routerlab sweep` keeps memory bounded)"
+        )
     return 0
 
 
@@ -639,6 +697,31 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="simulate every policy of the grid on the dev split; write the sweep table CSV")
     study_args(sw)
     sw.add_argument("--out", help="CSV path (default reports/<name>/sweep.csv)")
+    par = sw.add_mutually_exclusive_group()
+    par.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes for the table build and the sweep (default: the build on every core, the sweep in "
+        "this process)",
+    )
+    par.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="a Dask scheduler (e.g. tcp://10.0.0.5:8786; the cluster extra): the build's chunks and the sweep's "
+        "shards run on its workers, which must read the study's folder and cache at the same paths",
+    )
+    sw.add_argument(
+        "--table",
+        choices=("auto", "memory", "disk"),
+        default="auto",
+        help="keep the outcome table in memory, or on disk as Parquet swept by DuckDB in item ranges; auto "
+        "(default): on disk above $ROUTERLAB_OUT_OF_CORE_ROWS calls rows",
+    )
+    sw.add_argument(
+        "--memory-mb",
+        type=_megabytes,
+        help="the sweep's memory budget for its temporaries (default $ROUTERLAB_SWEEP_MEMORY_MB, else 2048)",
+    )
     sw.set_defaults(func=_sweep)
     fr = sub.add_parser("frontier", help="the cost/quality Pareto frontier with baselines: CSV and PNG")
     study_args(fr)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, require_mirror
@@ -109,6 +110,9 @@ def test_fetch_import_replay_from_the_command_line(tmp_path: Path, capsys: pytes
         (["export", "mot_date", "--floor", "95"], "in (0, 1]"),
         (["sweep", "mot_date", "--floor", "high"], "expected a number"),
         (["sweep", "mot_date", "--thresholds", "1"], "between 2 and 64"),
+        (["sweep", "mot_date", "--memory-mb", "0"], "positive number of megabytes"),
+        (["sweep", "mot_date", "--workers", "0"], "at least 1"),
+        (["sweep", "mot_date", "--workers", "2", "--dask", "tcp://127.0.0.1:1"], "not allowed with"),
     ],
 )
 def test_bad_option_values_are_refused_by_the_parser(
@@ -131,3 +135,32 @@ def test_parser_lists_all_commands() -> None:
     text = build_parser().format_help()
     for c in ("demo", "data", "record", "replay", "sweep", "frontier", "export", "report"):
         assert c in text
+
+
+def test_sweep_gives_the_study_sweep_in_memory_on_disk_on_processes_and_on_a_dask_cluster(
+    imported: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], loopback_dask: Any
+) -> None:
+    """``routerlab sweep`` writes the dev-split sweep the study computes, whether its table is in memory or
+    on disk (DuckDB, in item ranges), in this process, on local processes or on a cluster on loopback."""
+    from routerlab.workbench.study import run_study
+
+    s = imported("mot_date")
+    base = ["sweep", "mot_date", "--root", str(s.root), "--quiet", "--out"]
+    assert main([*base, str(tmp_path / "a.csv")]) == 0
+    assert "outcome table in memory" in capsys.readouterr().out
+    want = run_study("mot_date", root=s.root, progress=False).sweep_dev.to_csv(index=False)
+    assert (tmp_path / "a.csv").read_text() == want
+    argv = [*base, str(tmp_path / "b.csv"), "--table", "disk", "--workers", "2", "--memory-mb", "1"]
+    assert main(argv) == 0  # about 256 items per range: two ranges, each a task in its own process
+    assert "outcome table on disk" in capsys.readouterr().out
+    assert (tmp_path / "b.csv").read_text() == want
+    assert main([*base, str(tmp_path / "c.csv"), "--dask", loopback_dask.scheduler.address]) == 0
+    assert (tmp_path / "c.csv").read_text() == want
+
+
+def test_sweep_names_an_unreachable_dask_scheduler(imported: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    s = imported("mot_date")
+    code = main(["sweep", "mot_date", "--root", str(s.root), "--quiet", "--dask", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 1 and "tcp://127.0.0.1:9" in err and "cannot reach the scheduler" in err, err

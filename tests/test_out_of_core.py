@@ -75,6 +75,29 @@ def test_the_sweep_of_a_table_on_disk_equals_the_sweep_in_memory(seed: int, tmp_
     )
 
 
+def test_above_the_latency_work_a_table_on_disk_gives_the_frontier_its_latencies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frontier's latency pass reads a table on disk range by range, as the sweep does: the same
+    figures as the table in memory with ``latency=True``, NaN off the frontier."""
+    from routerlab.workbench import decompose
+    from routerlab.workbench.frontier import frontier_positions
+
+    monkeypatch.setattr(decompose, "LATENCY_WORK", 100)
+    for seed in SEEDS[:6]:
+        print(f"seed={seed}")
+        o = random_table(seed)
+        pts = [p for p in random_points(o, 25, seed) + threshold_families(o, 3, seed + 1) if p.router is None]
+        disk = o.to_disk(tmp_path / str(seed))
+        full = sweep(o, pts, bootstrap=0, latency=True)
+        got = sweep(disk, pts, bootstrap=0, shard_items=1 + seed % 5)
+        front = sorted({i for sc in o.scorers for i in frontier_positions(full, quality=f"quality_{sc}")})
+        other = np.setdiff1d(np.arange(len(pts)), front)
+        for col in ("latency_p50_ms", "latency_p95_ms"):
+            assert np.allclose(got[col].iloc[front], full[col].iloc[front], rtol=1e-12, atol=1e-9), (seed, col)
+            assert got[col].iloc[other].isna().all(), (seed, col)
+
+
 def test_an_executor_sweeps_a_table_on_disk_range_by_range(tmp_path: Path) -> None:
     with ProcessPoolExecutor(max_workers=2) as ex:
         for seed in SEEDS[:4]:

@@ -573,6 +573,51 @@ def test_the_decomposed_sweep_equals_the_undecomposed_one_bit_for_bit() -> None:
         pd.testing.assert_frame_equal(a, b, check_exact=True)  # latency too: the same per-item sums
 
 
+@pytest.mark.parametrize("work", [1, 200, 10**6])
+def test_above_the_latency_work_the_frontier_gets_the_exact_latencies(
+    work: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``LATENCY_WORK`` policy-items the default sweep still gives every frontier policy (of any
+    scorer) the latencies ``latency=True`` gives, in passes of a few policies; the rest are NaN."""
+    from routerlab.workbench import decompose
+    from routerlab.workbench.frontier import frontier_positions
+    from routerlab.workbench.sweep import sweep
+
+    monkeypatch.setattr(decompose, "LATENCY_WORK", work)
+    passes: list[int] = []
+    real = decompose.sweep_sums
+
+    def counted(o: Outcomes, pts: list[PolicyPoint], **kw: object) -> pd.DataFrame:
+        if kw.get("latency") is True:
+            passes.append(len(pts))
+        return real(o, pts, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decompose, "sweep_sums", counted)
+    for seed in SEEDS[:8]:
+        print(f"seed={seed}")
+        o = random_table(seed)
+        pts = random_points(o, 30, seed) + threshold_families(o, 4, seed + 1)
+        rng = random.Random(seed)
+        mask = np.array([rng.random() < 0.7 for _ in range(o.n_items)])
+        mask[rng.randrange(o.n_items)] = True
+        passes.clear()
+        got = sweep(o, pts, mask=mask, bootstrap=0, seed=seed)
+        full = sweep(o, pts, mask=mask, bootstrap=0, seed=seed, latency=True)
+        front = sorted({i for sc in o.scorers for i in frontier_positions(full, quality=f"quality_{sc}")})
+        n = int(mask.sum())
+        if len(pts) * n <= work:  # below the work: every policy's, in the sweep itself
+            assert not passes
+            pd.testing.assert_frame_equal(got, full, check_exact=True)
+            continue
+        assert front and sum(passes) == len(front) and max(passes) <= max(1, work // n), (passes, front)
+        other = np.setdiff1d(np.arange(len(pts)), front)
+        for col in LATENCY:
+            assert np.allclose(got[col].iloc[front], full[col].iloc[front], rtol=1e-12, atol=1e-9), (seed, col)
+            assert got[col].iloc[other].isna().all(), (seed, col)
+        pd.testing.assert_frame_equal(got.drop(columns=LATENCY), full.drop(columns=LATENCY), check_exact=True)
+        assert not sweep(o, pts, mask=mask, bootstrap=0, latency=False)[LATENCY].notna().any().any()
+
+
 @pytest.mark.parametrize("plant", ["membership_ignored", "start_of_another_class", "cap_dropped_at_final"])
 def test_a_planted_projection_bug_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A projection that merges policies an item can tell apart must be caught by the property check."""

@@ -43,6 +43,7 @@ from routerlab.workbench.scoring import (
 from routerlab.workbench.study import (
     SPLIT_SEED,
     Study,
+    StudySweep,
     capture_summary,
     choice_table,
     choosers_table,
@@ -53,6 +54,7 @@ from routerlab.workbench.study import (
     route_examples,
     run_study,
     split_masks,
+    sweep_study,
     tier_table,
 )
 from routerlab.workbench.sweep import (
@@ -87,6 +89,7 @@ __all__ = [
     "SPLIT_SEED",
     "SimResult",
     "Study",
+    "StudySweep",
     "StudyPaths",
     "applicable_scorers",
     "audit",
@@ -150,6 +153,7 @@ __all__ = [
     "single_tier_baselines",
     "split_items",
     "split_masks",
+    "sweep_study",
     "study_paths",
     "summarize",
     "tier_table",

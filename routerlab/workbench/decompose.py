@@ -48,8 +48,10 @@ from routerlab.workbench.kernel import (
 from routerlab.workbench.outcomes import PICO, DenseTable, Outcomes, Shard, in_order
 
 #: Exact latency percentiles for every policy of a sweep when policies x items is at most this (they
-#: need each policy's whole latency vector); above it only on request (``latency=True``), else NaN: the
-#: chosen policy's figures come from :func:`~routerlab.workbench.sweep.evaluate`, which is always exact.
+#: need each policy's whole latency vector); above it for every policy only on request (``latency=True``),
+#: else for the Pareto frontier's policies (:func:`fill_frontier_latency`, this many policy-items per
+#: pass) and NaN for the rest: the chosen policy's figures come from
+#: :func:`~routerlab.workbench.sweep.evaluate`, which is always exact.
 LATENCY_WORK = 50_000_000
 
 
@@ -251,6 +253,46 @@ def sweep_sums(
     order = np.empty(p, np.int64)
     order[np.concatenate([np.asarray(i, np.int64) for i, _ in frames])] = np.arange(p)
     return df.iloc[order].reset_index(drop=True)
+
+
+def fill_frontier_latency(
+    o: Outcomes,
+    points: Sequence[PolicyPoint],
+    df: pd.DataFrame,
+    *,
+    mask: np.ndarray | None = None,
+    cut_points: bool = True,
+    executor: Any = None,
+    shard_items: int | None = None,
+    memory_mb: float | None = None,
+) -> list[int]:
+    """Exact p50/p95 latencies written into ``df`` (the sweep table of ``points``, in their order) for its
+    rows on the cost/quality Pareto frontier of any scorer's quality column; returns those rows.
+
+    They are simulated again with their latencies kept, as many at a time as
+    :data:`LATENCY_WORK` allows (at least one), so memory stays bounded; the figures are those a sweep
+    with ``latency=True`` gives."""
+    from routerlab.workbench.frontier import frontier_positions
+
+    rows: set[int] = set()
+    for sc in o.scorers:
+        col = f"quality_{sc}"
+        if col in df.columns:
+            rows.update(frontier_positions(df, quality=col))
+    order = sorted(rows)
+    n = int(o.n_items if mask is None else np.count_nonzero(mask))
+    step = max(1, LATENCY_WORK // max(n, 1))
+    cols = ["latency_p50_ms", "latency_p95_ms"]
+    lat = df[cols].to_numpy(dtype=float, copy=True)
+    for i in range(0, len(order), step):
+        part = order[i : i + step]
+        got = sweep_sums(
+            o, [points[j] for j in part], mask=mask, bootstrap=0, latency=True, cut_points=cut_points,
+            executor=executor, shard_items=shard_items, memory_mb=memory_mb,
+        )  # fmt: skip
+        lat[part] = got[cols].to_numpy(dtype=float)
+    df[cols[0]], df[cols[1]] = lat[:, 0], lat[:, 1]
+    return order
 
 
 #: Bytes of memory per calls row of an item range read from disk: its rows as pandas and Arrow, and its

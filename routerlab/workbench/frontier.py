@@ -163,6 +163,11 @@ def pareto_frontier(df: pd.DataFrame, *, cost: str = "cost_per_1k_usd", quality:
     ``df``'s columns, sorted by cost ascending (so quality strictly increases),
     with a fresh 0..k-1 index.
     """
+    return df.iloc[frontier_positions(df, cost=cost, quality=quality)].reset_index(drop=True).copy()
+
+
+def frontier_positions(df: pd.DataFrame, *, cost: str = "cost_per_1k_usd", quality: str) -> list[int]:
+    """The positions in ``df`` of :func:`pareto_frontier`'s rows, in its order (cost ascending)."""
     _require(df, [cost, quality], "sweep table")
     c = _floats(df[cost])
     q = _floats(df[quality])
@@ -179,7 +184,7 @@ def pareto_frontier(df: pd.DataFrame, *, cost: str = "cost_per_1k_usd", quality:
         if q[i] > best:
             keep.append(int(i))
             best = float(q[i])
-    return df.iloc[keep].reset_index(drop=True).copy()
+    return keep
 
 
 def single_tier_baselines(per_item: pd.DataFrame, *, tier_names: Sequence[str] | None = None) -> pd.DataFrame:

@@ -117,6 +117,67 @@ def open_dataset(
     return load_policy(paths.policy), load_evalset(paths.evalset), paths.evalset, paths.cassettes
 
 
+#: Bootstrap resamples of the study's dev-split sweep (its quality CIs).
+SWEEP_BOOTSTRAP = 200
+
+
+def _prepare(
+    name: str, root: str | os.PathLike[str] | None, mirror: str | Path | None, scorer: str | None, progress: bool
+) -> tuple[RouterPolicy, list[EvalItem], Path, Path, str, list[str]]:
+    """The study's policy, items, eval set and cassette paths, its scorer and every scorer its table needs."""
+    policy, items, evalset, cassettes = open_dataset(name, root=root, mirror=mirror, progress=progress)
+    models = [t.model for t in policy.tiers]
+    pattern = policy.confidence.answer_pattern
+    # unknown, not applicable (with its coverage) and no scorer at all are three different errors
+    scorer = resolve_scorer(scorer or DEFAULT_SCORER.get(name), items, models, answer_pattern=pattern)
+    scorers = [*applicable_scorers(items, models), scorer]
+    return policy, items, evalset, cassettes, scorer, sorted(set(scorers), key=scorers.index)
+
+
+@dataclass
+class StudySweep:
+    """:func:`sweep_study`'s result: the dev-split sweep table, the scorer, the dev mask and the table."""
+
+    table: pd.DataFrame
+    scorer: str
+    dev: np.ndarray
+    outcomes: Outcomes
+
+
+def sweep_study(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    mirror: str | Path | None = None,
+    scorer: str | None = None,
+    n_thresholds: int = 8,
+    split: tuple[float, float, float] = DEFAULT_SPLIT,
+    progress: bool = True,
+    workers: int | None = None,
+    executor: Any = None,
+    load: bool | None = None,
+    memory_mb: float | None = None,
+) -> StudySweep:
+    """The study's dev-split sweep alone: the table :func:`run_study` gives as ``sweep_dev`` (the same grid,
+    split, bootstrap and numbers), without the choosers, reports and audit that need the whole table in
+    memory, so it runs on a table of any size.
+
+    ``load`` is :func:`~routerlab.workbench.outcomes.build_outcomes`'s: None (default) leaves a table with more
+    calls rows than ``$ROUTERLAB_OUT_OF_CORE_ROWS`` on disk, and the sweep reads it item range by item range
+    (DuckDB). ``workers``: the build's processes. ``executor`` (a ``concurrent.futures`` pool, a Dask
+    ``distributed.Client``): the build's chunks and the sweep's shards run on it. ``memory_mb``: the sweep's
+    memory budget (:func:`~routerlab.workbench.sweep.sweep`)."""
+    policy, items, _evalset, cassettes, scorer, scorers = _prepare(name, root, mirror, scorer, progress)
+    o = build_outcomes(
+        items, policy, cassettes, scorers=scorers, progress=progress, load=load, workers=workers, executor=executor
+    )
+    tune, calibrate, _test = split_three(o, split, seed=SPLIT_SEED)
+    dev = tune | calibrate
+    grid = default_grid(o, n_thresholds=n_thresholds)
+    df = sweep(o, grid, mask=dev, bootstrap=SWEEP_BOOTSTRAP, progress=progress, executor=executor, memory_mb=memory_mb)
+    return StudySweep(table=df, scorer=scorer, dev=dev, outcomes=o)
+
+
 def per_item_single(o: Outcomes, scorer: str, mask: np.ndarray | None = None) -> pd.DataFrame:
     """Each tier's single answer per item: item_id, tier_index, cost_usd, quality (for baselines).
 
@@ -184,20 +245,16 @@ def run_study(
     on tune + calibrate), evaluate both on test. ``chooser`` says which one ``export`` writes."""
     if chooser not in CHOOSERS:
         raise DataError(f"chooser must be one of {', '.join(CHOOSERS)}; got {chooser!r}")
-    policy, items, evalset, cassettes = open_dataset(name, root=root, mirror=mirror, progress=progress)
+    policy, items, evalset, cassettes, scorer, scorers = _prepare(name, root, mirror, scorer, progress)
     models = [t.model for t in policy.tiers]
     pattern = policy.confidence.answer_pattern
-    # unknown, not applicable (with its coverage) and no scorer at all are three different errors
-    scorer = resolve_scorer(scorer or DEFAULT_SCORER.get(name), items, models, answer_pattern=pattern)
-    scorers = [*applicable_scorers(items, models), scorer]
-    scorers = sorted(set(scorers), key=scorers.index)
     # a study's reports, audit and export need the whole table: in memory whatever its size
     o = build_outcomes(items, policy, cassettes, scorers=scorers, progress=progress, load=True)
     degenerate = degenerate_scorer(o.calls, scorer, answer_pattern=pattern)
     tune, calibrate, test = split_three(o, split, seed=SPLIT_SEED)
     dev = tune | calibrate
     grid = default_grid(o, n_thresholds=n_thresholds)
-    sweep_dev = sweep(o, grid, mask=dev, bootstrap=200, progress=progress)
+    sweep_dev = sweep(o, grid, mask=dev, bootstrap=SWEEP_BOOTSTRAP, progress=progress)
     q = f"quality_{scorer}"
     frontier = pareto_frontier(sweep_dev, quality=q)
     per_dev = per_item_single(o, scorer, dev)

@@ -46,7 +46,7 @@ import pandas as pd
 from routerlab.classifier import COMPLEXITY_CLASSES
 from routerlab.errors import WorkbenchError
 from routerlab.policy import ESCALATE_REASONS, RouterPolicy
-from routerlab.workbench.decompose import sweep_sums
+from routerlab.workbench.decompose import fill_frontier_latency, sweep_sums
 from routerlab.workbench.kernel import (
     BYTES_PER_POLICY_ITEM,
     DEFAULT_SWEEP_MEMORY_MB,
@@ -309,8 +309,11 @@ def sweep(
     2^-32, :data:`QUALITY_SCALE`), and so are the bootstrap's weighted sums up to about 200,000 items.
 
     ``latency``: the p50/p95 latency columns for every policy (exact; they need each policy's latencies
-    item by item). None (default): when policies x items is at most
-    :data:`~routerlab.workbench.decompose.LATENCY_WORK`, else NaN (:func:`evaluate` gives any one policy's).
+    item by item). None (default): for every policy when policies x items is at most
+    :data:`~routerlab.workbench.decompose.LATENCY_WORK`; above it for the policies on the cost/quality
+    Pareto frontier of any scorer's quality (simulated again with their latencies kept, a few at a time;
+    the figures are the same as with ``latency=True``), NaN for the rest (:func:`evaluate` gives any one
+    policy's). False: NaN for all.
 
     ``executor``: run the decomposed sweep's simulations as tasks on it, sharded by items (a
     ``concurrent.futures.ProcessPoolExecutor``, or a Dask ``distributed.Client`` for a cluster); the
@@ -335,6 +338,11 @@ def sweep(
             cut_points=cut_points, latency=latency, progress=None if bar is None else bar.update, executor=executor,
             shard_items=shard_items,
         )  # fmt: skip
+        if latency is None and len(df) and df["latency_p50_ms"].isna().all():
+            fill_frontier_latency(
+                o, pts, df, mask=mask, cut_points=cut_points, executor=executor, shard_items=shard_items,
+                memory_mb=memory_mb,
+            )  # fmt: skip
     else:
         if executor is not None:
             raise WorkbenchError("an executor runs the decomposed sweep only (decompose=True)")
