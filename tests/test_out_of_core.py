@@ -206,6 +206,10 @@ def _damaged(o: Any, kind: str, rng: random.Random) -> pd.DataFrame:
         at = rng.randrange(len(calls))
         return pd.concat([calls.iloc[: at + 1], calls.iloc[at : at + 1], calls.iloc[at + 1 :]], ignore_index=True)
     singles = calls.index[calls["variant"] == "single"]
+    if kind in ("tier_past_the_ladder", "negative_tier"):  # one row moved off the ladder (its gap made up)
+        at = rng.choice(list(singles))
+        calls.loc[at, "tier_index"] = t if kind == "tier_past_the_ladder" else -1
+        return calls
     if kind == "gap":
         return calls.drop(index=rng.choice(list(singles))).reset_index(drop=True)
     ks = calls.index[(calls["variant"] != "single") & (calls["tier_index"] == t - 2)]
@@ -214,7 +218,7 @@ def _damaged(o: Any, kind: str, rng: random.Random) -> pd.DataFrame:
     return pd.concat([calls.iloc[: at + 1], row, calls.iloc[at + 1 :]], ignore_index=True)
 
 
-@pytest.mark.parametrize("kind", ["duplicate", "gap", "final_k"])
+@pytest.mark.parametrize("kind", ["duplicate", "gap", "final_k", "tier_past_the_ladder", "negative_tier"])
 @pytest.mark.parametrize("seed", SEEDS[:4])
 def test_a_defect_anywhere_on_disk_is_refused_before_any_range_is_swept(
     seed: int, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -4,7 +4,9 @@ cassette exactly as the loose file it was; bad packs are refused by file name.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
 import shutil
 import stat
@@ -236,6 +238,27 @@ def test_name_hash_collisions_are_told_apart_by_the_shard_header(
             lambda p: p.with_name("000000.pack").write_bytes(p.with_name("000000.pack").read_bytes()[::-1]),
             r"000000\.pack: the index points at byte",
         ),
+        (  # a name with a folder part would write outside the folder on unpack
+            lambda p: p.write_text(
+                json.dumps({"format": packs.FORMAT, "shard": "000000.pack", "entries": [["../item-0.json", 0, 9]]})
+            ),
+            r"000000\.index\.json: entry 0: '\.\./item-0\.json' is not an item cassette's file name",
+        ),
+        (  # an absurd length is refused by the header before anything that long is read
+            lambda p: p.write_text(
+                json.dumps(
+                    {
+                        "format": packs.FORMAT,
+                        "shard": "000000.pack",
+                        "entries": [
+                            [n, o, 10**15 if n == "item-0.json" else ln]
+                            for n, o, ln in json.loads(p.read_text())["entries"]
+                        ],
+                    }  # fmt: skip
+                )
+            ),
+            r"000000\.pack: the index points at byte \d+, where no cassette starts",
+        ),
     ],
 )
 def test_a_damaged_pack_is_refused_by_file_name(tmp_path: Path, damage: Any, message: str) -> None:
@@ -295,3 +318,109 @@ def test_cli_import_packs_on_request(tmp_path: Path, capsys: Any) -> None:
     folder = root / "cassettes" / "mine"
     assert loose_files(folder) == [] and len(packs.packed_names(folder)) == 6
     assert main(["replay", "mine", "--root", str(root)]) == 0
+
+
+def _loose(folder: Path, names: list[str]) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for n in names:
+        out[n] = json.dumps({"interactions": [], "name": n}).encode()
+        (folder / n).write_bytes(out[n])
+    return out
+
+
+def test_shard_numbers_go_past_six_digits(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    want = _loose(folder, ["a.json", "b.json"])
+    (folder / "packs").mkdir()
+    (folder / "packs" / "999999.pack").write_bytes(b"")  # an interrupted pack's shard, without its index
+    rep = packs.pack_cassettes(folder, names=["a.json"])
+    assert rep.shards[0].name == "1000000.pack" and rep.total_packed == 1
+    rep = packs.pack_cassettes(folder)
+    assert rep.shards[0].name == "1000001.pack" and rep.total_packed == 2 and rep.loose == 0
+    assert {n: packs.read_cassette(folder / n) for n in want} == want
+    assert packs.packed_names(folder) == ["a.json", "b.json"]
+
+
+def test_two_packers_that_pick_the_same_number_write_different_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each packer claims its shard number by creating the shard exclusively, so a second packer that
+    read the same next number (another process, at the same moment) takes the one after."""
+    folder = tmp_path / "c"
+    want = _loose(folder, ["a.json", "b.json", "c.json", "d.json"])
+    monkeypatch.setattr(packs, "_next_number", lambda _packs: 0)  # both see an empty packs folder
+    first = packs.pack_cassettes(folder, names=["a.json", "b.json"])
+    second = packs.pack_cassettes(folder, names=["c.json", "d.json"])
+    assert [x.name for x in first.shards + second.shards] == ["000000.pack", "000001.pack"]
+    assert packs.loose_names(folder) == []
+    assert {n: packs.read_cassette(folder / n) for n in want} == want
+
+
+@pytest.mark.parametrize("name", ["sub/x.json", "manifest.json", "judge.json", "../x.json", "x.txt"])
+def test_pack_refuses_names_that_are_not_item_cassettes(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "c"
+    _loose(folder, ["a.json", "manifest.json"])
+    (folder / "sub").mkdir()
+    (folder / "sub" / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="is not an item cassette's file name"):
+        packs.pack_cassettes(folder, names=["a.json", name])
+    assert (folder / "a.json").is_file() and (folder / "manifest.json").is_file() and (folder / "sub/x.json").is_file()
+    assert not (folder / "packs").exists()
+
+
+def test_a_cassette_packed_by_another_process_within_one_timestamp_tick_is_found(tmp_path: Path) -> None:
+    """The index cache is keyed by the packs folder's mtime and inode; where the timestamp is too coarse
+    to change, a lookup that misses compares the index files themselves before saying "not found"."""
+    folder = tmp_path / "c"
+    want = _loose(folder, ["a.json", "b.json"])
+    packs.pack_cassettes(folder, names=["a.json"])
+    assert packs.read_cassette(folder / "a.json") == want["a.json"]  # the cache now holds the first index
+    key = str((folder / "packs").absolute())
+    stale = dataclasses.replace(packs._CACHE[key])  # a copy: this process's own packing updates its entry
+    mtime = (folder / "packs").stat().st_mtime_ns
+    packs.pack_cassettes(folder, names=["b.json"])  # as another process would: then put the old view back
+    os.utime(folder / "packs", ns=(mtime, mtime))
+    packs._CACHE[key] = stale
+    assert packs._load_index(folder).find("b.json") == []  # the stale view, as that process would see it
+    assert not (folder / "b.json").exists()
+    assert packs.read_cassette(folder / "b.json") == want["b.json"]
+    assert packs.cassette_exists(folder / "b.json")
+
+
+def test_a_cassette_rewritten_during_the_pack_stays_even_with_the_same_size_and_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "c"
+    want = _loose(folder, ["a.json", "b.json"])
+    newer = want["a.json"].replace(b'"a.json"', b'"A.json"')
+    assert len(newer) == len(want["a.json"])
+    real = packs.atomic_write_text
+
+    def rerecord_then_index(path: Any, text: str) -> None:
+        st = (folder / "a.json").stat()
+        tmp = folder / "a.json.tmp"  # an atomic re-record: a new inode, the same size, the same mtime
+        tmp.write_bytes(newer)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp, folder / "a.json")
+        real(path, text)
+
+    monkeypatch.setattr(packs, "atomic_write_text", rerecord_then_index)
+    packs.pack_cassettes(folder)
+    assert (folder / "a.json").read_bytes() == newer and not (folder / "b.json").exists()
+    assert packs.read_cassette(folder / "a.json") == newer and packs.read_cassette(folder / "b.json") == want["b.json"]
+
+
+def test_unpack_and_remove_take_away_a_symlinked_packs_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    want = _loose(folder, ["a.json", "b.json"])
+    packs.pack_cassettes(folder)
+    elsewhere = tmp_path / "elsewhere"
+    (folder / "packs").rename(elsewhere)
+    (folder / "packs").symlink_to(elsewhere, target_is_directory=True)
+    assert packs.unpack_cassettes(folder) == 2
+    assert not (folder / "packs").exists() and not (folder / "packs").is_symlink()
+    assert {n: (folder / n).read_bytes() for n in want} == want
+    (folder / "packs").symlink_to(elsewhere, target_is_directory=True)
+    packs.remove_packs(folder)
+    assert not (folder / "packs").is_symlink()

@@ -10,10 +10,13 @@ folder's loose cassettes into ``packs/``:
 - ``packs/<n>.index.json``: ``{"format", "shard", "entries": [[name, offset, length], ...]}``, the byte
   range of each cassette in its shard.
 
-Shards and indexes are written once and never changed in place (a process re-reads the indexes when
-the ``packs/`` folder changes, which every rename does); a shard counts only once its index is in place (each file is
-written atomically, the index last), so an interrupted pack loses nothing: the loose files it did not
-yet remove still win. Reading (:func:`read_cassette`) looks for the loose file first, then for the
+Shards and indexes are written once and never changed in place. A process keeps the indexes it has
+parsed and looks again when the ``packs/`` folder's mtime or inode changes (every rename changes them),
+or, where timestamps are too coarse to tell, when a lookup misses; it then parses only the index files it
+has not seen. A shard counts only once its index is in place (each file is written atomically, the index
+last), so an interrupted pack loses nothing: the loose files it did not yet remove still win. A packer
+claims its shard number by creating the shard file exclusively, so two packers of one folder never
+write the same files. Reading (:func:`read_cassette`) looks for the loose file first, then for the
 cassette in the newest shard that has it; so re-recording an item (a loose file again) and packing again
 both simply supersede the older copy. :func:`unpack_cassettes` turns a packed folder back into loose
 files, for tools that want one file per item.
@@ -47,8 +50,11 @@ FORMAT = "routerlab-pack/1"
 SHARD_BYTES = 256 * 1024 * 1024
 #: Loose files that are not item cassettes: never packed.
 NOT_PACKED = ("manifest.json", "judge.json")
-_HEAD_WINDOW = 512  # bytes read before a cassette: its header line (file names are at most 255 bytes)
-_SHARD_RE = re.compile(r"^(\d{6})\.index\.json$")
+#: Bytes read before a cassette: its header line (a file name is at most 255 bytes on Linux, 255 UTF-16
+#: units, up to 765 bytes of UTF-8, on Windows and macOS; a longer header is refused when packing).
+_HEAD_WINDOW = 1024
+_SHARD_RE = re.compile(r"^(\d{6,})\.index\.json$")  # six digits, more past 999,999
+_NUMBERED = re.compile(r"^(\d{6,})\.")
 
 
 def _header(name: str, length: int) -> bytes:
@@ -80,7 +86,19 @@ class _Index:
 
 
 _EMPTY = _Index((), *(np.zeros(0, dtype=d) for d in ("int64", "int32", "int64", "int64")))
-_CACHE: dict[str, tuple[tuple[int, int], _Index]] = {}
+_Listing = tuple[tuple[str, int, int, int], ...]  # each index file's (name, size, mtime_ns, inode)
+_Parsed = tuple[Path, np.ndarray, np.ndarray, np.ndarray]  # one index: its shard, hashes, offsets, lengths
+
+
+@dataclass
+class _Cached:
+    sig: tuple[int, int]  # the packs folder's (mtime_ns, inode) when ``listing`` was taken
+    listing: _Listing
+    parsed: dict[tuple[str, int, int, int], _Parsed]  # by listing entry: an index file is parsed once
+    index: _Index
+
+
+_CACHE: dict[str, _Cached] = {}
 _LOCK = threading.Lock()
 
 
@@ -91,6 +109,33 @@ def _index_files(packs: Path) -> list[tuple[int, Path]]:
         if m:
             out.append((int(m.group(1)), p))
     return sorted(out)
+
+
+def _listing(packs: Path) -> _Listing:
+    """The index files of ``packs`` in shard order, each with what changes when it is replaced."""
+    out = []
+    with os.scandir(packs) as it:
+        for e in it:
+            m = _SHARD_RE.match(e.name)
+            if m:
+                st = e.stat()
+                out.append((int(m.group(1)), (e.name, st.st_size, st.st_mtime_ns, st.st_ino)))
+    return tuple(x for _, x in sorted(out))
+
+
+def check_name(name: str, where: str) -> None:
+    """Refuse a cassette name that is not a bare ``*.json`` file name of an item (``where`` says whose)."""
+    if (
+        not isinstance(name, str)
+        or not name.endswith(".json")
+        or Path(name).name != name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or name in NOT_PACKED
+        or "\n" in name
+    ):
+        raise DataError(f"{where}: {name!r} is not an item cassette's file name (a bare <id>.json)")
 
 
 def _read_index_file(path: Path) -> tuple[str, list[tuple[str, int, int]]]:
@@ -118,11 +163,16 @@ def _read_index_file(path: Path) -> tuple[str, list[tuple[str, int, int]]]:
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entry[1:])
         ):
             raise DataError(f"{path}: entry {n} is not [name, offset, length]: {str(entry)[:80]}")
+        check_name(entry[0], f"{path}: entry {n}")
         out.append((entry[0], entry[1], entry[2]))
     return shard, out
 
 
-def _load_index(folder: Path) -> _Index:
+def _load_index(folder: Path, *, recheck: bool = False) -> _Index:
+    """The folder's merged index. Cached per process: reused while the packs folder's (mtime_ns, inode)
+    is unchanged (every rename in it changes them, on filesystems with fine timestamps); ``recheck``
+    (after a lookup missed) compares the index files themselves, for timestamps too coarse to tell. Only
+    index files not seen before are parsed (they are never changed in place)."""
     packs = folder / PACKS
     try:
         st = packs.stat()
@@ -132,54 +182,82 @@ def _load_index(folder: Path) -> _Index:
     key = str(packs.absolute())
     with _LOCK:
         hit = _CACHE.get(key)
-        if hit is not None and hit[0] == sig:
-            return hit[1]
-    shards: list[Path] = []
-    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    for _, ipath in _index_files(packs):
-        shard_name, entries = _read_index_file(ipath)
-        s = len(shards)
-        shards.append(packs / shard_name)
-        hashes = np.fromiter((_name_hash(e[0]) for e in entries), dtype=np.int64, count=len(entries))
-        cols.append(
-            (
-                hashes,
-                np.full(len(entries), s, dtype=np.int32),
+    if hit is not None and hit.sig == sig and not recheck:
+        return hit.index
+    try:
+        listing = _listing(packs)
+    except OSError:
+        return _EMPTY
+    if hit is not None and hit.listing == listing:
+        hit.sig = sig
+        return hit.index
+    parsed = {} if hit is None else hit.parsed
+    now: dict[tuple[str, int, int, int], _Parsed] = {}
+    for entry in listing:
+        got = parsed.get(entry)
+        if got is None:
+            shard_name, entries = _read_index_file(packs / entry[0])
+            got = (
+                packs / shard_name,
+                np.fromiter((_name_hash(e[0]) for e in entries), dtype=np.int64, count=len(entries)),
                 np.fromiter((e[1] for e in entries), dtype=np.int64, count=len(entries)),
                 np.fromiter((e[2] for e in entries), dtype=np.int64, count=len(entries)),
             )
-        )
-    if cols:
-        h, s_, o, n = (np.concatenate(c) for c in zip(*cols, strict=True))
+        now[entry] = got
+    shards = tuple(now[e][0] for e in listing)
+    if listing:
+        h = np.concatenate([now[e][1] for e in listing])
+        sh = np.concatenate([np.full(len(now[e][1]), i, dtype=np.int32) for i, e in enumerate(listing)])
+        o = np.concatenate([now[e][2] for e in listing])
+        n = np.concatenate([now[e][3] for e in listing])
         order = np.argsort(h, kind="stable")
-        index = _Index(tuple(shards), h[order], s_[order], o[order], n[order])
+        index = _Index(shards, h[order], sh[order], o[order], n[order])
     else:
         index = _EMPTY
     with _LOCK:
         if len(_CACHE) > 64:
             _CACHE.clear()
-        _CACHE[key] = (sig, index)
+        _CACHE[key] = _Cached(sig, listing, now, index)
     return index
+
+
+def _forget(folder: Path, *, whole: bool = False) -> None:
+    """This process changed the folder's packs: its cached index is checked against the index files at
+    the next lookup (those parsed before are kept: they never change), or dropped (``whole``)."""
+    with _LOCK:
+        key = str((folder / PACKS).absolute())
+        if whole:
+            _CACHE.pop(key, None)
+        elif key in _CACHE:
+            _CACHE[key].sig = (-1, -1)
 
 
 def _read_packed(path: Path) -> bytes | None:
     """The packed bytes of cassette ``path`` (its folder's newest shard holding its name), or None."""
+    got = _find_packed(path, _load_index(path.parent))
+    if got is None:  # perhaps packed meanwhile by another process, within the folder's timestamp tick
+        got = _find_packed(path, _load_index(path.parent, recheck=True))
+    return got
+
+
+def _find_packed(path: Path, index: _Index) -> bytes | None:
     name = path.name
-    for shard, offset, length in _load_index(path.parent).find(name):
+    for shard, offset, length in index.find(name):
         start = max(0, offset - _HEAD_WINDOW)  # the header line ends where the cassette starts
         try:
             with open(shard, "rb") as f:
                 f.seek(start)
-                got = f.read(offset - start + length)
+                before = f.read(offset - start)
+                at = before.rfind(b"#routerlab-pack ")
+                head = before[at:] if at >= 0 else b""
+                if head == _header(name, length):  # the header checked before the length is trusted
+                    if offset + length > os.fstat(f.fileno()).st_size:
+                        raise DataError(
+                            f"{shard}: cassette {name} is cut short (a truncated shard); pack the folder again"
+                        )
+                    return f.read(length)
         except OSError as e:
             raise DataError(f"{shard}: cannot read pack shard: {e.strerror or e}") from None
-        before, body = got[: offset - start], got[offset - start :]
-        at = before.rfind(b"#routerlab-pack ")
-        head = before[at:] if at >= 0 else b""
-        if head == _header(name, length):
-            if len(body) != length:
-                raise DataError(f"{shard}: cassette {name} is cut short (a truncated shard); pack the folder again")
-            return body
         if not (head.endswith(f" {length}\n".encode()) and head.count(b"\n") == 1):
             raise DataError(f"{shard}: the index points at byte {offset}, where no cassette starts (a damaged shard)")
         # another cassette whose name has the same 64-bit hash: try the next entry
@@ -235,8 +313,36 @@ class PackReport:
 
 
 def _next_number(packs: Path) -> int:
-    nums = [int(p.name[:6]) for p in packs.iterdir() if re.match(r"^\d{6}\.", p.name)]
+    nums = [int(m.group(1)) for p in packs.iterdir() if (m := _NUMBERED.match(p.name))]
     return max(nums, default=-1) + 1
+
+
+def _claim(packs: Path) -> int:
+    """A shard number no other packer holds: its shard file created exclusively (empty until written;
+    without its index no reader looks at it), so two packers of one folder never write the same files."""
+    number = _next_number(packs)
+    while True:
+        try:
+            os.close(os.open(packs / f"{number:06d}.pack", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            number += 1
+            continue
+        if (packs / f"{number:06d}.index.json").exists():  # an index left without its shard: not ours
+            number += 1
+            continue
+        return number
+
+
+def _remove_packs_dir(base: Path) -> None:
+    packs = base / PACKS
+    _forget(base, whole=True)
+    try:
+        if packs.is_symlink():
+            packs.unlink()
+        elif packs.exists():
+            shutil.rmtree(packs)
+    except OSError as e:
+        raise DataError(f"{packs}: cannot remove the packs folder: {e.strerror or e}") from None
 
 
 def pack_cassettes(
@@ -255,11 +361,15 @@ def pack_cassettes(
         raise DataError(f"{base}: no such cassette folder")
     if shard_bytes < 1:
         raise DataError(f"shard_bytes must be positive, got {shard_bytes}")
+    if names is not None:
+        names = list(names)
+        for n in names:
+            check_name(n, f"{base}: pack_cassettes(names=...)")
     todo = loose_names(base) if names is None else sorted({n for n in names if (base / n).is_file()})
     packs = base / PACKS
     packs.mkdir(exist_ok=True)
     written: list[Path] = []
-    seen: dict[str, tuple[int, int]] = {}  # each file's (mtime, size) when it was read into its shard
+    seen: dict[str, tuple[int, int, int]] = {}  # each file's (mtime, size, inode) when read into its shard
     i = 0
     while i < len(todo):
         chunk: list[str] = []
@@ -268,7 +378,7 @@ def pack_cassettes(
             chunk.append(todo[i])
             size += (base / todo[i]).stat().st_size
             i += 1
-        number = _next_number(packs)
+        number = _claim(packs)
         shard = packs / f"{number:06d}.pack"
         entries: list[list[object]] = []
 
@@ -277,9 +387,11 @@ def pack_cassettes(
             with open(tmp, "wb") as f:
                 for name in chunk:
                     st = (base / name).stat()
-                    seen[name] = (st.st_mtime_ns, st.st_size)
+                    seen[name] = (st.st_mtime_ns, st.st_size, st.st_ino)
                     data = (base / name).read_bytes()
                     head = _header(name, len(data))
+                    if len(head) > _HEAD_WINDOW:
+                        raise DataError(f"{base / name}: the file name is too long to pack ({len(head)} bytes)")
                     entries.append([name, pos + len(head), len(data)])
                     f.write(head + data + b"\n")
                     pos += len(head) + len(data) + 1
@@ -292,10 +404,12 @@ def pack_cassettes(
                 st = (base / name).stat()
             except FileNotFoundError:
                 continue
-            if (st.st_mtime_ns, st.st_size) == seen[name]:
+            if (st.st_mtime_ns, st.st_size, st.st_ino) == seen[name]:
                 (base / name).unlink(missing_ok=True)
         written.append(shard)
-    return PackReport(len(todo), tuple(written), len(loose_names(base)), len(packed_names(base)))
+    _forget(base)
+    total = int(np.unique(_load_index(base).hashes).size)  # distinct names (by their 64-bit hashes)
+    return PackReport(len(todo), tuple(written), len(loose_names(base)), total)
 
 
 def unpack_cassettes(folder: str | os.PathLike[str]) -> int:
@@ -307,19 +421,21 @@ def unpack_cassettes(folder: str | os.PathLike[str]) -> int:
         p = base / name
         if not p.is_file():
             data = _read_packed(p)
-            assert data is not None
+            if data is None:
+                raise DataError(f"{base / PACKS}: the index lists {name} but no shard holds it (a damaged pack)")
 
             def put(tmp: Path, data: bytes = data) -> None:
                 tmp.write_bytes(data)
 
             atomic_write(p, put)
             n += 1
-    shutil.rmtree(base / PACKS, ignore_errors=True)
+    _remove_packs_dir(base)
     return n
 
 
 def remove_packs(folder: str | os.PathLike[str]) -> None:
-    shutil.rmtree(Path(folder) / PACKS, ignore_errors=True)
+    """Remove ``folder``'s packs (a DataError naming it when that fails)."""
+    _remove_packs_dir(Path(folder))
 
 
 __all__ = [

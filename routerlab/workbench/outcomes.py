@@ -523,9 +523,16 @@ def _disk_complete(o: Outcomes, calls_p: Path) -> None:
     got = tablefiles.query(
         "SELECT count(*) - count(DISTINCT (item_id, tier_index, variant)) AS dup, "
         "count(*) FILTER (WHERE variant = 'single') AS single, "
-        f"count(*) FILTER (WHERE variant <> 'single' AND tier_index >= {t - 1}) AS final_k FROM {src}"
+        f"count(*) FILTER (WHERE variant <> 'single' AND tier_index >= {t - 1}) AS final_k, "
+        f"count(*) FILTER (WHERE tier_index < 0 OR tier_index >= {t}) AS bad_tier FROM {src}"
     )
-    dup, single, final_k = (int(got[c].iloc[0]) for c in ("dup", "single", "final_k"))
+    dup, single, final_k, bad = (int(got[c].iloc[0]) for c in ("dup", "single", "final_k", "bad_tier"))
+    if bad:
+        r = tablefiles.query(
+            f"SELECT item_id, tier_index FROM {numbered} WHERE tier_index < 0 OR tier_index >= {t} "
+            "ORDER BY file_row_number LIMIT 1"
+        ).iloc[0]
+        raise DataError(_tier_range_error(r["item_id"], r["tier_index"], t))
     if dup:
         r = tablefiles.query(
             "SELECT item_id, tier_index, variant FROM (SELECT item_id, tier_index, variant, file_row_number, "
@@ -730,6 +737,11 @@ def _check_complete(calls: pd.DataFrame, n_items: int, n_tiers: int, *, key: np.
     """Every (item, tier) has one single-call row and at most one row per k variant, k rows only at
     non-final tiers: a gap or a duplicate would otherwise read as a free, successful call. ``key``: one
     integer per row for (item, tier, variant), which finds duplicates faster than the three columns."""
+    ti = calls["tier_index"].to_numpy()
+    bad = (ti < 0) | (ti >= n_tiers)
+    if bad.any():
+        r = calls[bad].iloc[0]
+        raise DataError(_tier_range_error(r["item_id"], r["tier_index"], n_tiers))
     if key is not None:
         dup = pd.Series(pd.Index(key).duplicated(), index=calls.index)
     else:
@@ -747,6 +759,10 @@ def _check_complete(calls: pd.DataFrame, n_items: int, n_tiers: int, *, key: np.
         )
     if ((calls["variant"] != "single") & (calls["tier_index"] >= n_tiers - 1)).any():
         raise DataError("outcome table: k-sample rows at the final tier (the router never checks there)")
+
+
+def _tier_range_error(item_id: object, tier: object, n_tiers: int) -> str:
+    return f"outcome table: item {item_id!r} has a row at tier {tier}, outside the ladder's tiers 0..{n_tiers - 1}"
 
 
 def to_pico(cost: Decimal) -> int:
