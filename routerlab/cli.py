@@ -426,6 +426,25 @@ def _reports_dir(args: argparse.Namespace) -> Path:
     return Path(base / "reports" / str(args.name))
 
 
+def _reachable(address: str) -> None:
+    """A TCP scheduler address that refuses connections is said so at once (Dask's client would retry
+    until its timeout)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(address if "://" in address else "tcp://" + address)
+    try:
+        host, port = u.hostname, u.port
+    except ValueError:
+        raise RouterlabError(f"--dask {address}: not a scheduler address such as tcp://10.0.0.5:8786") from None
+    if u.scheme not in ("tcp", "tls") or not host or not port:
+        return  # another transport (inproc, ucx, ws): the client reports on its own
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as e:
+        raise RouterlabError(f"--dask {address}: cannot reach the scheduler ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def _executor(args: argparse.Namespace) -> Iterator[Any]:
     """The executor ``--workers`` or ``--dask`` asks for (None: neither), shut down on the way out."""
@@ -435,6 +454,7 @@ def _executor(args: argparse.Namespace) -> Iterator[Any]:
         except ImportError:
             msg = "--dask needs Dask's distributed scheduler: pip install 'routerlab[cluster]'"
             raise RouterlabError(msg) from None
+        _reachable(args.dask)
         try:
             client = Client(args.dask, timeout="10s")  # type: ignore[no-untyped-call]
         except OSError as e:
